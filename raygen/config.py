@@ -1,0 +1,276 @@
+"""Typed run configuration: one frozen pydantic model per component, composed into `RunConfig`.
+
+Precedence (lowest first): class defaults < the algorithm's presets for the dataset kind < a YAML file
+< `key=value` overrides. The resolved config is what gets stored with every result row and checkpoint.
+Unknown keys, wrong types and impossible values fail here, before any work starts, naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config problem a user can fix; the message names the offending key."""
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, unknown keys rejected, defaults validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class TrainConfig(Section):
+    """Budget, optimiser and cadence, shared by every algorithm (the loop owns these)."""
+
+    steps: int = Field(2000, ge=1, description="training budget in optimizer updates")
+    batch_size: int = Field(100, ge=1)
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate (VW code and PF thesis: 1e-4)")
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(None, gt=0, description="max gradient norm; None disables clipping")
+    log_every: int = Field(50, ge=1, description="report training metrics every N updates")
+    eval_every: int = Field(500, ge=1, description="run the quick validation evaluation every N updates")
+    eval_examples: int = Field(500, ge=1, description="validation examples used by the in-training evaluation")
+    checkpoint_every: int = Field(1000, ge=1, description="write a checkpoint every N updates")
+    progress: bool = Field(True, description="show a progress bar when run in a terminal")
+    deterministic: bool = Field(True, description="torch.use_deterministic_algorithms on CPU runs")
+
+
+class EvalConfig(Section):
+    """The evaluation suite run by `raygen evaluate` and at the end of training."""
+
+    final: bool = Field(True, description="run the evaluation suite on the test split after training")
+    splits: tuple[str, ...] = ("test",)
+    test_examples: int | None = Field(1000, ge=1, description="IS/LB examples (Infusion TAB 3.1: 1000 test)")
+    train_examples: int | None = Field(100, ge=1, description="IS/LB examples on train (Infusion TAB 3.1: 100)")
+    likelihood_samples: int = Field(
+        20, ge=1, description="k importance samples per example (footnote 4: LB=mean, IS=logsumexp-log k)"
+    )
+    repeats: int = Field(10, ge=1, description="repeated evaluations reported as mean ± std (Infusion TAB 3.1)")
+    dequantize: bool = Field(True, description="add U(0,1/256) noise to scaled test points (Infusion §3.5)")
+    isotropic: bool = Field(False, description="also report the isotropic-output IS variant (Table 3.1)")
+    parzen: bool = True
+    parzen_samples: int = Field(10_000, ge=1, description="generated samples for Parzen (Infusion §3.5.1)")
+    parzen_sigmas: tuple[float, ...] = Field(
+        (0.1, 0.1292, 0.1668, 0.2154, 0.2783, 0.3594, 0.4642, 0.5995, 0.7743, 1.0),
+        description="σ grid searched on the validation split (10 log-spaced values in [0.1, 1], Goodfellow)",
+    )
+    parzen_valid_examples: int = Field(1000, ge=1, description="validation points used to choose σ")
+    parzen_batch: int = Field(100, ge=1)
+    sample_count: int = Field(64, ge=1, description="samples drawn for the picture artifacts")
+    chain_count: int = Field(8, ge=1, description="chains drawn for the chain picture artifacts")
+
+
+class AlgoConfig(Section):
+    """Base of the per-algorithm configs; each algorithm module defines its subclass beside its code."""
+
+
+def _data_config_cls():
+    from raygen.data.base import DataConfig
+
+    return DataConfig
+
+
+class RunConfig(Section):
+    """Everything that describes one run. `algo` is the config class registered for `algorithm`."""
+
+    algorithm: str
+    dataset: str
+    seed: int = 0
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    data: SerializeAsAny[Section] = Field(default_factory=lambda: _data_config_cls()())
+    algo: SerializeAsAny[AlgoConfig] = Field(default_factory=AlgoConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_sections(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        from raygen.algorithms import algorithm_class
+
+        values = dict(values)
+        if "algorithm" not in values:
+            return values
+        algo_cls = algorithm_class(values["algorithm"]).Config
+        algo = values.get("algo", {})
+        if not isinstance(algo, algo_cls):
+            values["algo"] = algo_cls.model_validate(algo if algo is not None else {})
+        data = values.get("data", {})
+        data_cls = _data_config_cls()
+        if not isinstance(data, data_cls):
+            values["data"] = data_cls.model_validate(data if data is not None else {})
+        return values
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "RunConfig":
+        return build_config(self.to_dict(), overrides=overrides)
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def _deep_merge(base: dict, update: Mapping) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _section_fields(name: str, algorithm: str | None) -> dict[str, Any]:
+    """Field names of each section, for resolving bare override keys and suggesting fixes."""
+    from raygen.algorithms import algorithm_class
+
+    sections = {"train": TrainConfig, "eval": EvalConfig, "data": _data_config_cls()}
+    if algorithm:
+        sections["algo"] = algorithm_class(algorithm).Config
+    return sections if name == "*" else {name: sections[name]}
+
+
+def _resolve_key(key: str, algorithm: str | None) -> list[str]:
+    """Turn an override key into a path. `train.lr` stays; a bare `lr` is accepted when unique."""
+    parts = key.split(".")
+    if len(parts) > 1 or key in RunConfig.model_fields:
+        return parts
+    matches = [sec for sec, cls in _section_fields("*", algorithm).items() if key in cls.model_fields]
+    if len(matches) == 1:
+        return [matches[0], key]
+    if len(matches) > 1:
+        raise ConfigError(f"config key '{key}' is ambiguous: use one of {', '.join(m + '.' + key for m in matches)}")
+    raise ConfigError(f"unknown config key '{key}'{_suggest(key, algorithm)}")
+
+
+def _all_paths(algorithm: str | None) -> list[str]:
+    paths = [k for k in RunConfig.model_fields]
+    for sec, cls in _section_fields("*", algorithm).items():
+        paths += [f"{sec}.{k}" for k in cls.model_fields]
+        paths += list(cls.model_fields)
+    return paths
+
+
+def _suggest(key: str, algorithm: str | None) -> str:
+    close = difflib.get_close_matches(key, _all_paths(algorithm), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` with the value parsed as YAML (so `3`, `1.0e-4`, `[1, 2]`, `true` get their types)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"cannot parse the value of override '{text}': {err}") from None
+    return key, value
+
+
+def _set_path(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key '{'.'.join(path)}': '{part}' is not a section")
+    node[path[-1]] = value
+
+
+def _format_validation_error(err: ValidationError, algorithm: str | None) -> str:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
+        if item["type"] == "extra_forbidden":
+            last = key.split(".")[-1]
+            lines.append(f"unknown config key '{key}'{_suggest(last, algorithm)}")
+        else:
+            lines.append(f"config key '{key}': {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(lines)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return loaded
+
+
+def build_config(
+    base: Mapping[str, Any] | None = None,
+    *,
+    algorithm: str | None = None,
+    dataset: str | None = None,
+    file: str | Path | None = None,
+    overrides: Mapping[str, Any] | list[str] | None = None,
+) -> RunConfig:
+    """Compose a validated `RunConfig` (see the module docstring for the precedence)."""
+    from raygen.algorithms import algorithm_class
+    from raygen.data import dataset_kind
+
+    tree: dict[str, Any] = dict(base or {})
+    if file is not None:
+        tree = _deep_merge(tree, load_yaml(file))
+    if algorithm is not None:
+        tree["algorithm"] = algorithm
+    if dataset is not None:
+        tree["dataset"] = dataset
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(o) for o in overrides)
+    algorithm = tree.get("algorithm")
+    override_tree: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if key in ("algorithm",):
+            algorithm = value
+        _set_path(override_tree, _resolve_key(key, algorithm), value)
+    tree = _deep_merge(tree, override_tree)
+    algorithm = tree.get("algorithm")
+    if not algorithm:
+        raise ConfigError("config key 'algorithm' is missing")
+    if not tree.get("dataset"):
+        raise ConfigError("config key 'dataset' is missing")
+    try:
+        presets = algorithm_class(algorithm).presets(dataset_kind(tree["dataset"]))
+    except KeyError as err:
+        raise ConfigError(str(err.args[0])) from None
+    tree = _deep_merge(presets, tree)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, algorithm)) from None
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; used for Parquet columns and sweep parameter paths."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
