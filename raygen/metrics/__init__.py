@@ -1,1 +1,34 @@
-"""Metrics: Parzen windows, lower bounds and importance sampling, reversibility, BPC, hidden-state distances."""
+"""Metrics: Parzen windows, lower bounds and importance sampling, reversibility, BPC, hidden-state distances.
+
+Pure functions over tensors (most also take numpy arrays); no algorithm knowledge. The algorithms produce
+the raw quantities (samples, log-weights, per-step log-probabilities, hidden states) and call these.
+"""
+
+from raygen.metrics.chains import nearest_neighbours, reversibility_ratio
+from raygen.metrics.likelihood import (
+    bernoulli_log_prob,
+    dequantize,
+    gaussian_log_prob,
+    importance_estimates,
+    mean_std,
+    summarise_repeats,
+)
+from raygen.metrics.parzen import DEFAULT_SIGMAS, parzen_evaluate, parzen_log_likelihood, select_parzen_sigma
+from raygen.metrics.sequence import bits_per_char, hidden_state_distances
+
+__all__ = [
+    "DEFAULT_SIGMAS",
+    "bernoulli_log_prob",
+    "bits_per_char",
+    "dequantize",
+    "gaussian_log_prob",
+    "hidden_state_distances",
+    "importance_estimates",
+    "mean_std",
+    "nearest_neighbours",
+    "parzen_evaluate",
+    "parzen_log_likelihood",
+    "reversibility_ratio",
+    "select_parzen_sigma",
+    "summarise_repeats",
+]
