@@ -66,6 +66,9 @@ class EvalConfig(Section):
     parzen_batch: int = Field(100, ge=1)
     sample_count: int = Field(64, ge=1, description="samples drawn for the picture artifacts")
     chain_count: int = Field(8, ge=1, description="chains drawn for the chain picture artifacts")
+    chain_steps: int | None = Field(
+        None, ge=1, description="length of the long T=1 chain pictures (None: the algorithm's default)"
+    )
 
 
 class AlgoConfig(Section):

@@ -1,14 +1,20 @@
-"""The dataset contract every loader returns, and the data section of the run config."""
+"""The dataset contract every loader returns, and the data section of the run config.
+
+This module imports no torch at run time (tensors appear only in annotations), so `import raygen.data`
+and `raygen.config` stay cheap; torch is imported by the loaders when a dataset is actually loaded.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
-import torch
 from pydantic import Field
 
 from raygen.config import Section
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DataError(RuntimeError):
@@ -19,18 +25,39 @@ class DataConfig(Section):
     root: str | None = Field(
         None, description="directory searched for data files (default: $RAYGEN_DATA, then ~/.raygen/data)"
     )
-    download: bool = Field(False, description="download missing files (checksum verified); never implicit")
-    binarize: Literal["none", "threshold", "fixed", "dynamic"] = Field(
-        "none",
-        description="binarization scheme for image data (DL book §20.14: the three give very different "
-        "likelihoods, so the scheme is stored with every result)",
+    download: bool = Field(
+        False, description="download missing files from public mirrors (md5 verified); never implicit"
     )
-    threshold: float = Field(0.5, ge=0, le=1, description="threshold for binarize=threshold")
-    seq_len: int = Field(500, ge=2, description="non-overlapping training sequence length (PF PTB: 500)")
+    download_mirrors: tuple[str, ...] = Field(
+        (), description="extra base URLs tried before the built-in mirrors (e.g. a lab-local copy)"
+    )
+    download_timeout: float = Field(30.0, gt=0, description="seconds before a stalled download is abandoned")
+    binarize: Literal["auto", "none", "threshold", "fixed", "dynamic"] = Field(
+        "auto",
+        description="binarization scheme (DL book §20.14: threshold, one fixed random draw, or a fresh draw "
+        "per batch give very different likelihoods, so the scheme is stored with every result). "
+        "auto = none for image datasets, threshold for pixel-sequence datasets (seqdigits, seqmnist)",
+    )
+    threshold: float = Field(0.5, ge=0, le=1, description="pixel > threshold is 1 (binarize=threshold)")
+    mnist_split: Literal["official", "test-only"] = Field(
+        "official",
+        description="official: 50k train / last 10k of train as valid / 10k t10k test; test-only: only the "
+        "t10k file, split 8000/1000/1000 by a fixed permutation (not comparable with published numbers)",
+    )
+    ptb_split: Literal["official", "valid-as-train"] = Field(
+        "official",
+        description="official: ptb.char.{train,valid,test}.txt; valid-as-train: no train file needed, the "
+        "first 95% of ptb.char.valid.txt trains, its last 5% validates, ptb.char.test.txt tests",
+    )
+    seq_len: int = Field(
+        500, ge=2, description="length of the non-overlapping sequences cut from a text (PF PTB char: 500)"
+    )
     max_train: int | None = Field(None, ge=1, description="cap on training examples (quick runs)")
     toy_samples: int = Field(10_000, ge=10, description="points drawn per split for toy2d datasets")
     toy_noise: float = Field(0.05, ge=0, description="std of the Gaussian noise around toy2d manifolds")
-    split_seed: int = Field(1234, description="seed of the fixed train/valid/test split")
+    split_seed: int = Field(
+        1234, description="seed of the fixed train/valid/test split and of the binarize=fixed draw"
+    )
 
 
 @dataclass(frozen=True)
@@ -38,7 +65,9 @@ class Dataset:
     """In-memory splits plus what algorithms need to know about them.
 
     `splits[name]` is a tensor of shape (N, *shape): float32 in [0, 1] for images, float32 for points,
-    int64 token ids for sequences.
+    int64 token ids in [0, len(vocab)) for sequences. With `binarize=dynamic` the image train split holds
+    the pixel probabilities and `prepare_batch` draws a fresh binary batch; valid/test hold one fixed draw.
+    `labels` (optional, int64 (N,)) follow the same order as `splits` when the source has class labels.
     """
 
     name: str
@@ -49,6 +78,7 @@ class Dataset:
     vocab: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     batch_transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    labels: dict[str, torch.Tensor] | None = None
 
     @property
     def dim(self) -> int:
@@ -69,10 +99,15 @@ class Dataset:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """One row of `raygen datasets`."""
+    """One row of `raygen datasets`.
+
+    `locations` are the full paths looked for (or "embedded"/a description); `present` is None for
+    templated names such as `idx:PATH`, where presence depends on the path the user gives.
+    """
 
     name: str
     kind: str
     description: str
     locations: list[str]
-    present: bool
+    present: bool | None
+    missing: list[str] = field(default_factory=list)

@@ -18,6 +18,7 @@ from raygen.algorithms import Algorithm, Artifact, algorithm_class
 from raygen.config import RunConfig
 from raygen.data import Dataset, load_dataset
 from raygen.distributed import LocalContext
+from raygen.engine.evaluate import evaluation_suite
 
 log = logging.getLogger(__name__)
 
@@ -186,4 +187,7 @@ def train(
             report(step, metrics, checkpoint=checkpoint)
         if progress is not None:
             progress(step, tc.steps, metrics)
+    if config.eval.final and ctx.rank == 0:
+        metrics, artifacts = evaluation_suite(algo, dataset, config, generator)
+        report(algo.updates, metrics, artifacts=artifacts)
     return algo

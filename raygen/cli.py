@@ -1,0 +1,215 @@
+"""The `raygen` command: a thin layer over config building, runners, the store and analysis."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from raygen.config import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+log = logging.getLogger("raygen")
+
+RESULTS_HELP = "results store directory"
+OVERRIDES_HELP = "config overrides KEY=VALUE (e.g. train.lr=1.0e-3, algo.omega=0.02, or a unique bare key)"
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _train_overrides(
+    overrides: list[str] | None, steps: int | None, seed: int | None, device: str | None
+) -> dict[str, Any]:
+    from raygen.config import parse_override
+
+    out: dict[str, Any] = dict(parse_override(o) for o in overrides or [])
+    if steps is not None:
+        out["train.steps"] = steps
+    if seed is not None:
+        out["seed"] = seed
+    if device is not None:
+        out["device"] = device
+    return out
+
+
+@app.command()
+def train(
+    algorithm: str = typer.Argument(..., help="walkback | infusion | professor | teacher | scheduled"),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="dataset name (see `raygen datasets`)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="training budget in optimizer updates"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | auto"),
+    results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", help="data-parallel Ray Train workers"),
+    gpu: bool = typer.Option(False, "--gpu", help="one GPU per Ray Train worker (nccl)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Train ALGORITHM; results, checkpoint and pictures land in the results store."""
+    _setup_logging(verbose)
+    from raygen.config import build_config
+
+    try:
+        cfg = build_config(
+            algorithm=algorithm,
+            dataset=dataset,
+            file=config,
+            overrides=_train_overrides(overrides, steps, seed, device),
+        )
+    except (ConfigError, KeyError) as err:
+        _fail(str(err.args[0] if isinstance(err, KeyError) else err))
+    from raygen.data import DataError
+
+    try:
+        if workers is None:
+            from raygen.engine.local import run_local
+
+            run_id = run_local(cfg, results)
+        else:
+            from raygen.engine.ray_train import run_distributed
+
+            run_id = run_distributed(cfg, results, workers=workers, use_gpu=gpu)
+    except DataError as err:
+        _fail(str(err))
+    typer.echo(run_id)
+
+
+@app.command()
+def sample(
+    run: str = typer.Argument(..., help="run id, unique prefix, or 'latest'"),
+    n: int = typer.Option(64, "--n", help="number of samples"),
+    chain_steps: Optional[int] = typer.Option(None, "--chain-steps", help="length of T=1 chains (walkback)"),
+    seed: int = typer.Option(0, "--seed"),
+    results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
+    device: Optional[str] = typer.Option(None, "--device"),
+) -> None:
+    """Draw new samples and chains from a run's checkpoint; writes pictures next to the run's files."""
+    _setup_logging()
+    import torch
+
+    from raygen.engine.local import restore
+    from raygen.results import RunRecorder
+
+    overrides: dict[str, Any] = {"eval.sample_count": n}
+    if chain_steps is not None:
+        overrides["eval.chain_steps"] = chain_steps
+    try:
+        algo, dataset, cfg, run_id = restore(results, run, device=device, overrides=overrides)
+    except (KeyError, FileNotFoundError, RuntimeError, ConfigError) as err:
+        _fail(str(err.args[0] if isinstance(err, KeyError) else err))
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    algo.eval()
+    with torch.no_grad():
+        artifacts = algo.artifacts(dataset, generator=generator)
+    recorder = RunRecorder(results, cfg, run_id=run_id)
+    for artifact in artifacts:
+        name = f"sample-seed{seed}-{artifact.name}"
+        typer.echo(recorder.save_file(algo.updates, name, artifact.kind, artifact.data))
+
+
+@app.command()
+def evaluate(
+    run: str = typer.Argument(..., help="run id, unique prefix, or 'latest'"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="eval.* overrides, e.g. eval.parzen_samples=1000"),
+    seed: int = typer.Option(0, "--seed"),
+    results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
+    device: Optional[str] = typer.Option(None, "--device"),
+) -> None:
+    """Run the evaluation suite on the test split (and eval.splits) and append the numbers to the store."""
+    _setup_logging()
+    import torch
+
+    from raygen.config import parse_override
+    from raygen.engine.evaluate import evaluation_suite
+    from raygen.engine.report import StoreReporter
+    from raygen.engine.local import restore
+    from raygen.results import RunRecorder
+
+    parsed = dict(parse_override(o) for o in overrides or [])
+    bad = [k for k in parsed if not k.startswith("eval.")]
+    if bad:
+        _fail(f"evaluate accepts only eval.* overrides, got {', '.join(bad)}")
+    try:
+        algo, dataset, cfg, run_id = restore(results, run, device=device, overrides=parsed)
+    except (KeyError, FileNotFoundError, RuntimeError, ConfigError) as err:
+        _fail(str(err.args[0] if isinstance(err, KeyError) else err))
+    torch.manual_seed(seed)
+    metrics, artifacts = evaluation_suite(algo, dataset, cfg, torch.Generator().manual_seed(seed), pictures=False)
+    StoreReporter(RunRecorder(results, cfg, run_id=run_id))(algo.updates, metrics, artifacts=artifacts)
+    for key, value in sorted(metrics.items()):
+        typer.echo(f"{key}\t{value:.6g}")
+
+
+@app.command()
+def datasets(
+    root: Optional[Path] = typer.Option(None, "--root", help="data directory (default $RAYGEN_DATA or ~/.raygen/data)"),
+) -> None:
+    """List datasets, where each is looked for, and whether it is present."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from raygen.data import DataConfig, list_datasets
+
+    table = Table("dataset", "kind", "present", "looked for at", "description")
+    for info in list_datasets(DataConfig(root=str(root) if root else None)):
+        table.add_row(info.name, info.kind, "yes" if info.present else "no", "\n".join(info.locations), info.description)
+    Console(width=200).print(table)
+
+
+@app.command()
+def runs(results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP)) -> None:
+    """List the runs in a results store."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from raygen.results import read_runs
+
+    frame = read_runs(results)
+    table = Table("run_id", "algorithm", "dataset", "status", "steps", "wall_time_s")
+    for row in frame.sort_values("started_at").itertuples() if not frame.empty else []:
+        table.add_row(row.run_id, row.algorithm, row.dataset, row.status, str(row.steps), f"{row.wall_time_s or 0:.1f}")
+    Console(width=200).print(table)
+
+
+@app.command("config")
+def show_config(
+    algorithm: str = typer.Argument(...),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c"),
+) -> None:
+    """Print the fully resolved config as YAML (a starting point for --config files)."""
+    from raygen.config import build_config, parse_override
+
+    try:
+        cfg = build_config(
+            algorithm=algorithm, dataset=dataset, file=config, overrides=dict(parse_override(o) for o in overrides or [])
+        )
+    except (ConfigError, KeyError) as err:
+        _fail(str(err.args[0] if isinstance(err, KeyError) else err))
+    typer.echo(cfg.to_yaml())
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,41 @@
+"""The reporter that turns the loop's reports into the Parquet store (used by every runner on rank 0)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Sequence
+
+import torch
+
+from raygen.algorithms import Artifact
+from raygen.results import RunRecorder
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def checkpoint_bytes(payload: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
+class StoreReporter:
+    """`report(step, metrics, checkpoint=, artifacts=)` → metrics rows, checkpoint file, artifact files."""
+
+    def __init__(self, recorder: RunRecorder) -> None:
+        self.recorder = recorder
+
+    def __call__(
+        self,
+        step: int,
+        metrics: dict[str, float],
+        *,
+        checkpoint: dict[str, Any] | None = None,
+        artifacts: Sequence[Artifact] = (),
+    ) -> None:
+        self.recorder.log(step, metrics)
+        if checkpoint is not None:
+            self.recorder.save_file(step, CHECKPOINT_NAME, "checkpoint", checkpoint_bytes(checkpoint))
+        for artifact in artifacts:
+            self.recorder.save_file(step, artifact.name, artifact.kind, artifact.data)
+        self.recorder.flush()
