@@ -201,8 +201,7 @@ def _format_validation_error(err: ValidationError, algorithm: str | None) -> str
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
         if item["type"] == "extra_forbidden":
-            last = key.split(".")[-1]
-            lines.append(f"unknown config key '{key}'{_suggest(last, algorithm)}")
+            lines.append(f"unknown config key '{key}'{_suggest(key, algorithm)}")
         else:
             lines.append(f"config key '{key}': {item['msg']} (got {item.get('input')!r})")
     return "; ".join(lines)

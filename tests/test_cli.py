@@ -1,0 +1,64 @@
+"""The `raygen` command end to end (in-process through typer's runner)."""
+
+import pytest
+from typer.testing import CliRunner
+
+from raygen.cli import app
+from raygen.results import read_artifacts, read_metrics, read_runs
+
+runner = CliRunner()
+SMALL = ["eval.parzen_samples=100", "eval.test_examples=100", "data.toy_samples=300", "train.batch_size=50"]
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def test_train_sample_evaluate(toy_algorithm, tmp_path):
+    res = invoke("train", toy_algorithm, "--dataset", "toy2d:spiral", "--steps", 15, "--seed", 4,
+                 "--results", tmp_path, "--device", "cpu", *SMALL)
+    assert res.exit_code == 0, res.output
+    run_id = res.output.strip().splitlines()[-1]
+    row = read_runs(tmp_path).iloc[0]
+    assert (row.run_id, row.steps, row.seed, row.status) == (run_id, 15, 4, "completed")
+
+    res = invoke("sample", run_id, "--results", tmp_path, "--seed", 2)
+    assert res.exit_code == 0, res.output
+    assert "sample-seed2-params.txt" in set(read_artifacts(tmp_path).name)
+
+    n_before = len(read_metrics(tmp_path))
+    res = invoke("evaluate", "latest", "eval.parzen_samples=50", "--results", tmp_path)
+    assert res.exit_code == 0, res.output
+    assert "test/parzen_ll" in res.output
+    assert len(read_metrics(tmp_path)) > n_before
+
+
+def test_config_file_and_override(toy_algorithm, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("algorithm: meanfit\ndataset: toy2d:circle\ntrain:\n  steps: 7\n  lr: 0.01\n")
+    res = invoke("config", "meanfit", "--dataset", "toy2d:circle", "--config", cfg, "train.lr=0.5")
+    assert res.exit_code == 0, res.output
+    assert "steps: 7" in res.output and "lr: 0.5" in res.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "meanfit", "--dataset", "toy2d:circle", "train.lrr=3"], "unknown config key 'train.lrr'"),
+        (["train", "meanfit", "--dataset", "nosuchdata"], "unknown dataset 'nosuchdata'"),
+        (["train", "nosuchalgo", "--dataset", "digits"], "unknown algorithm 'nosuchalgo'"),
+        (["evaluate", "nosuchrun", "--results", "/nonexistent"], "no runs"),
+        (["evaluate", "x", "train.lr=3"], "only eval.* overrides"),
+    ],
+)
+def test_bad_input_fails_with_clear_message(toy_algorithm, args, message):
+    res = invoke(*args)
+    assert res.exit_code == 2
+    assert message in res.output
+
+
+def test_datasets_lists_presence(tmp_path):
+    res = runner.invoke(app, ["datasets", "--root", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "digits" in res.output and "toy2d:swissroll" in res.output and "embedded" in res.output

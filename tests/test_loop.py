@@ -1,0 +1,79 @@
+"""The training loop's contract, checked with a closed-form algorithm (tests/toy_algorithm.py)."""
+
+import pytest
+import torch
+
+from raygen.algorithms.base import NonFiniteLossError
+from raygen.config import build_config
+from raygen.data import load_dataset
+from raygen.engine.loop import train
+
+SMALL = {"eval.parzen_samples": 200, "eval.test_examples": 200, "data.toy_samples": 400, "train.batch_size": 50}
+
+
+def _config(name, **overrides):
+    return build_config(algorithm=name, dataset="toy2d:mog", overrides={**SMALL, **overrides})
+
+
+class Collect:
+    def __init__(self):
+        self.reports = []
+
+    def __call__(self, step, metrics, *, checkpoint=None, artifacts=()):
+        self.reports.append((step, dict(metrics), checkpoint, list(artifacts)))
+
+
+def test_budget_is_counted_in_optimizer_updates(toy_algorithm):
+    report = Collect()
+    algo = train(_config(toy_algorithm, **{"train.steps": 10, "algo.updates_per_step": 3}), report)
+    # The loop stops at the first minibatch boundary at or after the budget.
+    assert algo.updates == 12
+    assert max(step for step, *_ in report.reports) == 12
+
+
+def test_fits_closed_form_mean_and_reports_on_cadence(toy_algorithm):
+    cfg = _config(
+        toy_algorithm,
+        **{"train.steps": 400, "train.lr": 0.05, "train.log_every": 100, "train.eval_every": 200,
+           "train.checkpoint_every": 200},
+    )
+    report = Collect()
+    algo = train(cfg, report)
+    data = load_dataset("toy2d:mog", cfg.data).splits["train"]
+    assert torch.allclose(algo.mean.detach(), data.mean(0), atol=0.05)
+    assert torch.allclose(algo.log_std.exp().detach(), data.std(0), atol=0.05)
+    train_steps = [s for s, m, *_ in report.reports if "train/nll" in m]
+    valid_steps = [s for s, m, *_ in report.reports if "valid/nll" in m]
+    ckpt_steps = [s for s, m, c, a in report.reports if c is not None]
+    assert train_steps == [100, 200, 300, 400]
+    assert valid_steps == [200, 400]
+    assert ckpt_steps == [200, 400]
+    final = report.reports[-1][1]
+    assert {"test/nll", "test/parzen_ll", "test/parzen_ll_se", "test/parzen_sigma"} <= set(final)
+    assert [a.name for a in report.reports[-1][3]] == ["params.txt"]
+
+
+def test_seeded_runs_are_identical_and_seeds_differ(toy_algorithm):
+    runs = []
+    for seed in (0, 0, 1):
+        report = Collect()
+        train(_config(toy_algorithm, **{"train.steps": 30, "train.log_every": 10, "seed": seed}), report)
+        runs.append([m for _, m, *_ in report.reports])
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(toy_algorithm):
+    cfg = _config(toy_algorithm, **{"train.steps": 40, "train.checkpoint_every": 20, "eval.final": False})
+    full = train(cfg, Collect())
+    first = Collect()
+    train(cfg.with_overrides({"train.steps": 20}), first)
+    checkpoint = [c for _, _, c, _ in first.reports if c is not None][-1]
+    resumed = train(cfg, Collect(), resume=checkpoint)
+    assert resumed.updates == 40
+    assert torch.equal(resumed.mean, full.mean) and torch.equal(resumed.log_std, full.log_std)
+
+
+def test_nan_loss_raises_named_error(toy_algorithm):
+    with pytest.raises(NonFiniteLossError, match="nan"):
+        train(_config(toy_algorithm, **{"train.steps": 20, "algo.explode_at": 5}), Collect())
