@@ -1,21 +1,29 @@
 """Dataset registry: `load_dataset(name, config)` and `list_datasets()`.
 
-Names are what users type: `digits`, `toy2d:swissroll`, `mnist`, `idx:PATH`, `npz:PATH`, ... Each loader
-module registers a `DatasetSource`; a source answers whether it can load a name, what kind of data it
-gives, where it looks for files, and loads it.
+Names are what users type: `digits`, `toy2d:swissroll`, `mnist`, `idx:PATH`, `npz:PATH`, `seqdigits`,
+`seqmnist`, `text:embedded`, `text:ptb`, `text:PATH`. Each name belongs to a `DatasetSource` (declared in
+`registry.py`; more can be added with `register`) that says what kind of data it gives, where it looks for
+files, and loads it. Importing this package imports neither torch nor numpy; loaders do, when called.
+
+Modules: `base` (contract + DataConfig), `registry` (names), `transforms` (splits, scaling, binarization),
+`embedded` (digits, toy2d), `idx` (IDX format, mnist, idx:), `npz`, `text`, `sequences` (pixel sequences),
+`download` (explicit, checksummed downloads).
 """
 
 from __future__ import annotations
 
 from raygen.data.base import DataConfig, DataError, Dataset, DatasetInfo
-from raygen.data.registry import dataset_kind, list_datasets, load_dataset
+from raygen.data.registry import DatasetSource, data_root, dataset_kind, list_datasets, load_dataset, register
 
 __all__ = [
     "DataConfig",
     "DataError",
     "Dataset",
     "DatasetInfo",
+    "DatasetSource",
+    "data_root",
     "dataset_kind",
     "list_datasets",
     "load_dataset",
+    "register",
 ]

@@ -1,42 +1,52 @@
-"""Embedded datasets that need no files: scikit-learn's 8x8 digits and the VW 2-D toy manifolds."""
+"""Embedded datasets that need no download: scikit-learn's 8x8 digits and the VW 2-D toy manifolds."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from raygen.data.base import DataConfig, DataError, Dataset
-from raygen.data.registry import DatasetSource, register
+from raygen.data.transforms import split_indices
+
+DIGITS_FRACTIONS = (0.7, 0.15, 0.15)
 
 
-def split_indices(n: int, fractions: tuple[float, float, float], seed: int) -> dict[str, np.ndarray]:
-    """A fixed permutation cut into train/valid/test by fractions (same seed, same split)."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_train = int(round(fractions[0] * n))
-    n_valid = int(round(fractions[1] * n))
-    return {
-        "train": order[:n_train],
-        "valid": order[n_train : n_train + n_valid],
-        "test": order[n_train + n_valid :],
-    }
+def digits_files(name: str, config: DataConfig) -> list[Path]:
+    """The CSV that ships inside scikit-learn (found without importing sklearn)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        return [Path("<scikit-learn is not installed>")]
+    return [Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"]
 
 
-def _load_digits(name: str, config: DataConfig) -> Dataset:
-    from sklearn.datasets import load_digits
+def load_digits(name: str, config: DataConfig) -> Dataset:
+    """1797 images (1, 8, 8), pixel counts 0..16 divided by 16, fixed 70/15/15 split by `split_seed`."""
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError as err:  # pragma: no cover - sklearn is a dependency
+        raise DataError(f"dataset '{name}' needs scikit-learn ({err})") from None
 
-    images = load_digits().images.astype(np.float32) / 16.0  # (1797, 8, 8) in [0, 1]
-    idx = split_indices(len(images), (0.7, 0.15, 0.15), config.split_seed)
+    bunch = sk_load_digits()
+    images = bunch.images.astype(np.float32) / np.float32(16.0)  # (1797, 8, 8) in [0, 1]
+    targets = bunch.target.astype(np.int64)
+    idx = split_indices(len(images), DIGITS_FRACTIONS, config.split_seed)
     splits = {k: torch.from_numpy(images[v][:, None]) for k, v in idx.items()}  # (N, 1, 8, 8)
-    if config.max_train:
-        splits["train"] = splits["train"][: config.max_train]
     return Dataset(
         name=name,
         kind="image",
         shape=(1, 8, 8),
         splits=splits,
-        meta={"source": "sklearn.datasets.load_digits", "scale": "pixel/16", "split_seed": config.split_seed},
+        labels={k: torch.from_numpy(targets[v]) for k, v in idx.items()},
+        meta={
+            "source": "sklearn.datasets.load_digits",
+            "scale": "pixel/16",
+            "split": "fixed permutation 70/15/15",
+            "split_seed": config.split_seed,
+        },
     )
 
 
@@ -62,9 +72,10 @@ def _toy_points(shape: str, n: int, noise: float, rng: np.random.Generator) -> n
 TOY_SHAPES = ("swissroll", "circle", "mog", "spiral")
 
 
-def _load_toy(name: str, config: DataConfig) -> Dataset:
+def load_toy(name: str, config: DataConfig) -> Dataset:
+    """Three independent draws of `toy_samples` points (train, valid, test) from one `split_seed` stream."""
     shape = name.split(":", 1)[1]
-    rng = np.random.default_rng(config.split_seed)
+    rng = np.random.default_rng(config.split_seed % 2**63)
     splits = {
         split: torch.from_numpy(_toy_points(shape, config.toy_samples, config.toy_noise, rng))
         for split in ("train", "valid", "test")
@@ -74,11 +85,5 @@ def _load_toy(name: str, config: DataConfig) -> Dataset:
         kind="points",
         shape=(2,),
         splits=splits,
-        meta={"noise": config.toy_noise, "samples": config.toy_samples},
+        meta={"noise": config.toy_noise, "samples": config.toy_samples, "split_seed": config.split_seed},
     )
-
-
-register(DatasetSource("digits", "image", "scikit-learn 8x8 digits in [0,1], fixed 70/15/15 split", _load_digits,
-                       names=("digits",)))
-register(DatasetSource("toy2d:", "points", "VW 2-D toy manifolds", _load_toy,
-                       names=tuple(f"toy2d:{s}" for s in TOY_SHAPES)))

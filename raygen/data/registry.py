@@ -1,13 +1,23 @@
-"""Where dataset names are resolved to loaders."""
+"""Where dataset names are resolved to loaders.
+
+The built-in sources are declared here as data: their kind and names are known without importing any
+loader, so `dataset_kind(name)` (called while a config is validated) costs nothing, and numpy/torch/sklearn
+are imported only when a dataset is loaded or listed. `load` and `files` may be callables or lazy
+"module:function" strings. Third-party code adds sources with `register(DatasetSource(...))`.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from raygen.data.base import DataConfig, DataError, Dataset, DatasetInfo
+
+LoadFn = Callable[[str, DataConfig], Dataset]
+FilesFn = Callable[[str, DataConfig], list[Path]]
 
 
 @dataclass(frozen=True)
@@ -17,19 +27,90 @@ class DatasetSource:
     prefix: str  # exact name ("digits") or prefix ending in ":" ("toy2d:", "idx:")
     kind: str
     description: str
-    load: Callable[[str, DataConfig], Dataset]
-    names: tuple[str, ...] = ()  # concrete names listed by `raygen datasets`
-    files: Callable[[str, DataConfig], list[Path]] | None = None  # files looked for (absent = embedded)
+    load: LoadFn | str  # callable or "module:function"
+    names: tuple[str, ...] = ()  # concrete names listed by `raygen datasets` ("idx:PATH" = templated)
+    files: FilesFn | str | None = None  # files looked for (None = nothing to look for: embedded)
 
     def matches(self, name: str) -> bool:
         return name == self.prefix or (self.prefix.endswith(":") and name.startswith(self.prefix))
 
 
-_SOURCES: list[DatasetSource] = []
+def _resolve(fn: Callable | str) -> Callable:
+    if callable(fn):
+        return fn
+    module, _, attr = fn.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+_TOY_NAMES = tuple(f"toy2d:{s}" for s in ("swissroll", "circle", "mog", "spiral"))
+
+_SOURCES: list[DatasetSource] = [
+    DatasetSource(
+        "digits",
+        "image",
+        "scikit-learn 8x8 digits in [0,1], fixed 70/15/15 split",
+        "raygen.data.embedded:load_digits",
+        names=("digits",),
+        files="raygen.data.embedded:digits_files",
+    ),
+    DatasetSource(
+        "toy2d:",
+        "points",
+        "VW 2-D toy manifolds (Figs 3.8, 3.9, §3.15), drawn from split_seed",
+        "raygen.data.embedded:load_toy",
+        names=_TOY_NAMES,
+    ),
+    DatasetSource(
+        "mnist",
+        "image",
+        "MNIST 28x28 in [0,1] (IDX files; data.download=true fetches them)",
+        "raygen.data.idx:load_mnist",
+        names=("mnist",),
+        files="raygen.data.idx:mnist_files",
+    ),
+    DatasetSource(
+        "idx:",
+        "image",
+        "images from any IDX file (80/10/10 split) or a directory with train and test IDX files",
+        "raygen.data.idx:load_idx",
+    ),
+    DatasetSource(
+        "npz:",
+        "image",
+        "images from a .npz (arrays train/valid/test, or x split 80/10/10)",
+        "raygen.data.npz:load_npz",
+    ),
+    DatasetSource(
+        "seqdigits",
+        "sequence",
+        "8x8 digits as 64-step binary pixel sequences",
+        "raygen.data.sequences:load_seqdigits",
+        names=("seqdigits",),
+        files="raygen.data.embedded:digits_files",
+    ),
+    DatasetSource(
+        "seqmnist",
+        "sequence",
+        "MNIST as 784-step binary pixel sequences (PF Table 2.1)",
+        "raygen.data.sequences:load_seqmnist",
+        names=("seqmnist",),
+        files="raygen.data.idx:mnist_files",
+    ),
+    DatasetSource(
+        "text:",
+        "sequence",
+        "character sequences: text:embedded (Python's own reference text), "
+        "text:ptb (PTB char), text:PATH (a text file or a directory of splits)",
+        "raygen.data.text:load_text",
+        names=("text:embedded", "text:ptb", "text:PATH"),
+        files="raygen.data.text:text_files",
+    ),
+]
 
 
 def register(source: DatasetSource) -> DatasetSource:
-    _SOURCES.append(source)
+    """Add a source; later registrations are checked first, so they may override a built-in name."""
+    _SOURCES.insert(0, source)
     return source
 
 
@@ -42,9 +123,6 @@ def data_root(config: DataConfig) -> Path:
 
 
 def _sources() -> list[DatasetSource]:
-    # Loader modules register themselves on import; importing here keeps `raygen.data` cheap to import.
-    from raygen.data import embedded  # noqa: F401
-
     return _SOURCES
 
 
@@ -52,36 +130,48 @@ def find_source(name: str) -> DatasetSource:
     for source in _sources():
         if source.matches(name):
             return source
-    known = ", ".join(sorted({n for s in _sources() for n in (s.names or (s.prefix + "…",))}))
+    known = ", ".join(sorted({n for s in _sources() for n in (s.names or (s.prefix + "PATH",))}))
     raise KeyError(f"unknown dataset '{name}' (known: {known})")
 
 
 def dataset_kind(name: str) -> str:
+    """image | points | sequence, without loading anything. Unknown names raise KeyError."""
     return find_source(name).kind
 
 
 def load_dataset(name: str, config: DataConfig | None = None) -> Dataset:
+    """Load `name`, then apply what is common to every source (binarization, max_train, contract checks)."""
+    from raygen.data.transforms import finish
+
     config = config or DataConfig()
     try:
         source = find_source(name)
     except KeyError as err:
         raise DataError(err.args[0]) from None
-    return source.load(name, config)
+    return finish(_resolve(source.load)(name, config), config)
 
 
 def list_datasets(config: DataConfig | None = None) -> list[DatasetInfo]:
+    """Every dataset name with the full paths it is looked for at, and whether they are all there."""
     config = config or DataConfig()
     rows = []
     for source in _sources():
         for name in source.names or (source.prefix + "PATH",):
-            files = source.files(name, config) if source.files else []
+            if name.endswith(":PATH"):
+                rows.append(
+                    DatasetInfo(name, source.kind, source.description, ["PATH given in the name"], None)
+                )
+                continue
+            files = _resolve(source.files)(name, config) if source.files else []
+            missing = [str(f) for f in files if not f.exists()]
             rows.append(
                 DatasetInfo(
                     name=name,
                     kind=source.kind,
                     description=source.description,
                     locations=[str(f) for f in files] or ["embedded"],
-                    present=all(f.exists() for f in files) if files else True,
+                    present=not missing,
+                    missing=missing,
                 )
             )
     return rows
