@@ -1,0 +1,309 @@
+"""IDX files (the MNIST format) and the `mnist` and `idx:PATH` datasets.
+
+IDX layout (LeCun's MNIST page), all integers big-endian:
+
+    bytes 0-1   0x00 0x00
+    byte  2     element type: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64
+    byte  3     number of dimensions d
+    4*d bytes   the size of each dimension (uint32)
+    rest        the elements in C order; exactly prod(sizes) * itemsize bytes
+
+Files may be gzipped (detected by the gzip magic bytes, not the name). Every way a file can be wrong —
+unreadable, bad gzip, truncated, wrong magic, unknown type code, payload of the wrong length, the official
+MNIST name with the wrong md5 — raises `DataError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raygen.data.base import DataConfig, DataError, Dataset
+from raygen.data.download import fetch
+from raygen.data.registry import data_root
+from raygen.data.transforms import split_indices, to_unit_float
+
+log = logging.getLogger(__name__)
+
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+# md5 of the four official files, as published by torchvision/TFDS/paddle and checked against the t10k
+# files in the project's shared data folder.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+# Header shapes of the official files (checked for the gzipped and the decompressed versions).
+MNIST_SHAPES = {
+    "train-images-idx3-ubyte": (60_000, 28, 28),
+    "train-labels-idx1-ubyte": (60_000,),
+    "t10k-images-idx3-ubyte": (10_000, 28, 28),
+    "t10k-labels-idx1-ubyte": (10_000,),
+}
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+MNIST_TRAIN, MNIST_TEST = "train-images-idx3-ubyte", "t10k-images-idx3-ubyte"
+MNIST_VALID = 10_000  # standard: the last 10 000 training images are the validation set
+
+
+# ------------------------------------------------------------------------------------------ IDX format
+
+
+def _file_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def _decompress(raw: bytes, path: Path) -> bytes:
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except EOFError:
+            raise DataError(f"{path}: truncated gzip file (the download was probably cut short)") from None
+        except (OSError, zlib.error) as err:
+            raise DataError(f"{path}: corrupt gzip data ({err})") from None
+    if path.suffix == ".gz":
+        raise DataError(f"{path}: named .gz but is not a gzip file (first bytes {raw[:4].hex()})")
+    return raw
+
+
+def parse_idx(raw: bytes, where: str) -> np.ndarray:
+    """Decode IDX bytes (already decompressed) into an array in native byte order; `where` names the file."""
+    if len(raw) < 4:
+        raise DataError(f"{where}: too short for an IDX header ({len(raw)} bytes)")
+    if raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{where}: not an IDX file (magic number 0x{raw[:4].hex()} does not start with 0000)")
+    code, ndim = raw[2], raw[3]
+    if code not in IDX_DTYPES:
+        raise DataError(f"{where}: unknown IDX element type 0x{code:02x} (known: 08 09 0B 0C 0D 0E)")
+    if ndim == 0:
+        raise DataError(f"{where}: IDX header declares 0 dimensions")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{where}: truncated IDX header ({len(raw)} bytes, needs {header} for {ndim} dims)")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(IDX_DTYPES[code])
+    expected = math.prod(dims) * dtype.itemsize
+    payload = len(raw) - header
+    if payload != expected:
+        problem = "truncated" if payload < expected else "has trailing bytes"
+        raise DataError(
+            f"{where}: {problem}: header says {dims} x {dtype.itemsize} bytes = {expected} bytes of data, "
+            f"file holds {payload}"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (gzipped or raw). Official MNIST file names are md5- and shape-checked."""
+    path = Path(path)
+    raw = _file_bytes(path)
+    want = MNIST_MD5.get(path.name)
+    if want is not None:
+        got = hashlib.md5(raw).hexdigest()
+        if got != want:
+            raise DataError(
+                f"{path}: md5 {got} does not match the official {path.name} ({want}); the file is corrupt "
+                "or not the official one. Delete it and fetch it again (data.download=true)"
+            )
+    array = parse_idx(_decompress(raw, path), str(path))
+    shape = MNIST_SHAPES.get(path.name.removesuffix(".gz"))
+    if shape is not None and array.shape != shape:
+        raise DataError(f"{path}: holds shape {array.shape}, the official file has {shape}")
+    return array
+
+
+def idx_images(array: np.ndarray, where: str) -> np.ndarray:
+    """(N, H, W) -> (N, 1, H, W); (N, C, H, W) kept; scaled to float32 [0, 1]."""
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim != 4:
+        raise DataError(
+            f"{where}: holds an array of shape {array.shape}; images need (N, H, W) or (N, C, H, W) "
+            "(a 1-D IDX file is usually a labels file)"
+        )
+    return to_unit_float(array, where)
+
+
+# ------------------------------------------------------------------------------------------ mnist
+
+
+def _existing(directory: Path, base: str) -> Path | None:
+    """The gzipped file if present (it can be md5-checked), else the decompressed one, else None."""
+    for candidate in (directory / f"{base}.gz", directory / base):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def mnist_dir(config: DataConfig) -> Path:
+    return data_root(config) / "mnist"
+
+
+def mnist_files(name: str, config: DataConfig) -> list[Path]:
+    """The image files `mnist` needs (for `raygen datasets`): the existing variant, else the .gz name."""
+    directory = mnist_dir(config)
+    bases = [MNIST_TEST] if config.mnist_split == "test-only" else [MNIST_TRAIN, MNIST_TEST]
+    return [_existing(directory, b) or directory / f"{b}.gz" for b in bases]
+
+
+def _missing_message(missing: list[str], directory: Path, config: DataConfig) -> str:
+    files = " and ".join(f"{b}.gz" for b in missing)
+    msg = (
+        f"MNIST file(s) not found: {files} in {directory}. Put the official files there (gzipped or not), "
+        f"or set data.download=true to fetch them (md5-checked) from {', '.join(MNIST_MIRRORS)}"
+    )
+    if config.mnist_split == "official":
+        msg += (
+            "; or, when only the t10k file is available, set data.mnist_split=test-only (splits the 10 000 test "
+            "images 8000/1000/1000; numbers are then not comparable with published ones)"
+        )
+    return msg + "."
+
+
+def _download_mnist(bases: list[str], directory: Path, config: DataConfig) -> None:
+    mirrors = (*config.download_mirrors, *MNIST_MIRRORS)
+    for base in bases:
+        for filename in (f"{base}.gz", f"{base.replace('images-idx3', 'labels-idx1')}.gz"):
+            if _existing(directory, filename.removesuffix(".gz")) is None:
+                fetch(filename, directory, MNIST_MD5[filename], mirrors, config.download_timeout)
+
+
+def _labels(images_path: Path) -> np.ndarray | None:
+    base = images_path.name.removesuffix(".gz").replace("images-idx3", "labels-idx1")
+    path = _existing(images_path.parent, base)
+    return read_idx(path).astype(np.int64) if path is not None else None
+
+
+def load_mnist(name: str, config: DataConfig) -> Dataset:
+    """MNIST images (1, 28, 28) in [0, 1] (pixel/255: "the only preprocessing", Infusion §3.5).
+
+    official: train = the first 50 000 training images, valid = the last 10 000 (standard), test = t10k.
+    test-only: the 10 000 t10k images split 8000/1000/1000 by a fixed permutation of `split_seed`.
+    """
+    directory = mnist_dir(config)
+    needed = [MNIST_TEST] if config.mnist_split == "test-only" else [MNIST_TRAIN, MNIST_TEST]
+    missing = [b for b in needed if _existing(directory, b) is None]
+    if missing and config.download:
+        _download_mnist(missing, directory, config)
+        missing = [b for b in needed if _existing(directory, b) is None]
+    if missing:
+        raise DataError(_missing_message(missing, directory, config))
+
+    test_path = _existing(directory, MNIST_TEST)
+    assert test_path is not None
+    test = idx_images(read_idx(test_path), str(test_path))
+    test_labels = _labels(test_path)
+    meta: dict = {"source": "MNIST IDX", "directory": str(directory), "scale": "pixel/255"}
+    if config.mnist_split == "official":
+        train_path = _existing(directory, MNIST_TRAIN)
+        assert train_path is not None
+        train = idx_images(read_idx(train_path), str(train_path))
+        train_labels = _labels(train_path)
+        n = len(train) - MNIST_VALID
+        splits = {"train": train[:n], "valid": train[n:], "test": test}
+        labels = None
+        if train_labels is not None and test_labels is not None:
+            labels = {"train": train_labels[:n], "valid": train_labels[n:], "test": test_labels}
+        meta.update(
+            split="official: 50000 train / last 10000 of train as valid / 10000 t10k test",
+            files=[str(train_path), str(test_path)],
+        )
+    else:
+        idx = split_indices(len(test), (0.8, 0.1, 0.1), config.split_seed)
+        splits = {k: test[v] for k, v in idx.items()}
+        labels = {k: test_labels[v] for k, v in idx.items()} if test_labels is not None else None
+        meta.update(
+            split="test-only: the 10000 t10k images split 8000/1000/1000 by a fixed permutation; "
+            "not comparable with published MNIST numbers",
+            split_seed=config.split_seed,
+            files=[str(test_path)],
+        )
+        log.warning("mnist: data.mnist_split=test-only; results are not comparable with published numbers")
+    return Dataset(
+        name=name,
+        kind="image",
+        shape=(1, 28, 28),
+        splits={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in splits.items()},
+        labels={k: torch.from_numpy(v) for k, v in labels.items()} if labels is not None else None,
+        meta=meta,
+    )
+
+
+# ------------------------------------------------------------------------------------------ idx:PATH
+
+
+def _idx_split_files(directory: Path) -> dict[str, Path]:
+    """The train and test image files of a directory: names containing train / test (or t10k)."""
+    found: dict[str, dict[str, Path]] = {"train": {}, "test": {}}
+    for path in sorted(directory.iterdir()):
+        lower = path.name.lower()
+        if not path.is_file() or "label" in lower or path.name.startswith("."):
+            continue
+        if not ("idx" in lower or lower.endswith((".ubyte", ".ubyte.gz"))):
+            continue
+        stem = path.name.removesuffix(".gz")
+        split = "train" if "train" in lower else "test" if ("test" in lower or "t10k" in lower) else None
+        # the gzipped copy wins over its decompressed twin (same stem)
+        if split and (stem not in found[split] or path.name.endswith(".gz")):
+            found[split][stem] = path
+    out = {}
+    for split, files in found.items():
+        if len(files) != 1:
+            listed = ", ".join(p.name for p in files.values()) or "none"
+            raise DataError(
+                f"{directory}: expected exactly one IDX image file with '{split}' in its name, found {listed} "
+                "(label files are ignored; point idx: at a single file to split it 80/10/10)"
+            )
+        out[split] = next(iter(files.values()))
+    return out
+
+
+def load_idx(name: str, config: DataConfig) -> Dataset:
+    """`idx:FILE` split 80/10/10 by a fixed permutation; `idx:DIR` with train/test files, valid = last 10%
+    of train (contiguous, like MNIST's standard split)."""
+    raw = name.split(":", 1)[1]
+    if not raw:
+        raise DataError("idx: needs a path, e.g. idx:/data/my-images-idx3-ubyte.gz")
+    path = Path(raw).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such IDX file or directory (from dataset name '{name}')")
+    if path.is_dir():
+        files = _idx_split_files(path)
+        train = idx_images(read_idx(files["train"]), str(files["train"]))
+        test = idx_images(read_idx(files["test"]), str(files["test"]))
+        if train.shape[1:] != test.shape[1:]:
+            raise DataError(f"{path}: train images {train.shape[1:]} and test images {test.shape[1:]} differ")
+        n_valid = max(1, len(train) // 10)
+        splits = {"train": train[:-n_valid], "valid": train[-n_valid:], "test": test}
+        meta = {
+            "split": "directory: train file minus its last 10% / last 10% of train / test file",
+            "files": [str(files["train"]), str(files["test"])],
+        }
+    else:
+        images = idx_images(read_idx(path), str(path))
+        idx = split_indices(len(images), (0.8, 0.1, 0.1), config.split_seed)
+        splits = {k: images[v] for k, v in idx.items()}
+        meta = {"split": "fixed permutation 80/10/10", "split_seed": config.split_seed, "files": [str(path)]}
+    shape = tuple(int(s) for s in splits["train"].shape[1:])
+    return Dataset(
+        name=name,
+        kind="image",
+        shape=shape,
+        splits={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in splits.items()},
+        meta={"source": "IDX", "scale": "uint8/255 or float kept", **meta},
+    )
