@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal
 
+import raygen.metrics.chains as chains_mod
 from raygen.metrics import nearest_neighbours, reversibility_ratio
 
 
@@ -95,3 +96,19 @@ def test_nearest_neighbours_match_brute_force(batch_size):
 def test_nearest_neighbours_dimension_mismatch():
     with pytest.raises(ValueError, match="same number of dimensions"):
         nearest_neighbours(np.zeros((2, 3)), np.zeros((4, 5)))
+
+
+def test_nearest_neighbours_chunked_train_scan_and_ties(monkeypatch):
+    # A tiny block cap splits the training set into chunks of 2 rows (batch_size=3): the running minimum
+    # across chunks must still find the brute-force answer, and a tie must go to the lowest index.
+    monkeypatch.setattr(chains_mod, "_MAX_BLOCK", 6)
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(41, 4))
+    train[40] = train[5]  # duplicate rows in different chunks
+    samples = rng.normal(size=(10, 4))
+    samples[2] = train[5]
+    idx, dist = nearest_neighbours(samples, train, batch_size=3)
+    all_d = np.linalg.norm(samples[:, None, :] - train[None, :, :], axis=2)
+    np.testing.assert_array_equal(idx.numpy(), all_d.argmin(axis=1))
+    np.testing.assert_allclose(dist.numpy(), all_d.min(axis=1), rtol=1e-12)
+    assert idx[2] == 5

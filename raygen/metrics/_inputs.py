@@ -9,19 +9,21 @@ import numpy as np
 import torch
 
 
-def as_matrix(name: str, x: Any, device: torch.device | None = None) -> torch.Tensor:
+def as_matrix(name: str, x: Any, device: torch.device | None = None, float64: bool = True) -> torch.Tensor:
     """`x` (numpy array or tensor, shape (N, D)) as a float64 tensor; clear errors for bad shapes or values.
 
     float64 because the metrics subtract large nearly equal numbers (‖x‖² + ‖s‖² − 2x·s, log-weights of
-    hundreds of nats); float32 would lose several digits there.
+    hundreds of nats); float32 would lose several digits there. float64=False keeps a floating input's dtype
+    (for large reference sets that the caller converts chunk by chunk).
     """
     if isinstance(x, np.ndarray):
-        t = torch.from_numpy(np.asarray(x, dtype=np.float64))
+        t = torch.from_numpy(np.asarray(x, dtype=np.float64 if float64 or x.dtype.kind != "f" else x.dtype))
     elif isinstance(x, torch.Tensor):
         t = x.detach()
         if not (t.is_floating_point() or t.dtype in (torch.bool, torch.uint8, torch.int32, torch.int64)):
             raise TypeError(f"{name} must be a real-valued array, got dtype {t.dtype}")
-        t = t.to(torch.float64)
+        if float64 or not t.is_floating_point():
+            t = t.to(torch.float64)
     else:
         raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
     if t.dim() != 2:

@@ -12,6 +12,9 @@ from raygen.metrics._inputs import as_matrix, check_batch_size, check_same_dim, 
 
 log = logging.getLogger(__name__)
 
+# Cap on the float64 elements of one (samples block × train chunk) distance block: 2**22 ≈ 32 MiB.
+_MAX_BLOCK = 2**22
+
 
 def reversibility_ratio(
     log_forward: torch.Tensor, log_backward: torch.Tensor, burn_in: int = 50
@@ -73,17 +76,26 @@ def nearest_neighbours(samples: Any, train: Any, batch_size: int = 1000) -> tupl
     The copy check of Infusion Training FIG 3.5 (last column: each sample beside its nearest training
     example). samples: (N, D), train: (M, D), numpy arrays or tensors (flatten images first).
     Returns (indices int64 (N,), distances float64 (N,)) on the device of `samples`; ties go to the lowest index.
-    batch_size: samples per block (memory ≈ batch_size × M float64s).
+    batch_size: samples per block. The training set is scanned in chunks converted to float64 one at a time,
+    so memory stays near 2**22 float64s per block even for 60 000 MNIST images.
     """
     s = as_matrix("samples", samples)
-    tr = as_matrix("train", train, device=s.device)
+    tr = as_matrix("train", train, device=s.device, float64=False)
     check_same_dim("samples", s, "train", tr)
     batch_size = check_batch_size(batch_size)
-    tr_sq = (tr * tr).sum(1)
-    idx = torch.empty(s.shape[0], dtype=torch.int64, device=s.device)
-    for start in range(0, s.shape[0], batch_size):
-        sb = s[start : start + batch_size]
-        idx[start : start + sb.shape[0]] = squared_distances(sb, (sb * sb).sum(1), tr, tr_sq).argmin(dim=1)
+    chunk = max(1, _MAX_BLOCK // batch_size)
+    best_sq = torch.full((s.shape[0],), math.inf, dtype=torch.float64, device=s.device)
+    idx = torch.zeros(s.shape[0], dtype=torch.int64, device=s.device)
+    s_sq = (s * s).sum(1)
+    for c in range(0, tr.shape[0], chunk):
+        tc = tr[c : c + chunk].to(torch.float64)
+        tc_sq = (tc * tc).sum(1)
+        for start in range(0, s.shape[0], batch_size):
+            end = start + batch_size
+            sq_min, arg = squared_distances(s[start:end], s_sq[start:end], tc, tc_sq).min(dim=1)
+            better = sq_min < best_sq[start:end]  # strict: on ties the earlier chunk (lower index) wins
+            best_sq[start:end] = torch.where(better, sq_min, best_sq[start:end])
+            idx[start:end] = torch.where(better, arg + c, idx[start:end])
     # Distances recomputed directly for the chosen pairs: exact, without the expansion's rounding.
-    dist = (s - tr[idx]).norm(dim=1)
+    dist = (s - tr[idx].to(torch.float64)).norm(dim=1)
     return idx, dist
