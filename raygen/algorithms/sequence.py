@@ -1,0 +1,537 @@
+"""Sequence models trained three ways: teacher forcing, scheduled sampling, Professor Forcing.
+
+Goyal thesis ch. 2 (Professor Forcing, NIPS 2016). One base class owns what the three share (the GRU
+generator, NLL/BPC evaluation, free-running generation, drift and hidden-state analysis, artifacts); each
+variant overrides only how its training step feeds the generator and what it optimises (STYLE §5):
+
+- `TeacherForcing`: NLL (eq 2.2) on teacher-forced runs.
+- `ScheduledSampling` (Bengio et al. 2015): each input is the ground truth with probability ε_i, decayed
+  over training updates i by a named schedule, otherwise the model's own sample.
+- `ProfessorForcing`: C_d (eq 2.1) for the discriminator; NLL (2.2) + C_f (2.3) [+ C_t (2.4)] for the
+  generator; separate optimizers and backward passes, gated by the discriminator's accuracy (§2.4.1).
+
+Paper settings the presets cannot know from the data kind alone ("sequence" covers text and digits):
+`PAPER_SETTINGS["ptb"]` and `PAPER_SETTINGS["seqmnist"]` below give them as config overrides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from raygen.algorithms.base import Algorithm, Artifact
+from raygen.config import AlgoConfig, ConfigError, RunConfig
+from raygen.data.base import Dataset
+from raygen.nets.rnn import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    GRUGenerator,
+    build_discriminator,
+    default_sampler,
+)
+
+log = logging.getLogger(__name__)
+
+# Settings of the thesis' experiments, as nested config overrides (use with build_config(overrides=...)
+# flattened, or copy into a sweep file). Batch sizes are not given in the thesis.
+PAPER_SETTINGS: dict[str, dict[str, Any]] = {
+    # §2.4.2: PTB chars, sequences of 500, 1×1024 GRU, Adam 1e-4, discriminator layers of 2048 units fed
+    # "both the hidden states and char level embeddings", output clipped to [-10, 10].
+    "ptb": {
+        "data": {"seq_len": 500},
+        "train": {"lr": 1e-4},
+        "algo": {
+            "generator": {"layers": 1, "width": 1024, "behaviour_embedding": True},
+            "discriminator": {"arch": "bigru", "width": 2048, "clip": 10.0},
+        },
+    },
+    # §2.4.3: binarized MNIST pixel by pixel, 3×512 GRU, lr 1e-4, convolutional discriminator.
+    "seqmnist": {
+        "train": {"lr": 1e-4},
+        "algo": {"generator": {"layers": 3, "width": 512}, "discriminator": {"arch": "conv"}},
+    },
+}
+
+
+# ------------------------------------------------------------------------------------------------ configs
+
+
+class SequenceConfig(AlgoConfig):
+    """What every sequence algorithm shares: the generator and the evaluation of long generation."""
+
+    generator: GeneratorConfig = GeneratorConfig()
+    eval_batch: int = Field(100, ge=1, description="sequences per forward pass in evaluation and sampling")
+    generate_factor: int = Field(
+        10, ge=1, description="train short, generate long: free-run generate_factor × L steps (§2.4.4: 20×)"
+    )
+    drift_sequences: int = Field(
+        32, ge=2, description="free-running sequences (and data sequences) for late_drift"
+    )
+    hidden_step: int | None = Field(
+        None,
+        ge=1,
+        description="step t whose hidden states are compared (Fig 2.3: t=500); None = the last step L",
+    )
+    hidden_sequences: int = Field(
+        200, ge=2, description="hidden states per cloud (teacher-forced, free-running)"
+    )
+    long_samples: int = Field(2, ge=0, description="generate_factor × L long samples written to samples.txt")
+
+
+class TeacherForcingConfig(SequenceConfig):
+    """Teacher forcing: maximum likelihood with the data fed back (eq 2.2)."""
+
+
+class ScheduledSamplingConfig(SequenceConfig):
+    """Bengio et al. 2015: ε_i = P(feed the ground truth) at training update i. The papers we hold give no
+    values; the defaults bring ε to 0.5 after roughly 1000–2000 updates."""
+
+    schedule: Literal["linear", "exponential", "inverse_sigmoid"] = "inverse_sigmoid"
+    linear_start: float = Field(
+        1.0, description="linear: ε_i = max(min_truth_prob, linear_start − linear_slope·i)"
+    )
+    linear_slope: float = Field(2.5e-4, ge=0)
+    min_truth_prob: float = Field(0.0, ge=0, le=1, description="linear: the floor ε of the schedule")
+    exponential_base: float = Field(0.9995, gt=0, le=1, description="exponential: ε_i = exponential_base^i")
+    inverse_sigmoid_k: float = Field(200.0, ge=1, description="inverse sigmoid: ε_i = k / (k + exp(i / k))")
+
+
+class ProfessorForcingConfig(SequenceConfig):
+    """Professor Forcing (§2.2, §2.4.1) and its discriminator."""
+
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    teacher_cost: bool = Field(False, description="add C_t (eq 2.4) to the generator's NLL + C_f (eq 2.3)")
+    adversarial_weight: float = Field(
+        1.0, ge=0, description="weight of C_f (+ C_t); the thesis uses NLL + C_f"
+    )
+    gate: Literal["accuracy", "moving_average"] = Field(
+        "accuracy",
+        description="accuracy: the thesis' gates on the minibatch accuracy (§2.4.1); moving_average: the "
+        "original code's gate (LM_GANS): the discriminator pauses while an EMA of accuracy > ema_threshold",
+    )
+    gate_generator: float = Field(
+        0.75, ge=0, le=1, description="adversarial gradient reaches the generator only while accuracy > this"
+    )
+    gate_discriminator: float = Field(
+        0.99, ge=0, le=1, description="discriminator not updated while accuracy > this"
+    )
+    ema_decay: float = Field(
+        0.99, ge=0, lt=1, description="moving_average gate: EMA decay (not given; our choice)"
+    )
+    ema_threshold: float = Field(
+        0.90, ge=0, le=1, description="moving_average gate: original code used 0.90 or 0.95"
+    )
+    disc_lr_scale: float = Field(
+        0.1, gt=0, description="discriminator lr = disc_lr_scale × train.lr (common setting)"
+    )
+    disc_beta1: float = Field(0.5, ge=0, lt=1, description="discriminator Adam β1 (common setting)")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters of `module` take no gradient inside the block: the generator's adversarial loss flows
+    through the discriminator into the behaviour without touching the discriminator's .grad."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def sequence_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """logits (B, T, V), y (B, T) -> per-example NLL in nats per symbol (B,): −(1/T) Σ_t log P(y_t | y_<t)."""
+    return F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
+
+
+def _chunks(x: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    for i in range(0, len(x), size):
+        yield x[i : i + size]
+
+
+def _take(n: int, size: int) -> Iterator[int]:
+    for i in range(0, n, size):
+        yield min(size, n - i)
+
+
+# ------------------------------------------------------------------------------------------------ base
+
+
+class SequenceModel(Algorithm):
+    """Shared machinery of the three sequence algorithms; `TeacherForcing` is this class with its name.
+
+    Budget: `self.updates` counts generator updates only, so TF, SS and PF runs with the same
+    `train.steps` see the same number of minibatches and generator steps.
+    """
+
+    name: ClassVar[str] = "sequence"
+    Config: ClassVar[type[AlgoConfig]] = SequenceConfig
+
+    @classmethod
+    def presets(cls, dataset_kind: str) -> dict[str, Any]:
+        """Adam lr 1e-4 (§2.4.2, §2.4.3) and gradient-norm clipping 5 (common setting, also for the
+        discriminator). The thesis gives no batch size; 32 keeps CPU steps short (the net sizes keep the
+        paper's values: set algo.generator.width / data.seq_len smaller for a quick CPU run)."""
+        if dataset_kind != "sequence":
+            return {}
+        return {"train": {"lr": 1e-4, "grad_clip": 5.0, "batch_size": 32}}
+
+    def __init__(self, config: RunConfig, dataset: Dataset) -> None:
+        super().__init__(config, dataset)
+        if dataset.kind != "sequence":
+            raise ConfigError(
+                f"algorithm '{self.name}' trains on sequences but dataset '{dataset.name}' is of kind "
+                f"'{dataset.kind}' (use text:PATH, text:ptb, text:embedded, seqdigits or seqmnist)"
+            )
+        if not dataset.vocab:
+            raise ConfigError(f"dataset '{dataset.name}' has no vocabulary; sequence models need one")
+        if len(dataset.shape) != 1:
+            raise ConfigError(
+                f"dataset '{dataset.name}' must hold (N, L) sequences, got shape {dataset.shape}"
+            )
+        self.vocab = list(dataset.vocab)
+        self.seq_len = int(dataset.shape[0])
+        self.image_shape = dataset.image_shape  # (C, H, W) for sequential images, else None
+        cfg = self.cfg
+        if cfg.hidden_step is not None and cfg.hidden_step > self.seq_len:
+            raise ConfigError(
+                f"config key 'algo.hidden_step' is {cfg.hidden_step} but teacher-forced states exist only for "
+                f"steps 1..{self.seq_len} (data.seq_len / the dataset's sequence length)"
+            )
+        self.generator = GRUGenerator(len(self.vocab), cfg.generator)
+        self._optimizers: dict[str, torch.optim.Optimizer] | None = None
+
+    # ------------------------------------------------------------------ optimisation
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.adam(self.generator.parameters())}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        if self._optimizers is None:  # built lazily: after the loop has moved the parameters to the device
+            self._optimizers = self.build_optimizers()
+        return self._optimizers
+
+    def training_logits(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Logits (B, T, V) predicting y under this algorithm's input feeding; teacher forcing here."""
+        return self.generator.teacher_forced(y).logits, {}
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        y = batch.long()
+        logits, extra = self.training_logits(y)
+        nll = sequence_nll(logits, y).mean()
+        self.update(self.optimizers()["generator"], nll, params=self.generator.parameters())
+        nll = float(nll.detach())
+        return {"nll": nll, "bpc": _bpc(nll), **extra}
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, length: int | None = None
+    ) -> torch.Tensor:
+        """n free-running sequences (n, L) (or (n, length)) of symbols at temperature 1."""
+        length = length or self.seq_len
+        sampler = default_sampler(generator)
+        out = []
+        for m in _take(n, self.cfg.eval_batch):
+            out.append(torch.stack([s for _, s in self.generator.steps(m, length, sampler=sampler)], 1))
+        samples = torch.cat(out).cpu()
+        return samples.reshape(n, *self.shape) if length == self.seq_len else samples
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def nll(self, data: torch.Tensor) -> float:
+        """Teacher-forced NLL of `data` (N, L) in nats per symbol, averaged over every symbol."""
+        total, count = 0.0, 0
+        for chunk in _chunks(data.long(), self.cfg.eval_batch):
+            per_example = sequence_nll(self.generator.teacher_forced(chunk).logits, chunk)
+            total += float(per_example.double().sum()) * chunk.shape[1]
+            count += chunk.numel()
+        return total / count
+
+    @torch.no_grad()
+    def drift(self, data: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
+        """How far free-running behaviour wanders from teacher-forced behaviour (train short, generate long).
+
+        Teacher cloud: the pre-tanh activations a_t (all layers) at every step of `drift_sequences` data
+        sequences; its centroid μ and spread s = sqrt(mean ‖a − μ‖²). Free-running: `drift_sequences`
+        sequences generated for generate_factor × L steps. Then
+            early_drift = ‖mean of free a_t over steps 1..L − μ‖ / s
+            late_drift  = ‖mean of free a_t over the last L steps − μ‖ / s
+        i.e. centroid distances in units of the teacher cloud's spread (0: same centre; ≳1: the free run
+        has left the region teacher forcing visits). early_drift is the in-length reference.
+        """
+        n, L = self.cfg.drift_sequences, self.seq_len
+        total = self.cfg.generate_factor * L
+        teacher = torch.cat(
+            [
+                self.generator.teacher_forced(c).pre_tanh.flatten(0, 1).double()
+                for c in _chunks(data[:n].long(), n)
+            ]
+        )  # (n*L, F)
+        mu = teacher.mean(0)
+        spread = teacher.sub(mu).pow(2).sum(1).mean().sqrt().clamp_min(1e-12)
+        early = torch.zeros_like(mu)
+        late = torch.zeros_like(mu)
+        sampler = default_sampler(generator)
+        m_total = 0
+        for m in _take(n, self.cfg.eval_batch):
+            for t, (step, _) in enumerate(self.generator.steps(m, total, sampler=sampler)):
+                if t < L:
+                    early += step.pre_tanh.double().sum(0)
+                if t >= total - L:
+                    late += step.pre_tanh.double().sum(0)
+            m_total += m
+        early /= m_total * L
+        late /= m_total * L
+        return {
+            "early_drift": float((early - mu).norm() / spread),
+            "late_drift": float((late - mu).norm() / spread),
+        }
+
+    @torch.no_grad()
+    def hidden_clouds(
+        self, data: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states h_t (all layers, (n, layers*H)) at step t = hidden_step (Fig 2.3): teacher-forced on
+        `hidden_sequences` data sequences, and free-running on as many of the model's own sequences."""
+        t = self.cfg.hidden_step or self.seq_len
+        data = data[: self.cfg.hidden_sequences].long()
+        teacher = torch.cat(
+            [self.generator.teacher_forced(c[:, :t]).hidden[:, t - 1] for c in _chunks(data, 100)]
+        )
+        sampler = default_sampler(generator)
+        free = []
+        for m in _take(len(data), self.cfg.eval_batch):
+            *_, (last, _) = self.generator.steps(m, t, sampler=sampler)
+            free.append(last.hidden)
+        return teacher.cpu(), torch.cat(free).cpu()
+
+    def evaluate(
+        self, data: torch.Tensor, split: str, *, full: bool, generator: torch.Generator
+    ) -> dict[str, float]:
+        """nll (nats/symbol), bpc (= nll / ln 2), nll_image (nats per image, sequential images); with
+        `full`, also early/late_drift and the hidden-state distances of Fig 2.3."""
+        from raygen.metrics.sequence import bits_per_char, hidden_state_distances
+
+        nll = self.nll(data)
+        out = {"nll": nll, "bpc": float(bits_per_char(nll))}
+        if self.image_shape is not None:
+            out["nll_image"] = nll * self.seq_len  # Table 2.1 reports nats per image
+        if full:
+            out.update(self.drift(data, generator))
+            teacher, free = self.hidden_clouds(data, generator)
+            out.update({k: float(v) for k, v in hidden_state_distances(teacher, free).items()})
+        return out
+
+    # ------------------------------------------------------------------ artifacts
+    def decode(self, symbols: torch.Tensor) -> str:
+        return "".join(self.vocab[int(i)] for i in symbols)
+
+    @torch.no_grad()
+    def artifacts(self, dataset: Dataset, *, generator: torch.Generator) -> list[Artifact]:
+        from raygen.plots import image_grid_png
+
+        n = self.run_config.eval.sample_count
+        samples = self.sample(n, generator=generator).reshape(n, self.seq_len)
+        arts = []
+        if self.image_shape is not None:
+            pixels = samples.float() / (len(self.vocab) - 1)  # symbol index → intensity (binary: 0/1)
+            pictures = pixels.reshape(n, *self.image_shape)
+            arts.append(
+                Artifact(
+                    "samples.png", "image", image_grid_png(pictures, nrow=8, title=f"{self.name} samples")
+                )
+            )
+        else:
+            lines = [f"# {n} free-running samples of length {self.seq_len} ({self.name})"]
+            lines += [self.decode(s) for s in samples]
+            if self.cfg.long_samples:
+                length = self.cfg.generate_factor * self.seq_len
+                lines.append(
+                    f"\n# {self.cfg.long_samples} samples of length {length} (train short, generate long)"
+                )
+                lines += [
+                    self.decode(s)
+                    for s in self.sample(self.cfg.long_samples, generator=generator, length=length)
+                ]
+            arts.append(Artifact("samples.txt", "text", ("\n".join(lines) + "\n").encode()))
+        teacher, free = self.hidden_clouds(dataset.splits["test"].to(self.device), generator)
+        arts.append(
+            Artifact(
+                "tsne.png",
+                "image",
+                tsne_png(teacher, free, seed=self.run_config.seed, step=self.cfg.hidden_step or self.seq_len),
+            )
+        )
+        return arts
+
+
+def tsne_png(teacher: torch.Tensor, free: torch.Tensor, *, seed: int, step: int) -> bytes:
+    """T-SNE of both hidden-state clouds in one embedding (Fig 2.3): grey = teacher forced, red = free running."""
+    from sklearn.manifold import TSNE
+
+    from raygen.plots import points_png
+
+    both = torch.cat([teacher, free]).double().numpy()
+    perplexity = float(min(30.0, max(2.0, (len(both) - 1) / 3)))
+    xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(both)
+    return points_png(
+        xy[len(teacher) :],
+        xy[: len(teacher)],
+        title=f"hidden states at t={step}: data=teacher forced, samples=free running",
+    )
+
+
+def _bpc(nll: float) -> float:
+    from raygen.metrics.sequence import bits_per_char
+
+    return float(bits_per_char(nll))
+
+
+class TeacherForcing(SequenceModel):
+    """Teacher forcing (Williams & Zipser 1989): the baseline of every thesis experiment (eq 2.2)."""
+
+    name = "teacher"
+    Config = TeacherForcingConfig
+
+
+# ------------------------------------------------------------------------------------------------ scheduled sampling
+
+
+class ScheduledSampling(SequenceModel):
+    """Scheduled sampling (Bengio et al. 2015): per input symbol, feed the ground truth with probability
+    ε_i (training update i) and the model's own sample otherwise; targets stay the data. No gradient goes
+    through the sampling decisions or the samples, as in Bengio et al."""
+
+    name = "scheduled"
+    Config = ScheduledSamplingConfig
+
+    def truth_prob(self, i: int) -> float:
+        """ε_i, the probability of feeding the ground truth at update i (one place dispatches the enum)."""
+        c = self.cfg
+        if c.schedule == "linear":
+            return max(c.min_truth_prob, min(1.0, c.linear_start - c.linear_slope * i))
+        if c.schedule == "exponential":
+            return c.exponential_base**i
+        if c.schedule == "inverse_sigmoid":
+            k = c.inverse_sigmoid_k
+            return k / (k + math.exp(min(i / k, 700.0)))  # 700: exp overflows float64 beyond ~709
+        raise NotImplementedError(c.schedule)
+
+    def training_logits(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        eps = self.truth_prob(self.updates)
+        feed_truth = torch.rand(y.shape, device=y.device) < eps  # (B, T): per-symbol coin
+        out = self.generator.free_running(y.shape[0], y.shape[1], truth=y, feed_truth=feed_truth)
+        return out.logits, {"truth_prob": eps}
+
+
+# ------------------------------------------------------------------------------------------------ professor forcing
+
+
+class ProfessorForcing(SequenceModel):
+    """Professor Forcing: make free-running behaviour indistinguishable from teacher-forced behaviour.
+
+    Per step: one teacher-forced and one free-running run of the generator on N sequences each; the
+    discriminator D sees their behaviour sequences B (nets/rnn.py) with its inputs detached for C_d; the
+    generator's adversarial terms go through D with D's parameters frozen. Two optimizers, two backward
+    passes, so no gradient crosses between them (the best-known port mixed them).
+    """
+
+    name = "professor"
+    Config = ProfessorForcingConfig
+
+    def __init__(self, config: RunConfig, dataset: Dataset) -> None:
+        super().__init__(config, dataset)
+        self.discriminator = build_discriminator(
+            self.cfg.discriminator,
+            self.generator.behaviour_size,
+            seq_len=self.seq_len,
+            image_shape=self.image_shape,
+        )
+        # Moving-average gate state: starts at chance; updated from reduced accuracies only, so it is
+        # identical on every worker; a buffer, so checkpoints carry it.
+        self.register_buffer("accuracy_ema", torch.tensor(0.5, dtype=torch.float64))
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c, train = self.cfg, self.run_config.train
+        return {
+            "generator": self.adam(self.generator.parameters()),
+            "discriminator": self.adam(
+                self.discriminator.parameters(),
+                lr=train.lr * c.disc_lr_scale,
+                betas=(c.disc_beta1, train.betas[1]),
+            ),
+        }
+
+    def gates(self, accuracy: float) -> tuple[bool, bool]:
+        """(generator receives the adversarial gradient, discriminator is updated) from the accuracy
+        already reduced across workers, so every worker takes the same branch."""
+        c = self.cfg
+        if c.gate == "accuracy":  # §2.4.1: "greater than 75%" / "greater than 99%, we do not update"
+            return accuracy > c.gate_generator, accuracy <= c.gate_discriminator
+        if c.gate == "moving_average":  # original code: the generator trains alone while the EMA is high
+            self.accuracy_ema.mul_(c.ema_decay).add_((1 - c.ema_decay) * accuracy)
+            return True, float(self.accuracy_ema) <= c.ema_threshold
+        raise NotImplementedError(c.gate)
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        y = batch.long()
+        n, length = y.shape
+        G, D = self.generator, self.discriminator
+        teacher = G.teacher_forced(y)
+        free = G.free_running(n, length)  # samples from the model's own distribution, temperature 1
+        b_teacher, b_free = G.behaviour(teacher), G.behaviour(free)  # (N, T, F) each
+        nll = sequence_nll(teacher.logits, y).mean()
+
+        # C_d (eq 2.1) on detached behaviour: N teacher-forced + N free-running sequences.
+        d_teacher, d_free = D(torch.cat([b_teacher.detach(), b_free.detach()])).split(n)
+        c_d = _bce(d_teacher, 1.0) + _bce(d_free, 0.0)
+        local_accuracy = 0.5 * ((d_teacher > 0).double().mean() + (d_free < 0).double().mean())
+        accuracy = float(self.ctx.all_reduce_mean(local_accuracy.detach()))
+        generator_open, discriminator_open = self.gates(accuracy)
+
+        # Generator: NLL (2.2) + C_f (2.3) [+ C_t (2.4)], the adversarial part only while its gate is open.
+        loss = nll
+        if generator_open:
+            with frozen(D):
+                if self.cfg.teacher_cost:
+                    adv_teacher, adv_free = D(torch.cat([b_teacher, b_free])).split(n)
+                    adversarial = _bce(adv_free, 1.0) + _bce(adv_teacher, 0.0)
+                else:
+                    adversarial = _bce(D(b_free), 1.0)
+            loss = nll + self.cfg.adversarial_weight * adversarial
+        self.update(self.optimizers()["generator"], loss, params=G.parameters())
+        # Discriminator updates do not count toward the budget (train.steps counts generator updates).
+        if discriminator_open:
+            self.update(self.optimizers()["discriminator"], c_d, params=D.parameters(), counts=False)
+
+        metrics = {
+            "nll": float(nll.detach()),
+            "bpc": _bpc(float(nll.detach())),
+            "c_d": float(c_d),
+            "c_f": float(_bce(d_free, 1.0)),  # same D, same inputs: the value of eq 2.3 this step
+            "c_t": float(_bce(d_teacher, 0.0)),
+            "disc_accuracy": accuracy,
+            "gate_generator_open": float(generator_open),
+            "gate_discriminator_open": float(discriminator_open),
+        }
+        if self.cfg.gate == "moving_average":
+            metrics["disc_accuracy_ema"] = float(self.accuracy_ema)
+        return metrics
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Mean of −log D (target 1) or −log(1 − D) (target 0) over every output, D = sigmoid(logits)."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))

@@ -1,0 +1,394 @@
+"""GRU generator and the two Professor Forcing discriminators (Goyal thesis ch. 2, §2.4.1).
+
+One generator serves teacher forcing, scheduled sampling and Professor Forcing: the algorithms decide what
+is fed back, this file only runs the recurrence. Read top to bottom: `GRULayer` (one GRU layer that also
+exposes its pre-tanh activations), `GeneratorConfig` + `GRUGenerator`, then `DiscriminatorConfig`,
+`BiGRUDiscriminator`, `ConvDiscriminator` and `build_discriminator` (which checks that the discriminator
+fits the generator's behaviour before any work starts).
+
+The behaviour sequence B (§2.4.1: "the pre-tanh activation of the GRU states for the whole sequence, and
+optionally the softmax outputs for the next-step prediction") is, at step t and per layer l,
+
+    a_t^l = W_in x_t^l + b_in + r_t^l ⊙ (W_hn h_{t-1}^l + b_hn)        (PyTorch's GRU gate layout)
+    h_t^l = (1 − z_t^l) ⊙ tanh(a_t^l) + z_t^l ⊙ h_{t-1}^l
+
+i.e. the argument of the GRU's only tanh, the candidate state before its non-linearity. B_t concatenates
+a_t^l over the layers (`behaviour_layers`), then optionally softmax(logits_t) (the distribution of y_{t+1})
+and the embedding of the input symbol (§2.4.2: "We feed both the hidden states and char level embeddings
+into the discriminator").
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from raygen.config import ConfigError, Section
+
+# ------------------------------------------------------------------------------------------------ blocks
+
+
+class GRULayer(nn.Module):
+    """One GRU layer: fused sequence mode (torch's nn.GRU) and a step mode on the same weights.
+
+    Both modes also return the pre-tanh candidate activations a_t (module docstring). In sequence mode
+    they are recomputed in parallel from the returned states (a_t depends only on x_t and h_{t-1}), so
+    teacher forcing keeps the fused kernel and still yields B with gradients.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.gru = nn.GRU(input_size, hidden_size, num_layers=1, batch_first=True)
+
+    def _gates(
+        self, x: torch.Tensor, h_prev: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (..., I), h_prev (..., H) -> r, z, a each (..., H); torch orders the gates r, z, n."""
+        gi = F.linear(x, self.gru.weight_ih_l0, self.gru.bias_ih_l0)  # (..., 3H)
+        gh = F.linear(h_prev, self.gru.weight_hh_l0, self.gru.bias_hh_l0)  # (..., 3H)
+        i_r, i_z, i_n = gi.chunk(3, -1)
+        h_r, h_z, h_n = gh.chunk(3, -1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        return r, z, i_n + r * h_n
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, I), h0 (B, H) -> states h (B, T, H), pre-tanh activations a (B, T, H)."""
+        h, _ = self.gru(x, h0.unsqueeze(0).contiguous())  # (B, T, H)
+        h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], 1)  # (B, T, H): h_{t-1}
+        _, _, a = self._gates(x, h_prev)
+        return h, a
+
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, I), h (B, H) -> next state (B, H), pre-tanh activation (B, H)."""
+        _, z, a = self._gates(x, h)
+        return (1 - z) * torch.tanh(a) + z * h, a
+
+
+# ------------------------------------------------------------------------------------------------ generator
+
+
+class GeneratorConfig(Section):
+    """GRU generator (§2.4.1). Defaults: the char-PTB model (§2.4.2); seq-MNIST used 3 layers × 512 (§2.4.3)."""
+
+    layers: int = Field(1, ge=1, description="GRU layers (PTB: 1; sequential MNIST: 3)")
+    width: int = Field(1024, ge=1, description="GRU units per layer (PTB: 1024; sequential MNIST: 512)")
+    embed_dim: int = Field(128, ge=1, description="input symbol embedding size (not given in the thesis)")
+    behaviour_layers: Literal["all", "top"] = Field(
+        "all",
+        description="pre-tanh activations of every layer (B of §2.4.1 for a multi-layer GRU) or the top one",
+    )
+    behaviour_softmax: bool = Field(
+        False, description="append the next-step softmax to B (§2.4.1 'optionally')"
+    )
+    behaviour_embedding: bool = Field(
+        False,
+        description="append the input symbol's embedding to B (§2.4.2, PTB: 'hidden states and char "
+        "level embeddings')",
+    )
+
+
+@dataclass
+class GRUStep:
+    """One time step of the generator; every field has a leading batch dimension B."""
+
+    logits: torch.Tensor  # (B, V): distribution of the next symbol
+    pre_tanh: torch.Tensor  # (B, layers*H): a_t of every layer
+    hidden: torch.Tensor  # (B, layers*H): h_t of every layer
+    embedded: torch.Tensor  # (B, E): embedding of the input symbol
+    inputs: torch.Tensor  # (B,) int64: the symbol fed at this step
+
+
+@dataclass
+class SequenceOutput:
+    """A whole run of the generator; the same fields as `GRUStep` with a time axis after the batch."""
+
+    logits: torch.Tensor  # (B, T, V)
+    pre_tanh: torch.Tensor  # (B, T, layers*H)
+    hidden: torch.Tensor  # (B, T, layers*H)
+    embedded: torch.Tensor  # (B, T, E)
+    inputs: torch.Tensor  # (B, T) int64
+    samples: torch.Tensor | None = None  # (B, T) int64: free-running mode's own samples y_1..y_T
+
+
+Sampler = Callable[[torch.Tensor], torch.Tensor]  # probabilities (B, V) -> symbols (B,)
+
+
+def categorical(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw: probs (B, V), uniform (B,) in [0, 1) -> symbols (B,), exactly Categorical(probs).
+
+    Device-agnostic and reproducible from any generator (the uniforms can come from a CPU generator).
+    """
+    cdf = probs.cumsum(-1)
+    cdf = cdf / cdf[:, -1:]  # rounding: the last entry must be exactly 1
+    idx = torch.searchsorted(cdf, uniform.to(cdf.dtype).unsqueeze(-1), right=True).squeeze(-1)
+    return idx.clamp_max(probs.shape[-1] - 1)
+
+
+def default_sampler(generator: torch.Generator | None = None) -> Sampler:
+    """Samples at temperature 1 (the model's own distribution; a lower or higher temperature would not be
+    the free-running behaviour §2.2 defines). With `generator` the uniforms come from it (CPU), else from
+    torch's global RNG on the probabilities' device."""
+
+    def draw(probs: torch.Tensor) -> torch.Tensor:
+        if generator is None:
+            u = torch.rand(probs.shape[0], device=probs.device)
+        else:
+            u = torch.rand(probs.shape[0], generator=generator).to(probs.device)
+        return categorical(probs, u)
+
+    return draw
+
+
+class GRUGenerator(nn.Module):
+    """Autoregressive GRU over symbols 0..V-1: embedding → GRU layers → affine → softmax (§2.4.1).
+
+    Step t reads y_{t-1} (y_0 = a begin symbol, index V, so P(y_1) is modelled too) and outputs
+    P(y_t | y_<t). Teacher-forced mode reads the data; free-running mode reads its own samples.
+    The network returns outputs only: every loss belongs to the algorithm.
+    """
+
+    def __init__(self, vocab_size: int, config: GeneratorConfig) -> None:
+        super().__init__()
+        if vocab_size < 2:
+            raise ValueError(f"the generator needs a vocabulary of at least 2 symbols, got {vocab_size}")
+        self.config = config
+        self.vocab_size = vocab_size
+        self.begin = vocab_size  # index of the begin-of-sequence input symbol
+        self.embedding = nn.Embedding(vocab_size + 1, config.embed_dim)
+        widths = [config.embed_dim] + [config.width] * config.layers
+        self.layers = nn.ModuleList(GRULayer(i, o) for i, o in itertools.pairwise(widths))
+        self.head = nn.Linear(config.width, vocab_size)
+
+    @property
+    def behaviour_size(self) -> int:
+        """Features per step of B (module docstring)."""
+        c = self.config
+        size = c.width * (c.layers if c.behaviour_layers == "all" else 1)
+        size += self.vocab_size if c.behaviour_softmax else 0
+        size += c.embed_dim if c.behaviour_embedding else 0
+        return size
+
+    def initial_state(self, n: int, device: torch.device) -> list[torch.Tensor]:
+        return [torch.zeros(n, self.config.width, device=device) for _ in self.layers]
+
+    def behaviour(self, out: SequenceOutput | GRUStep) -> torch.Tensor:
+        """B for a run (B, T, F) or a step (B, F): pre-tanh activations [+ softmax] [+ embedding]."""
+        c = self.config
+        pre = out.pre_tanh if c.behaviour_layers == "all" else out.pre_tanh[..., -c.width :]
+        parts = [pre]
+        if c.behaviour_softmax:
+            parts.append(torch.softmax(out.logits, -1))
+        if c.behaviour_embedding:
+            parts.append(out.embedded)
+        return torch.cat(parts, -1) if len(parts) > 1 else pre
+
+    def teacher_forced(self, y: torch.Tensor) -> SequenceOutput:
+        """y (B, T) int64 data -> outputs with logits[:, t] = log-odds of P(y_t | y_<t) (fused GRU kernels)."""
+        n, _ = y.shape
+        begin = torch.full((n, 1), self.begin, dtype=y.dtype, device=y.device)
+        inputs = torch.cat([begin, y[:, :-1]], 1)  # (B, T): y_0 = begin, y_1 .. y_{T-1}
+        embedded = self.embedding(inputs)  # (B, T, E)
+        x, pre, hidden = embedded, [], []
+        for layer, h0 in zip(self.layers, self.initial_state(n, y.device)):
+            x, a = layer(x, h0)  # (B, T, H) each
+            pre.append(a)
+            hidden.append(x)
+        return SequenceOutput(self.head(x), torch.cat(pre, -1), torch.cat(hidden, -1), embedded, inputs)
+
+    def steps(
+        self,
+        n: int,
+        length: int,
+        *,
+        sampler: Sampler | None = None,
+        truth: torch.Tensor | None = None,
+        feed_truth: torch.Tensor | None = None,
+        device: torch.device | None = None,
+    ) -> Iterator[tuple[GRUStep, torch.Tensor]]:
+        """Run `length` steps one at a time, yielding (step, sample) where sample (B,) ~ P(y_t | inputs).
+
+        Input at step t > 0: truth[:, t-1] where feed_truth[:, t-1] is True (scheduled sampling), otherwise
+        the model's own sample of the previous step (free-running mode). Gradients flow through the states,
+        never through the discrete samples (§2.3: no backprop through discrete spaces is needed).
+        """
+        device = device or self.head.weight.device
+        sampler = sampler or default_sampler()
+        if (truth is None) != (feed_truth is None):
+            raise ValueError(
+                "pass both `truth` and `feed_truth` (scheduled sampling) or neither (free running)"
+            )
+        states = self.initial_state(n, device)
+        token = torch.full((n,), self.begin, dtype=torch.long, device=device)
+        for t in range(length):
+            if t > 0 and truth is not None and feed_truth is not None:
+                token = torch.where(feed_truth[:, t - 1], truth[:, t - 1], token)
+            embedded = self.embedding(token)  # (B, E)
+            x, pre, hidden = embedded, [], []
+            for i, layer in enumerate(self.layers):
+                states[i], a = layer.step(x, states[i])
+                x = states[i]
+                pre.append(a)
+                hidden.append(x)
+            logits = self.head(x)  # (B, V)
+            step = GRUStep(logits, torch.cat(pre, -1), torch.cat(hidden, -1), embedded, token)
+            with torch.no_grad():
+                sample = sampler(torch.softmax(logits.detach().float(), -1))
+            yield step, sample
+            token = sample
+
+    def free_running(
+        self,
+        n: int,
+        length: int,
+        *,
+        sampler: Sampler | None = None,
+        truth: torch.Tensor | None = None,
+        feed_truth: torch.Tensor | None = None,
+        device: torch.device | None = None,
+    ) -> SequenceOutput:
+        """`steps` collected into one SequenceOutput (samples included); see `steps` for the arguments."""
+        collected = list(
+            self.steps(n, length, sampler=sampler, truth=truth, feed_truth=feed_truth, device=device)
+        )
+        stack = lambda name: torch.stack([getattr(s, name) for s, _ in collected], 1)
+        return SequenceOutput(
+            stack("logits"),
+            stack("pre_tanh"),
+            stack("hidden"),
+            stack("embedded"),
+            stack("inputs"),
+            torch.stack([sample for _, sample in collected], 1),
+        )
+
+
+# ------------------------------------------------------------------------------------------------ discriminators
+
+
+class DiscriminatorConfig(Section):
+    """Professor Forcing discriminator (§2.4.1): bidirectional GRU + shared MLP, or a conv net for images."""
+
+    arch: Literal["auto", "bigru", "conv"] = Field(
+        "auto", description="auto: conv for sequential images (§2.4.3), bidirectional GRU otherwise (§2.4.1)"
+    )
+    width: int = Field(
+        2048, ge=1, description="GRU and MLP width (PTB: 'All the layers ... 2048 hidden units')"
+    )
+    mlp_layers: int = Field(
+        3, ge=0, description="affine+ReLU layers of the MLP shared across time (§2.4.1: 3)"
+    )
+    clip: float = Field(10.0, gt=0, description="pre-sigmoid output clipped to [-clip, clip] (§2.4.2: 10)")
+    conv_channels: tuple[int, ...] = Field(
+        (64, 128, 128),
+        min_length=1,
+        description="conv discriminator channels, 3x3 kernels (not given in the thesis)",
+    )
+    input_size: int | None = Field(
+        None, ge=1, description="expected features per step of B; None = take the generator's behaviour size"
+    )
+
+
+def _mlp(in_dim: int, width: int, layers: int) -> nn.Sequential:
+    blocks: list[nn.Module] = []
+    for _ in range(layers):
+        blocks += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    return nn.Sequential(*blocks, nn.Linear(in_dim, 1))
+
+
+class BiGRUDiscriminator(nn.Module):
+    """B (N, T, F) -> clipped pre-sigmoid outputs (N, T): one teacher-forcing logit per step.
+
+    Forward and backward GRU states are concatenated at each step and fed to an MLP shared across time
+    (§2.4.1), so every step's output sees the whole behaviour sequence.
+    """
+
+    def __init__(self, input_size: int, config: DiscriminatorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.input_size = input_size
+        self.rnn = nn.GRU(input_size, config.width, batch_first=True, bidirectional=True)
+        self.mlp = _mlp(2 * config.width, config.width, config.mlp_layers)
+
+    def forward(self, behaviour: torch.Tensor) -> torch.Tensor:
+        states, _ = self.rnn(behaviour)  # (N, T, 2W)
+        logits = self.mlp(states).squeeze(-1)  # (N, T)
+        return logits.clamp(-self.config.clip, self.config.clip)
+
+
+class ConvDiscriminator(nn.Module):
+    """B (N, H*W, F) of a sequential image -> clipped pre-sigmoid output (N, 1) (§2.4.3).
+
+    The behaviour of each pixel step becomes the F channels of that pixel (raster order), so the
+    convolutions see the 2-D neighbourhoods the pixels came from.
+    """
+
+    def __init__(self, input_size: int, grid: tuple[int, int], config: DiscriminatorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.input_size = input_size
+        self.grid = grid
+        layers: list[nn.Module] = []
+        in_ch = input_size
+        for i, ch in enumerate(config.conv_channels):
+            layers += [nn.Conv2d(in_ch, ch, 3, stride=1 if i == 0 else 2, padding=1), nn.ReLU()]
+            in_ch = ch
+        self.conv = nn.Sequential(*layers)
+        self.head = nn.Linear(in_ch, 1)
+
+    def forward(self, behaviour: torch.Tensor) -> torch.Tensor:
+        n, _t, f = behaviour.shape
+        h, w = self.grid
+        x = behaviour.reshape(n, h, w, f).permute(0, 3, 1, 2)  # (N, F, H, W)
+        x = self.conv(x).mean((2, 3))  # (N, C)
+        return self.head(x).clamp(-self.config.clip, self.config.clip)  # (N, 1)
+
+
+def build_discriminator(
+    config: DiscriminatorConfig,
+    behaviour_size: int,
+    *,
+    seq_len: int,
+    image_shape: tuple[int, ...] | None = None,
+    prefix: str = "algo",
+) -> nn.Module:
+    """The discriminator for a generator whose B has `behaviour_size` features per step.
+
+    Fails before any work starts, naming the config keys, when the sizes do not fit (STYLE §6).
+    """
+    if config.input_size is not None and config.input_size != behaviour_size:
+        raise ConfigError(
+            f"config key '{prefix}.discriminator.input_size' is {config.input_size} but the generator's "
+            f"behaviour has {behaviour_size} features per step (from '{prefix}.generator.width', "
+            f"'{prefix}.generator.layers', '{prefix}.generator.behaviour_layers', "
+            f"'{prefix}.generator.behaviour_softmax', '{prefix}.generator.behaviour_embedding', "
+            f"'{prefix}.generator.embed_dim'); set '{prefix}.discriminator.input_size' to {behaviour_size} "
+            "or leave it unset"
+        )
+    arch = config.arch
+    if arch == "auto":
+        arch = "conv" if image_shape is not None else "bigru"
+    if arch == "bigru":
+        return BiGRUDiscriminator(behaviour_size, config)
+    if arch != "conv":
+        raise NotImplementedError(arch)
+    if image_shape is None:
+        raise ConfigError(
+            f"config key '{prefix}.discriminator.arch' is 'conv' but the dataset has no image shape "
+            "(meta['image_shape']); use arch 'bigru' for non-image sequences"
+        )
+    c, h, w = image_shape
+    if c != 1 or h * w != seq_len:
+        raise ConfigError(
+            f"config key '{prefix}.discriminator.arch' is 'conv' but sequences of length {seq_len} are not the "
+            f"pixels of one {tuple(image_shape)} image (need 1 channel and H*W = {seq_len})"
+        )
+    return ConvDiscriminator(behaviour_size, (h, w), config)
