@@ -47,7 +47,7 @@ class EvalConfig(Section):
     """The evaluation suite run by `raygen evaluate` and at the end of training."""
 
     final: bool = Field(True, description="run the evaluation suite on the test split after training")
-    splits: tuple[str, ...] = ("test",)
+    splits: tuple[str, ...] = Field(("test", "train"), description="Table 3.1 reports test and train")
     test_examples: int | None = Field(1000, ge=1, description="IS/LB examples (Infusion TAB 3.1: 1000 test)")
     train_examples: int | None = Field(100, ge=1, description="IS/LB examples on train (Infusion TAB 3.1: 100)")
     likelihood_samples: int = Field(
