@@ -169,7 +169,7 @@ def datasets(
 
     table = Table("dataset", "kind", "present", "looked for at", "description")
     for info in list_datasets(DataConfig(root=str(root) if root else None)):
-        table.add_row(info.name, info.kind, "yes" if info.present else "no", "\n".join(info.locations), info.description)
+        table.add_row(info.name, info.kind, {True: "yes", False: "no"}.get(info.present, "-"), "\n".join(info.locations), info.description)
     Console(width=200).print(table)
 
 
