@@ -81,6 +81,21 @@ def _data_config_cls():
     return DataConfig
 
 
+def _validate_section(name: str, cls: type[Section], value: Any) -> Section:
+    """Validate a section inside RunConfig's before-validator, keeping the section name in error locations
+    (without it an error would name 'operator' instead of 'algo.operator')."""
+    try:
+        return cls.model_validate(value if value is not None else {})
+    except ValidationError as err:
+        details = []
+        for e in err.errors():
+            detail = {"type": e["type"], "loc": (name, *e["loc"]), "input": e["input"]}
+            if "ctx" in e:
+                detail["ctx"] = e["ctx"]
+            details.append(detail)
+        raise ValidationError.from_exception_data(err.title, details) from None
+
+
 class RunConfig(Section):
     """Everything that describes one run. `algo` is the config class registered for `algorithm`."""
 
@@ -106,11 +121,11 @@ class RunConfig(Section):
         algo_cls = algorithm_class(values["algorithm"]).Config
         algo = values.get("algo", {})
         if not isinstance(algo, algo_cls):
-            values["algo"] = algo_cls.model_validate(algo if algo is not None else {})
+            values["algo"] = _validate_section("algo", algo_cls, algo)
         data = values.get("data", {})
         data_cls = _data_config_cls()
         if not isinstance(data, data_cls):
-            values["data"] = data_cls.model_validate(data if data is not None else {})
+            values["data"] = _validate_section("data", data_cls, data)
         return values
 
     def to_dict(self) -> dict[str, Any]:
