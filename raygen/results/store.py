@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute in RunRecorder.rewind)
 import pyarrow.parquet as pq
 
 from raygen.config import RunConfig, flatten
@@ -140,6 +141,7 @@ class RunRecorder:
         self.final: dict[str, float] = {}
         self.started_at = now()
         self.steps = 0
+        self.node = socket.gethostname()
 
     def _next_seq(self) -> int:
         """Continue numbering after files an earlier attempt of this run left (resume)."""
@@ -149,6 +151,46 @@ class RunRecorder:
             for p in (self.root / sub).glob(f"{self.run_id}-*.parquet")
         ]
         return max(seqs, default=-1) + 1
+
+    def _own_parts(self, sub: str) -> list[Path]:
+        prefix = f"{self.run_id}-"
+        return sorted(
+            p for p in (self.root / sub).glob(f"{self.run_id}-*.parquet")
+            if p.stem[len(prefix):].isdigit()  # not another run whose id extends this one
+        )
+
+    def rewind(self, step: int | None = None) -> dict[str, Any] | None:
+        """Reopen this run id after a restart (Ray Train worker restart, Tune trial retry or restore).
+
+        Keeps the first start time. With `step` (the checkpoint the run restarts from; 0 = from scratch) the
+        metric and artifact rows logged after it are dropped, because the restarted run logs them again: the
+        store never holds a step twice. Final values and the step count are rebuilt from what remains.
+        Returns the previous run row, or None for a new run.
+        """
+        previous = None
+        path = self.root / "runs" / f"{self.run_id}.parquet"
+        if path.is_file():
+            previous = pq.read_table(path).to_pylist()[0]
+            self.started_at = previous["started_at"]
+        for sub in ("metrics", "artifacts"):
+            for part in self._own_parts(sub) if step is not None else []:
+                table = pq.read_table(part)
+                keep = pa.compute.less_equal(table["step"], step)
+                if pa.compute.all(keep).as_py():
+                    continue
+                kept = table.filter(keep)
+                if kept.num_rows:
+                    atomic_write_table(part, kept)
+                else:
+                    part.unlink(missing_ok=True)
+        self.final, self.steps = {}, 0
+        metrics = read_metrics(self.root, [self.run_id])
+        metrics = metrics[metrics["run_id"] == self.run_id]
+        for row in metrics.sort_values(["step", "time"]).itertuples():
+            self.steps = max(self.steps, int(row.step))
+            if math.isfinite(row.value):
+                self.final[f"{row.split}/{row.metric}"] = float(row.value)
+        return previous
 
     @property
     def files_dir(self) -> Path:
@@ -175,7 +217,7 @@ class RunRecorder:
             if "resources" in self.extra
             else None,
             "stopped_early": bool(self.extra.get("stopped_early", False)),
-            "node": socket.gethostname(),
+            "node": self.node,
             "started_at": self.started_at,
             "ended_at": ended,
             "wall_time_s": (ended - self.started_at).total_seconds() if ended else None,
