@@ -1,0 +1,349 @@
+"""Data-parallel training on Ray Train (`raygen train ... --workers N`), running the one loop unchanged.
+
+Each Ray Train worker calls `raygen.engine.loop.train` with a `TorchDistributed` context (an explicit bucketed
+gradient all-reduce before every optimizer step; raygen/distributed.py says why not DDP). The process group is
+gloo on CPU and nccl on GPU. Reports from the loop go two ways:
+
+* rank 0 writes the Parquet store through `StoreReporter` (the same files as a local run), and
+* every rank calls `ray.train.report` the same number of times (Train V2 makes it a barrier); rank 0 attaches
+  a `ray.train.Checkpoint` holding the loop's checkpoint payload at every `train.checkpoint_every` updates.
+
+After a worker or node failure, Ray Train restarts the worker group (up to `max_failures` times) and every
+worker resumes from the latest *registered* checkpoint: its payload goes into the loop's `resume=` argument.
+Rank 0 then rewinds the run's rows in the store to that checkpoint's step, so no step is stored twice.
+
+The same function runs inside a Ray Tune trial when a sweep asks for `workers > 1` (see engine/sweep.py);
+there the caller adds `TuneReportCallback` so rank 0's metrics reach Tune.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from raygen.algorithms import Artifact
+from raygen.config import RunConfig
+from raygen.engine.report import CHECKPOINT_NAME, StoreReporter, checkpoint_bytes
+from raygen.results import RunRecorder
+from raygen.results.store import new_run_id
+
+log = logging.getLogger(__name__)
+
+ERROR_TEXT_LIMIT = 4000
+
+
+# ---------------------------------------------------------------------------------------------- Ray session
+
+
+def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Connect to the Ray cluster at `address` (or $RAY_ADDRESS), or start a local one. True if this call did.
+
+    Trial and worker processes must not change directory into Ray's trial directories (relative data paths
+    would break, and the store path is absolute anyway): Tune and Train read RAY_CHDIR_TO_TRIAL_DIR in the
+    driver and pass it on to the processes they start.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        # A private local cluster; the dashboard stays on (its State API frees the placement groups of trials
+        # stopped early, notes/ray.md) but only on the loopback interface.
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- store helpers
+
+
+def error_text(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + " ..."
+
+
+def reopen_run(results: str | Path, run_id: str) -> RunRecorder | None:
+    """A recorder for an existing run row (to change its status from the driver), or None if absent."""
+    import pyarrow.parquet as pq
+
+    path = Path(results) / "runs" / f"{run_id}.parquet"
+    if not path.is_file():
+        return None
+    row = pq.read_table(path).to_pylist()[0]
+    config = RunConfig.model_validate(json.loads(row["config_json"]))
+    extra: dict[str, Any] = {"workers": row.get("workers") or 1, "device": row.get("device"),
+                             "stopped_early": bool(row.get("stopped_early"))}
+    for key in ("sweep_id", "trial_id"):
+        if row.get(key) is not None:
+            extra[key] = row[key]
+    for key in ("params", "resources"):
+        if row.get(f"{key}_json"):
+            extra[key] = json.loads(row[f"{key}_json"])
+    recorder = RunRecorder(results, config, run_id=run_id, extra=extra)
+    recorder.rewind(None)
+    recorder.node = row.get("node") or recorder.node
+    return recorder
+
+
+def run_status(results: str | Path, run_id: str) -> tuple[str | None, str | None]:
+    """(status, error) of a run row, or (None, None)."""
+    import pyarrow.parquet as pq
+
+    path = Path(results) / "runs" / f"{run_id}.parquet"
+    if not path.is_file():
+        return None, None
+    row = pq.read_table(path, columns=["status", "error"]).to_pylist()[0]
+    return row["status"], row["error"]
+
+
+def mark_run(results: str | Path, run_id: str, status: str, *, error: str | None = None,
+             stopped_early: bool | None = None, only_if: Sequence[str] | None = None) -> bool:
+    """Rewrite a run row's status from a driver (keeping its node, start time and final values)."""
+    recorder = reopen_run(results, run_id)
+    if recorder is None:
+        return False
+    if only_if is not None and run_status(results, run_id)[0] not in only_if:
+        return False
+    if stopped_early is not None:
+        recorder.extra["stopped_early"] = stopped_early
+    recorder.write_run(status, error=error)
+    return True
+
+
+def load_payload(directory: str | Path) -> dict[str, Any]:
+    return torch.load(Path(directory) / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+
+
+def resume_step(payload: dict[str, Any] | None) -> int:
+    return int(payload["algorithm"]["updates"]) if payload else 0
+
+
+class LatestMetrics:
+    """Every metric's latest value. Reports to Ray carry all of them, so the objective of a sweep is in every
+    report once it has been measured, whatever the cadence that produced it (and in the last report always)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def update(self, step: int, metrics: Mapping[str, float]) -> dict[str, Any]:
+        self.values.update({k: float(v) for k, v in metrics.items()})
+        return {**self.values, "step": int(step)}
+
+
+def non_finite(values: Mapping[str, float], names: Sequence[str]) -> list[str]:
+    return [n for n in names if n in values and not math.isfinite(values[n])]
+
+
+# ---------------------------------------------------------------------------------------------- the worker
+
+
+class _WorkerReporter:
+    """The loop's `report` inside a Ray Train worker (see the module docstring).
+
+    `ray.train.report` is a barrier: every rank must call it equally often. The loop's in-training reports
+    happen at the same updates on every rank, but its final evaluation reports on rank 0 only, after the last
+    update. Those post-training reports (a report at the final step after one has already been made there) are
+    held back until `finish()`, where the ranks agree on a count and the others pad with empty reports.
+    """
+
+    def __init__(self, recorder: RunRecorder | None, steps: int, start: int = 0) -> None:
+        self.recorder = recorder
+        self.store = StoreReporter(recorder) if recorder is not None else None
+        self.steps = steps
+        self.latest = LatestMetrics()
+        self.reports = 0
+        self.reached_end = start >= steps  # resumed from the final checkpoint: only post-training reports remain
+        self.held: list[tuple[dict[str, Any], bytes | None, int]] = []
+
+    def __call__(
+        self,
+        step: int,
+        metrics: dict[str, float],
+        *,
+        checkpoint: dict[str, Any] | None = None,
+        artifacts: Sequence[Artifact] = (),
+    ) -> None:
+        data = None
+        if self.store is not None:
+            self.store(step, metrics, artifacts=artifacts)
+            if checkpoint is not None:
+                data = checkpoint_bytes(checkpoint)
+                self.recorder.save_file(step, CHECKPOINT_NAME, "checkpoint", data)
+        payload = self.latest.update(step, metrics)
+        if self.reached_end and step >= self.steps:
+            self.held.append((payload, data, step))
+            return
+        self.reached_end = step >= self.steps
+        self._send(payload, data, step)
+
+    def _send(self, payload: dict[str, Any], data: bytes | None, step: int) -> None:
+        import ray.train
+
+        ray_checkpoint, tmp = None, None
+        if data is not None:  # only rank 0 has checkpoint bytes; Train registers the checkpoint of any rank
+            tmp = Path(tempfile.mkdtemp(prefix="raygen-ckpt-"))
+            (tmp / CHECKPOINT_NAME).write_bytes(data)
+            ray_checkpoint = ray.train.Checkpoint.from_directory(str(tmp))
+        try:
+            ray.train.report(
+                payload,
+                checkpoint=ray_checkpoint,
+                checkpoint_dir_name=f"checkpoint-{step:010d}" if ray_checkpoint is not None else None,
+            )
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.reports += 1
+
+    def finish(self) -> None:
+        """Send the held reports, padding so that every rank has made the same number of reports."""
+        import torch.distributed as dist
+
+        count = torch.tensor([self.reports + len(self.held)], dtype=torch.int64)
+        if dist.get_backend() == "nccl":
+            count = count.cuda()
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        for payload, data, step in self.held:
+            self._send(payload, data, step)
+        self.held = []
+        while self.reports < int(count.item()):
+            self._send({**self.latest.values, "step": self.steps}, None, self.steps)
+
+
+def train_worker(job: dict[str, Any]) -> None:
+    """`train_loop_per_worker` of the TorchTrainer: one rank of a data-parallel run."""
+    import ray.train
+
+    from raygen.distributed import TorchDistributed
+    from raygen.engine.loop import train
+
+    ctx = TorchDistributed()
+    config = RunConfig.model_validate(job["config"])
+    checkpoint = ray.train.get_checkpoint()
+    resume = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume = load_payload(directory)
+        log.info("rank %d resumes from the checkpoint at update %d", ctx.rank, resume_step(resume))
+    recorder = None
+    if ctx.rank == 0:
+        extra = {**job["extra"], "workers": ctx.world_size, "device": job["device"]}
+        recorder = RunRecorder(job["results"], config, run_id=job["run_id"], extra=extra)
+        recorder.rewind(resume_step(resume))
+        recorder.write_run("running")
+    reporter = _WorkerReporter(recorder, config.train.steps, resume_step(resume))
+    try:
+        train(config, reporter, ctx=ctx, resume=resume)
+        reporter.finish()
+    except BaseException as err:
+        if recorder is not None:
+            recorder.flush()
+            recorder.write_run("failed", error=error_text(err))
+        raise
+    if recorder is not None:
+        recorder.flush()
+        recorder.write_run("completed")
+
+
+# ---------------------------------------------------------------------------------------------- the driver
+
+
+def root_cause(err: BaseException) -> str:
+    """The most telling worker error of a failed Train run (a non-finite loss beats the collective errors it
+    causes on the other ranks)."""
+    failures = getattr(err, "worker_failures", None) or {}
+    texts = [error_text(e) for _, e in sorted(failures.items())]
+    for text in texts:
+        if "NonFiniteLossError" in text:
+            return text
+    return texts[0] if texts else error_text(err)
+
+
+def run_distributed(
+    config: RunConfig,
+    results: str | Path,
+    *,
+    workers: int,
+    use_gpu: bool = False,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float | None = None,
+    max_failures: int = 2,
+    run_id: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    storage: str | None = None,
+    name: str | None = None,
+    callbacks: Sequence[Any] = (),
+    address: str | None = None,
+) -> str:
+    """Train `config` data-parallel on `workers` Ray Train workers; returns the run id.
+
+    Checkpoints go to Ray storage (`storage`, default RESULTS/ray) under the run name (default
+    `train-<run_id>`): Train V2 resumes a run with the same storage and name, so a retried sweep trial passes
+    its own deterministic `name`. On a multi-node cluster `results` and `storage` must be shared (NFS/EFS
+    mount or, for `storage`, s3://...).
+    """
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1 (got {workers})")
+    results = Path(results).expanduser().resolve()
+    run_id = run_id or new_run_id(config.algorithm)
+    if use_gpu and config.device != "cuda":
+        config = config.with_overrides({"device": "cuda"})
+    if not use_gpu and config.device == "cuda":
+        raise ValueError("device 'cuda' needs --gpu with --workers (each worker then gets one GPU)")
+    if config.device == "auto":
+        config = config.with_overrides({"device": "cpu"})
+    ensure_ray(address)
+    device = "cuda" if use_gpu else "cpu"
+    resources = {"CPU": cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = gpus_per_worker if gpus_per_worker is not None else 1.0
+    run_extra = {**(extra or {}), "workers": workers, "device": device}
+    run_extra.setdefault("resources", {"cpu": cpus_per_worker, "gpu": resources.get("GPU", 0.0),
+                                       "workers": workers})
+    job = {"config": config.to_dict(), "results": str(results), "run_id": run_id, "extra": run_extra,
+           "device": device}
+    storage_path = storage or str(results / "ray")
+    if "://" not in storage_path:
+        storage_path = str(Path(storage_path).expanduser().resolve())
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=job,
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            name=name or f"train-{run_id}",
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=list(callbacks) or None,
+        ),
+    )
+    log.info("training %s on %d Ray Train worker(s) (%s)", run_id, workers, "nccl" if use_gpu else "gloo")
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        mark_run(results, run_id, "stopped", error="interrupted by the user", only_if=("running",))
+        raise
+    except Exception as err:
+        # Rank 0 may have died with its node; the driver records how the run ended.
+        if not mark_run(results, run_id, "failed", error=root_cause(err)):
+            log.error("run %s failed before rank 0 wrote its row: %s", run_id, root_cause(err))
+        raise
+    if run_status(results, run_id)[0] != "completed":  # e.g. rank 0 never reached the end (should not happen)
+        mark_run(results, run_id, "completed")
+    log.info("run %s written to %s", run_id, results)
+    return run_id

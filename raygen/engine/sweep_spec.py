@@ -1,0 +1,919 @@
+"""Sweep specs: the YAML format, its validation, and its translation into an Optuna define-by-run space.
+
+Everything here runs before Ray starts, so a bad spec fails in milliseconds with the offending key named.
+The format follows W&B's sweep YAML (keys `name, method, metric, parameters, run_cap, early_terminate`) with
+Optuna's semantics (bounds inclusive, `log: true`, conditional parameters) and Hydra's override shorthand;
+see shared/notes/sweeps-and-dashboards.md §1.3 and docs/cluster.md for the full reference:
+
+    name: vw-annealing                    # the sweep id in the results store
+    algorithm: walkback
+    dataset: mnist
+    fixed: {train.steps: 20000}           # constants merged into every trial's RunConfig
+    metric: {name: valid/lower_bound, goal: maximize}   # or `metrics: [...]` (multi-objective)
+    method: tpe                           # tpe | random | cmaes | gp | nsga2 | grid  (bayes = tpe)
+    run_cap: 32                           # aliases n_trials, num_samples
+    max_concurrent: 4                     # aliases n_jobs, max_concurrent_trials
+    resources: {cpu: 1, gpu: 0.25, workers: 1}
+    early_terminate: {type: asha, grace_period: 2000, reduction_factor: 3}
+    parameters:
+      train.lr:          {min: 1.0e-5, max: 1.0e-3, log: true}
+      algo.schedule:     {values: [double, sqrt2, x1.1]}
+      algo.factor:       {min: 1.05, max: 2.0, when: {algo.schedule: x1.1}}
+      train.batch_size:  "choice(64, 128)"
+
+Parameter paths are RunConfig paths (`train.lr`, `algo.<field>`, `seed`, ...). Bounds are always inclusive.
+A parameter with `when:` is suggested only in trials where the named earlier categorical parameter has one
+of the listed values; it is absent (stored as null) otherwise.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from raygen.config import ConfigError, RunConfig, build_config, flatten
+
+
+class SpecError(ValueError):
+    """A sweep spec problem; the message names the offending key."""
+
+
+METHODS = ("tpe", "random", "cmaes", "gp", "nsga2", "grid")
+METHOD_ALIASES = {"bayes": "tpe", "nsgaii": "nsga2", "cma": "cmaes", "cma-es": "cmaes", "qmc": None}
+GOALS = {"minimize": "minimize", "maximize": "maximize", "min": "minimize", "max": "maximize"}
+
+# W&B `distribution:` names and what they mean here. Names with no Optuna counterpart are refused with the
+# reason instead of being approximated (notes §1.2: never reinterpret silently).
+_DISTRIBUTIONS = {
+    "constant": "constant",
+    "categorical": "categorical",
+    "int_uniform": "int",
+    "uniform": "float",
+    "q_uniform": "float",
+    "log_uniform_values": "float",
+    "q_log_uniform_values": "float",
+}
+_REFUSED_DISTRIBUTIONS = {
+    "log_uniform": "W&B's log_uniform takes natural-log *exponents* as min/max; write the values themselves "
+    "with `log: true` (or distribution: log_uniform_values)",
+    "q_log_uniform": "W&B's q_log_uniform takes exponents; use log: true with values as bounds",
+    "inv_log_uniform": "no Optuna distribution corresponds to inv_log_uniform",
+    "inv_log_uniform_values": "no Optuna distribution corresponds to inv_log_uniform_values",
+    "normal": "Optuna has no normal distribution; use min/max bounds",
+    "q_normal": "Optuna has no normal distribution; use min/max bounds",
+    "log_normal": "Optuna has no log-normal distribution; use min/max with log: true",
+    "q_log_normal": "Optuna has no log-normal distribution; use min/max with log: true",
+    "beta": "Optuna has no beta distribution; use min/max bounds",
+}
+_RESERVED_TOP = {
+    "program": "raygen runs its own trainer; name the algorithm with `algorithm:` instead",
+    "command": "raygen runs its own trainer; use `fixed:` for constant settings",
+    "entity": "W&B's entity has no meaning here",
+    "project": "W&B's project has no meaning here; the results store is chosen with --results",
+}
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.IGNORECASE)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Generic miniature applied by --smoke before the spec's own `smoke:` block: few updates, cheap evaluation.
+SMOKE_FIXED: dict[str, Any] = {
+    "train.steps": 60,
+    "train.log_every": 10,
+    "train.eval_every": 30,
+    "train.checkpoint_every": 30,
+    "train.eval_examples": 100,
+    "train.progress": False,
+    "eval.test_examples": 50,
+    "eval.train_examples": 20,
+    "eval.repeats": 1,
+    "eval.likelihood_samples": 2,
+    "eval.parzen_samples": 200,
+    "eval.parzen_valid_examples": 100,
+    "eval.sample_count": 16,
+    "eval.chain_count": 2,
+}
+SMOKE_RUN_CAP = 4
+SMOKE_CONCURRENCY = 2
+
+
+def coerce_number(value: Any) -> Any:
+    """PyYAML (YAML 1.1) reads `1e-5` as the string "1e-5" (pyyaml#173): turn numeric strings into numbers."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        text = value.strip()
+        if re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+        return float(text)
+    return value
+
+
+def _coerce_tree(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _coerce_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_coerce_tree(v) for v in value]
+    return coerce_number(value)
+
+
+# ---------------------------------------------------------------------------------------------- raw models
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetricSpec(_Strict):
+    name: str
+    goal: Literal["minimize", "maximize"] = "minimize"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, Mapping) and "mode" in value:
+            value = dict(value)
+            mode = value.pop("mode")
+            if "goal" in value:
+                raise ValueError("give either `goal` or `mode`, not both")
+            value["goal"] = GOALS.get(str(mode), mode)
+        if isinstance(value, Mapping) and isinstance(value.get("goal"), str):
+            value = {**value, "goal": GOALS.get(value["goal"], value["goal"])}
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _split_metric(cls, name: str) -> str:
+        if "/" not in name:
+            raise ValueError(
+                f"metric '{name}' must be 'split/metric' as the training loop reports it "
+                "(e.g. valid/lower_bound, test/nll_bits, train/loss)"
+            )
+        return name
+
+
+class ResourcesSpec(_Strict):
+    cpu: float = Field(1.0, gt=0, description="CPUs per trial (per worker when workers > 1); fractions allowed")
+    gpu: float = Field(0.0, ge=0, description="GPUs per trial (per worker when workers > 1); fractions share a GPU")
+    workers: int = Field(1, ge=1, description="data-parallel Ray Train workers per trial (>1 nests a TorchTrainer)")
+    driver_cpu: float = Field(0.1, ge=0, description="CPU of the trial driver when workers > 1 (it only waits)")
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="custom resources of each trial's driver, e.g. {on_demand: 0.01}"
+    )
+
+    @model_validator(mode="after")
+    def _fraction_only_single(self) -> "ResourcesSpec":
+        if self.workers > 1 and 0 < self.gpu < 1:
+            raise ValueError("resources.gpu must be 0 or a whole number when workers > 1 (one nccl rank per GPU)")
+        return self
+
+
+class EarlyTerminateSpec(_Strict):
+    type: Literal["asha", "hyperband"] = "asha"
+    metric: str | None = None
+    goal: Literal["minimize", "maximize"] | None = None
+    time_attr: Literal["step", "training_iteration"] = Field(
+        "step", description="'step' counts optimizer updates (raygen's budget); 'training_iteration' counts reports"
+    )
+    grace_period: int = Field(1, ge=1)
+    max_t: int | None = Field(None, ge=1, description="default: the trial's train.steps (time_attr step)")
+    reduction_factor: float = Field(3.0, gt=1)
+    brackets: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        value = dict(value)
+        for wandb, tune in (("min_iter", "grace_period"), ("max_iter", "max_t"), ("eta", "reduction_factor"),
+                            ("s", "brackets")):
+            if wandb in value:
+                if tune in value:
+                    raise ValueError(f"give either `{wandb}` or `{tune}`, not both")
+                value[tune] = value.pop(wandb)
+        if "mode" in value:
+            if "goal" in value:
+                raise ValueError("give either `goal` or `mode`, not both")
+            value["goal"] = value.pop("mode")
+        if isinstance(value.get("goal"), str):
+            value["goal"] = GOALS.get(value["goal"], value["goal"])
+        if "strict" in value:
+            raise ValueError("`strict` (W&B hyperband) is not supported: ASHA stops trials asynchronously")
+        return value
+
+
+class ParamSpec(_Strict):
+    values: list[Any] | None = None
+    value: Any = None
+    min: float | int | None = None
+    max: float | int | None = None
+    q: float | int | None = None
+    log: bool = False
+    distribution: str | None = None
+    when: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_probabilities(cls, value: Any) -> Any:
+        if isinstance(value, Mapping) and "probabilities" in value:
+            raise ValueError("`probabilities` is not supported: Optuna's categorical sampling has no weights")
+        for key in ("mu", "sigma", "a", "b"):
+            if isinstance(value, Mapping) and key in value:
+                raise ValueError(f"`{key}` belongs to W&B's normal/beta distributions, which Optuna lacks")
+        return value
+
+
+class SmokeSpec(_Strict):
+    run_cap: int = Field(SMOKE_RUN_CAP, ge=1)
+    max_concurrent: int = Field(SMOKE_CONCURRENCY, ge=1)
+    dataset: str | None = None
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict, description="replacement parameter specs")
+    resources: ResourcesSpec = Field(default_factory=lambda: ResourcesSpec(cpu=1, gpu=0, workers=1))
+    grace_period: int | None = Field(None, ge=1)
+
+
+class SweepSpec(_Strict):
+    name: str
+    description: str = ""
+    algorithm: str
+    dataset: str
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any]
+    metric: MetricSpec | None = None
+    metrics: list[MetricSpec] | None = None
+    method: str | None = None
+    seed: int = 0
+    run_cap: int | None = Field(None, ge=1)
+    max_concurrent: int = Field(1, ge=1)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    early_terminate: EarlyTerminateSpec | None = None
+    storage: str | None = Field(None, description="Tune experiment storage: a local path or s3://, gs://, ...")
+    optuna_storage: str | None = Field(None, description="Optuna RDB URL (sqlite:///x.db) for optuna-dashboard")
+    max_failures: int = Field(2, ge=-1, description="Tune retries of a failed trial (node loss)")
+    train_max_failures: int = Field(2, ge=-1, description="Ray Train worker-group restarts inside a trial")
+    smoke: SmokeSpec = Field(default_factory=SmokeSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValueError("a sweep spec must be a mapping at the top level")
+        value = dict(value)
+        for key, why in _RESERVED_TOP.items():
+            if key in value:
+                raise ValueError(f"key '{key}' is not supported: {why}")
+        for canonical, aliases in (("run_cap", ("n_trials", "num_samples")),
+                                   ("max_concurrent", ("n_jobs", "max_concurrent_trials"))):
+            given = [k for k in (canonical, *aliases) if k in value]
+            if len(given) > 1:
+                raise ValueError(f"keys {', '.join(given)} mean the same thing; give one")
+            if given and given[0] != canonical:
+                value[canonical] = value.pop(given[0])
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(f"name '{name}' may hold only letters, digits, '_', '.', '-' (it names directories)")
+        return name
+
+
+# ---------------------------------------------------------------------------------------------- resolved
+
+
+@dataclass(frozen=True)
+class Param:
+    """One resolved search dimension. `when` is a tuple of (parent name, allowed values) that must all hold."""
+
+    name: str
+    kind: Literal["float", "int", "categorical"]
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Any, ...] | None = None
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def active(self, values: Mapping[str, Any]) -> bool:
+        return all(parent in values and values[parent] in allowed for parent, allowed in self.when)
+
+    def suggest(self, trial: Any) -> Any:
+        """Ask an Optuna trial (or Ray's suggest-capturing wrapper of one) for this parameter."""
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices or ()))
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def grid_values(self) -> list[Any]:
+        if self.kind == "categorical":
+            return list(self.choices or ())
+        if self.kind == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            raise SpecError(f"parameters.{self.name}: method grid needs `values` or `q` for a float range")
+        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return [round(self.low + i * self.step, 12) for i in range(count)]
+
+    def candidates(self) -> list[Any]:
+        """Values checked against the RunConfig when the spec is validated (ends of a range, every choice)."""
+        if self.kind == "categorical":
+            return list(self.choices or ())
+        return [self.low, self.high]
+
+    def describe(self) -> str:
+        if self.kind == "categorical":
+            text = f"categorical {list(self.choices or ())}"
+        else:
+            text = f"{self.kind} [{self.low}, {self.high}] (inclusive)"
+            if self.log:
+                text += " log"
+            if self.step is not None:
+                text += f" step {self.step}"
+        if self.when:
+            text += " when " + " and ".join(f"{p} in {list(v)}" for p, v in self.when)
+        return text
+
+    def tune_repr(self) -> str:
+        if self.kind == "categorical":
+            return f"tune.choice({list(self.choices or ())!r})"
+        if self.kind == "int":
+            if self.log:
+                return f"tune.lograndint({self.low}, {int(self.high) + 1})"
+            return f"tune.qrandint({self.low}, {self.high}, {self.step or 1})"
+        if self.log:
+            return f"tune.loguniform({self.low}, {self.high})"
+        if self.step is not None:
+            return f"tune.quniform({self.low}, {self.high}, {self.step})"
+        return f"tune.uniform({self.low}, {self.high})"
+
+    def optuna_repr(self) -> str:
+        if self.kind == "categorical":
+            return f"CategoricalDistribution({list(self.choices or ())!r})"
+        cls = "IntDistribution" if self.kind == "int" else "FloatDistribution"
+        extra = ", log=True" if self.log else (f", step={self.step}" if self.step is not None else "")
+        return f"{cls}({self.low}, {self.high}{extra})"
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["choices"] = list(self.choices) if self.choices is not None else None
+        out["when"] = {parent: list(values) for parent, values in self.when}
+        return out
+
+
+class DefineByRunSpace:
+    """Optuna define-by-run space: `OptunaSearch(space=DefineByRunSpace(params))`.
+
+    A module-level class so its instances pickle (Tune pickles the searcher with the experiment state and
+    `Tuner.restore` needs it back). It suggests each parameter whose `when` holds and returns None: a returned
+    dict would override suggested values (ray issue #35319), and constants live in the trial config instead.
+    """
+
+    def __init__(self, params: tuple[Param, ...]) -> None:
+        self.params = params
+
+    def __call__(self, trial: Any) -> None:
+        values: dict[str, Any] = {}
+        for param in self.params:
+            if param.active(values):
+                values[param.name] = param.suggest(trial)
+        return None
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    goal: Literal["minimize", "maximize"]
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.goal == "minimize" else "max"
+
+
+@dataclass(frozen=True)
+class EarlyTerminate:
+    metric: str
+    mode: str
+    time_attr: str
+    grace_period: int
+    max_t: int
+    reduction_factor: float
+    brackets: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float
+    gpu: float
+    workers: int
+    driver_cpu: float
+    custom: dict[str, float] = field(default_factory=dict)
+
+    def trial_bundle(self) -> dict[str, float]:
+        """What Tune reserves for the trial itself (`tune.with_resources`)."""
+        if self.workers > 1:  # the trial only drives a TorchTrainer whose workers get their own placement group
+            return {"cpu": self.driver_cpu, **self.custom}
+        return {"cpu": self.cpu, "gpu": self.gpu, **self.custom}
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ResolvedSweep:
+    """A validated sweep, ready for the runner; `to_json()` is what RESULTS/sweeps/<id>.json holds."""
+
+    name: str
+    sweep_id: str
+    description: str
+    algorithm: str
+    dataset: str
+    fixed: dict[str, Any]
+    params: tuple[Param, ...]
+    objectives: tuple[Objective, ...]
+    method: str
+    seed: int
+    num_samples: int
+    max_concurrent: int
+    resources: Resources
+    early_terminate: EarlyTerminate | None
+    storage: str | None
+    optuna_storage: str | None
+    max_failures: int
+    train_max_failures: int
+    smoke: bool
+    base_config: RunConfig
+    source: str | None = None
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def space(self) -> DefineByRunSpace:
+        return DefineByRunSpace(self.params)
+
+    def trial_config(self, params: Mapping[str, Any]) -> RunConfig:
+        """The RunConfig of one trial: fixed settings, then the sampled (active) parameters."""
+        overrides = {**self.fixed, **params}
+        return build_config(algorithm=self.algorithm, dataset=self.dataset, overrides=overrides)
+
+    def grid(self) -> dict[str, list[Any]]:
+        return {p.name: p.grid_values() for p in self.params}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sweep_id": self.sweep_id,
+            "name": self.name,
+            "description": self.description,
+            "algorithm": self.algorithm,
+            "dataset": self.dataset,
+            "method": self.method,
+            "seed": self.seed,
+            "metric": asdict(self.objectives[0]) if not self.multi_objective else None,
+            "metrics": [asdict(o) for o in self.objectives],
+            "parameters": {p.name: p.to_json() for p in self.params},
+            "fixed": self.fixed,
+            "num_samples": self.num_samples,
+            "max_concurrent": self.max_concurrent,
+            "resources": self.resources.to_json(),
+            "early_terminate": asdict(self.early_terminate) if self.early_terminate else None,
+            "storage": self.storage,
+            "optuna_storage": self.optuna_storage,
+            "smoke": self.smoke,
+            "source": self.source,
+        }
+
+    def fingerprint(self) -> str:
+        """What must not change when a sweep is resumed (Tune cannot change a search space on restore)."""
+        keep = {k: v for k, v in self.to_json().items() if k not in ("description", "source", "storage")}
+        return json.dumps(keep, sort_keys=True, default=str)
+
+    def describe(self) -> str:
+        lines = [
+            f"sweep {self.sweep_id}: {self.algorithm} on {self.dataset}" + (" (smoke)" if self.smoke else ""),
+            f"  objective: " + ", ".join(f"{o.name} ({o.goal})" for o in self.objectives),
+            f"  method: {self.method} (seed {self.seed}); trials: {self.num_samples}; "
+            f"concurrent: {self.max_concurrent}",
+            f"  resources per trial: {self.resources.to_json()} (Tune bundle {self.resources.trial_bundle()})",
+        ]
+        if self.early_terminate:
+            e = self.early_terminate
+            lines.append(
+                f"  early_terminate: ASHA on {e.metric} ({e.mode}), time_attr={e.time_attr}, "
+                f"grace_period={e.grace_period}, max_t={e.max_t}, reduction_factor={e.reduction_factor}, "
+                f"brackets={e.brackets}"
+            )
+        lines.append("  parameters:")
+        width = max((len(p.name) for p in self.params), default=0)
+        for p in self.params:
+            lines.append(f"    {p.name:<{width}}  {p.describe()}")
+            lines.append(f"    {'':<{width}}    optuna: {p.optuna_repr()}   tune: {p.tune_repr()}")
+        if self.fixed:
+            lines.append("  fixed:")
+            for key, value in sorted(self.fixed.items()):
+                lines.append(f"    {key} = {value!r}")
+        lines.append(f"  storage: {self.storage or '<results>/tune'}"
+                     + (f"; optuna storage: {self.optuna_storage}" if self.optuna_storage else ""))
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def _format_pydantic(err: ValidationError, prefix: str = "") -> str:
+    out = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
+        key = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "<spec>"
+        if item["type"] == "extra_forbidden":
+            out.append(f"unknown key '{key}'")
+        elif item["type"] == "missing":
+            out.append(f"missing key '{key}'")
+        else:
+            msg = item["msg"].removeprefix("Value error, ")
+            out.append(f"'{key}': {msg}" + (f" (got {item['input']!r})" if "input" in item and
+                                             not isinstance(item["input"], Mapping) else ""))
+    return "; ".join(out)
+
+
+_SHORTHAND = re.compile(r"^\s*(choice|interval|range|tag|int)\s*\(")
+
+
+def parse_shorthand(text: str) -> dict[str, Any]:
+    """Hydra's override grammar for a sweep dimension, e.g. `choice(64, 128)`, `tag(log, interval(1e-5, 1e-2))`,
+    `int(interval(1, 8))`, `range(10, 40, 10)`. `range(a, b, s)` means Python's range: b is excluded, so it
+    becomes an int parameter from a to the last value below b with step s."""
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as err:
+        raise SpecError(f"cannot parse '{text}': {err.msg}") from None
+
+    def literal(n: ast.AST) -> Any:
+        if isinstance(n, ast.Name):  # bare words inside choice(...) are strings, as in Hydra
+            return n.id
+        try:
+            return ast.literal_eval(n)
+        except ValueError:
+            raise SpecError(f"'{text}': {ast.unparse(n)} is not a literal") from None
+
+    def build(n: ast.AST) -> dict[str, Any]:
+        if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
+            raise SpecError(f"'{text}': expected choice(...), interval(...), range(...), tag(...) or int(...)")
+        fn, args = n.func.id, n.args
+        if n.keywords and fn != "range":
+            raise SpecError(f"'{text}': keyword arguments are supported only for range(step=...)")
+        if fn == "choice":
+            return {"values": [literal(a) for a in args]}
+        if fn == "interval":
+            if len(args) != 2:
+                raise SpecError(f"'{text}': interval takes two bounds")
+            low, high = literal(args[0]), literal(args[1])
+            return {"min": float(low), "max": float(high)}  # Hydra: interval is always a float range
+        if fn == "range":
+            nums = [literal(a) for a in args] + [literal(k.value) for k in n.keywords if k.arg == "step"]
+            if not 1 <= len(nums) <= 3 or not all(isinstance(x, int) for x in nums):
+                raise SpecError(f"'{text}': range takes 1 to 3 integers (start, stop, step)")
+            values = list(range(*nums))
+            if not values:
+                raise SpecError(f"'{text}': the range is empty")
+            step = nums[2] if len(nums) == 3 else 1
+            return {"min": values[0], "max": values[-1], "q": step}
+        if fn == "int":
+            if len(args) != 1:
+                raise SpecError(f"'{text}': int(...) wraps one interval")
+            inner = build(args[0])
+            if "min" not in inner:
+                raise SpecError(f"'{text}': int(...) wraps an interval")
+            return {**inner, "min": int(inner["min"]), "max": int(inner["max"])}
+        if fn == "tag":
+            tags = [literal(a) for a in args[:-1]]
+            inner = build(args[-1])
+            if "log" in tags:
+                inner["log"] = True
+            unknown = [t for t in tags if t != "log"]
+            if unknown:
+                raise SpecError(f"'{text}': unknown tag(s) {unknown} (only 'log' has a meaning)")
+            return inner
+        raise SpecError(f"'{text}': unknown function {fn}")
+
+    return build(node)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _resolve_param(name: str, raw: Any, earlier: Mapping[str, Param]) -> Param | tuple[str, Any]:
+    """A Param, or ("constant", value) for a parameter that is really a constant."""
+    key = f"parameters.{name}"
+    if isinstance(raw, str) and _SHORTHAND.match(raw):
+        try:
+            raw = parse_shorthand(raw)
+        except SpecError as err:
+            raise SpecError(f"{key}: {err}") from None
+    if isinstance(raw, list):
+        raise SpecError(f"{key}: write a list of choices as {{values: [...]}}")
+    if not isinstance(raw, Mapping):
+        return ("constant", raw)
+    try:
+        spec = ParamSpec.model_validate(_coerce_tree(dict(raw)))
+    except ValidationError as err:
+        raise SpecError(_format_pydantic(err, f"{key}.")) from None
+
+    kind_hint = None
+    log = spec.log
+    if spec.distribution is not None:
+        if spec.distribution in _REFUSED_DISTRIBUTIONS:
+            raise SpecError(f"{key}.distribution: {spec.distribution} is refused: "
+                            f"{_REFUSED_DISTRIBUTIONS[spec.distribution]}")
+        if spec.distribution not in _DISTRIBUTIONS:
+            raise SpecError(f"{key}.distribution: unknown distribution '{spec.distribution}' "
+                            f"(known: {', '.join(_DISTRIBUTIONS)})")
+        kind_hint = _DISTRIBUTIONS[spec.distribution]
+        log = log or spec.distribution in ("log_uniform_values", "q_log_uniform_values")
+        if spec.distribution.startswith("q_") and spec.q is None:
+            raise SpecError(f"{key}: distribution {spec.distribution} needs `q`")
+
+    given = [k for k in ("values", "value") if getattr(spec, k) is not None]
+    has_range = spec.min is not None or spec.max is not None
+    if len(given) + has_range > 1:
+        raise SpecError(f"{key}: give one of `values`, `value` or `min`/`max`")
+    if spec.value is not None or kind_hint == "constant":
+        if spec.when:
+            raise SpecError(f"{key}: a constant cannot have `when`; put it in `fixed`")
+        return ("constant", spec.value)
+
+    when: list[tuple[str, tuple[Any, ...]]] = []
+    for parent, allowed in (spec.when or {}).items():
+        if parent not in earlier:
+            raise SpecError(f"{key}.when: '{parent}' must be a parameter defined above '{name}'")
+        parent_param = earlier[parent]
+        if parent_param.kind != "categorical":
+            raise SpecError(f"{key}.when: '{parent}' must be a categorical parameter (`values:`)")
+        allowed_t = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+        bad = [v for v in allowed_t if v not in (parent_param.choices or ())]
+        if bad:
+            raise SpecError(f"{key}.when: {bad} not among the values of '{parent}' {list(parent_param.choices or ())}")
+        when.append((parent, allowed_t))
+
+    if spec.values is not None:
+        if kind_hint not in (None, "categorical"):
+            raise SpecError(f"{key}: distribution {spec.distribution} takes min/max, not values")
+        if not spec.values:
+            raise SpecError(f"{key}.values: empty list")
+        for v in spec.values:
+            if not (v is None or isinstance(v, (bool, int, float, str))):
+                raise SpecError(f"{key}.values: {v!r} is not a number, string, bool or null (Optuna's "
+                                "categorical choices must be)")
+        if len(set(map(json.dumps, spec.values))) != len(spec.values):
+            raise SpecError(f"{key}.values: duplicate choices")
+        if spec.q is not None or spec.log:
+            raise SpecError(f"{key}: `q`/`log` apply to min/max ranges, not to values")
+        return Param(name, "categorical", choices=tuple(spec.values), when=tuple(when))
+
+    if spec.min is None or spec.max is None:
+        raise SpecError(f"{key}: give `values`, `value`, or both `min` and `max`")
+    low, high, q = spec.min, spec.max, spec.q
+    for label, v in (("min", low), ("max", high), ("q", q)):
+        if v is not None and not math.isfinite(v):
+            raise SpecError(f"{key}.{label}: must be finite")
+    if not low < high:
+        raise SpecError(f"{key}: min ({low}) must be below max ({high}); for one value use `value:`")
+    is_int = (kind_hint == "int") or (kind_hint is None and _is_int(low) and _is_int(high)
+                                     and (q is None or _is_int(q)))
+    if kind_hint == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        raise SpecError(f"{key}: int_uniform needs integer min/max")
+    if log and low <= 0:
+        raise SpecError(f"{key}: log scale needs min > 0 (got {low})")
+    if q is not None:
+        if q <= 0:
+            raise SpecError(f"{key}.q: must be positive")
+        if log:
+            # Optuna forbids step together with log=True (FloatDistribution/IntDistribution raise).
+            raise SpecError(f"{key}: `q` cannot be combined with `log: true` (Optuna forbids step with log)")
+        if q > high - low:
+            raise SpecError(f"{key}.q: step {q} exceeds the range [{low}, {high}]")
+    if is_int:
+        return Param(name, "int", low=int(low), high=int(high), log=log, step=int(q) if q else None,
+                     when=tuple(when))
+    return Param(name, "float", low=float(low), high=float(high), log=log, step=float(q) if q else None,
+                 when=tuple(when))
+
+
+def _flat_fixed(fixed: Mapping[str, Any], key: str) -> dict[str, Any]:
+    out = flatten(_coerce_tree(dict(fixed)))
+    for path in out:
+        if path in ("algorithm", "dataset"):
+            raise SpecError(f"{key}.{path}: set the top-level `{path}:` key instead")
+    return out
+
+
+def _check_paths(algorithm: str, dataset: str, fixed: dict[str, Any], params: tuple[Param, ...]) -> RunConfig:
+    """Build sample configs so wrong paths, types and out-of-range bounds fail now, naming the parameter."""
+    try:
+        base = build_config(algorithm=algorithm, dataset=dataset, overrides=fixed)
+    except (ConfigError, KeyError) as err:
+        raise SpecError(f"fixed: {err.args[0] if isinstance(err, KeyError) else err}") from None
+    by_name = {p.name: p for p in params}
+
+    def parents(p: Param) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for parent, allowed in p.when:
+            out.update(parents(by_name[parent]))
+            out[parent] = allowed[0]
+        return out
+
+    for p in params:
+        if p.name in ("algorithm", "dataset"):
+            raise SpecError(f"parameters.{p.name}: sweeping the {p.name} is not supported; write one spec each")
+        for value in p.candidates():
+            overrides = {**fixed, **parents(p), p.name: value}
+            try:
+                build_config(algorithm=algorithm, dataset=dataset, overrides=overrides)
+            except (ConfigError, KeyError) as err:
+                msg = err.args[0] if isinstance(err, KeyError) else str(err)
+                raise SpecError(f"parameters.{p.name} (value {value!r}): {msg}") from None
+    return base
+
+
+def _resolve_method(method: str | None, multi: bool) -> str:
+    if method is None:
+        return "nsga2" if multi else "tpe"
+    name = METHOD_ALIASES.get(method, method)
+    if name not in METHODS:
+        raise SpecError(f"method: unknown method '{method}' (known: {', '.join(METHODS)}; bayes = tpe)")
+    return name
+
+
+def resolve(raw: Mapping[str, Any], *, smoke: bool = False, source: str | None = None) -> ResolvedSweep:
+    """Validate a loaded spec mapping and resolve it (optionally as its --smoke miniature)."""
+    if not isinstance(raw, Mapping):
+        raise SpecError("a sweep spec must be a mapping at the top level")
+    top = {k: (_coerce_tree(v) if k not in ("name", "description", "storage", "optuna_storage",
+                                             "algorithm", "dataset", "fixed", "parameters", "smoke") else v)
+           for k, v in raw.items()}
+    try:
+        spec = SweepSpec.model_validate(top)
+    except ValidationError as err:
+        raise SpecError(_format_pydantic(err)) from None
+
+    if spec.metric is not None and spec.metrics is not None:
+        raise SpecError("give either `metric` or `metrics`, not both")
+    objectives = [spec.metric] if spec.metric is not None else list(spec.metrics or [])
+    if not objectives:
+        raise SpecError("missing key 'metric' (e.g. metric: {name: valid/lower_bound, goal: maximize})")
+    names = [o.name for o in objectives]
+    if len(set(names)) != len(names):
+        raise SpecError(f"metrics: duplicate metric names {names}")
+    multi = len(objectives) > 1
+    method = _resolve_method(spec.method, multi)
+
+    dataset = spec.dataset
+    fixed = _flat_fixed(spec.fixed, "fixed")
+    raw_params = dict(spec.parameters)
+    resources = spec.resources
+    run_cap, concurrency = spec.run_cap, spec.max_concurrent
+    if smoke:
+        dataset = spec.smoke.dataset or dataset
+        fixed = {**fixed, **SMOKE_FIXED, **_flat_fixed(spec.smoke.fixed, "smoke.fixed")}
+        for name, replacement in spec.smoke.parameters.items():
+            if name not in raw_params:
+                raise SpecError(f"smoke.parameters.{name}: not a parameter of the sweep")
+            raw_params[name] = replacement
+        resources = spec.smoke.resources
+        concurrency = spec.smoke.max_concurrent
+
+    if not raw_params:
+        raise SpecError("parameters: at least one parameter is needed")
+    params: list[Param] = []
+    by_name: dict[str, Param] = {}
+    for name, raw_param in raw_params.items():
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"parameters: bad parameter name {name!r}")
+        resolved_param = _resolve_param(name, raw_param, by_name)
+        if isinstance(resolved_param, tuple):
+            fixed[name] = resolved_param[1]
+            continue
+        params.append(resolved_param)
+        by_name[name] = resolved_param
+    if not params:
+        raise SpecError("parameters: every parameter is a constant; nothing to search")
+    for name in by_name:
+        if name in fixed and not smoke:
+            raise SpecError(f"parameters.{name}: also set in `fixed`; keep one")
+        fixed.pop(name, None)  # a smoke fixed value never shadows a searched parameter
+    params_t = tuple(params)
+
+    # Sampler-specific limits, checked here rather than discovered mid-sweep.
+    conditional = [p.name for p in params_t if p.when]
+    if method == "grid":
+        if conditional:
+            raise SpecError(f"method grid: conditional parameters ({', '.join(conditional)}) need enumerated "
+                            "branches; write one grid spec per branch")
+        for p in params_t:
+            if p.kind == "float" and p.step is None:
+                raise SpecError(f"parameters.{p.name}: method grid needs `values` or `q` for a float range")
+            if p.log:
+                raise SpecError(f"parameters.{p.name}: method grid cannot enumerate a log range; list `values`")
+    if method == "cmaes":
+        bad = [p.name for p in params_t if p.kind == "categorical" or p.when]
+        if bad:
+            raise SpecError(f"method cmaes: CMA-ES needs a flat numeric space; categorical or conditional "
+                            f"parameters: {', '.join(bad)} (use tpe)")
+        if multi:
+            raise SpecError("method cmaes: CMA-ES is single-objective (use nsga2 or tpe for `metrics`)")
+    if method == "gp" and multi:
+        raise SpecError("method gp: use nsga2 or tpe for several objectives")
+
+    if method == "grid":
+        size = 1
+        for p in params_t:
+            size *= len(p.grid_values())
+        if run_cap is not None and run_cap > size:
+            raise SpecError(f"run_cap: {run_cap} exceeds the {size} points of the grid")
+        num_samples = run_cap or size
+    else:
+        if run_cap is None:
+            raise SpecError("missing key 'run_cap' (number of trials; aliases n_trials, num_samples)")
+        num_samples = run_cap
+    if smoke:
+        num_samples = min(num_samples, spec.smoke.run_cap)
+
+    base = _check_paths(spec.algorithm, dataset, fixed, params_t)
+
+    early = None
+    if spec.early_terminate is not None:
+        e = spec.early_terminate
+        if e.metric is None and multi:
+            raise SpecError("early_terminate.metric: required with several objectives (ASHA needs one metric)")
+        metric = e.metric or objectives[0].name
+        goal = e.goal or next((o.goal for o in objectives if o.name == metric), None)
+        if goal is None:
+            raise SpecError("early_terminate.goal: required when early_terminate.metric is not an objective")
+        max_t = e.max_t or (base.train.steps if e.time_attr == "step" else 100)
+        grace = e.grace_period
+        if smoke:
+            grace = spec.smoke.grace_period or max(1, min(grace, base.train.steps // 4))
+            max_t = base.train.steps if e.time_attr == "step" else max_t
+        if grace > max_t:
+            raise SpecError(f"early_terminate.grace_period ({grace}) exceeds max_t ({max_t})")
+        early = EarlyTerminate(metric, "min" if goal == "minimize" else "max", e.time_attr, grace, max_t,
+                               e.reduction_factor, e.brackets)
+
+    if spec.optuna_storage is not None and "://" not in spec.optuna_storage:
+        raise SpecError(f"optuna_storage: '{spec.optuna_storage}' is not a database URL (e.g. sqlite:///optuna.db)")
+    if resources.workers > 1 and resources.gpu == 0 and base.device == "cuda":
+        raise SpecError("fixed.device is cuda but resources.gpu is 0")
+
+    return ResolvedSweep(
+        name=spec.name,
+        sweep_id=f"{spec.name}-smoke" if smoke else spec.name,
+        description=spec.description,
+        algorithm=spec.algorithm,
+        dataset=dataset,
+        fixed=fixed,
+        params=params_t,
+        objectives=tuple(Objective(o.name, o.goal) for o in objectives),
+        method=method,
+        seed=spec.seed,
+        num_samples=num_samples,
+        max_concurrent=concurrency,
+        resources=Resources(resources.cpu, resources.gpu, resources.workers, resources.driver_cpu,
+                            dict(resources.custom)),
+        early_terminate=early,
+        storage=spec.storage,
+        optuna_storage=spec.optuna_storage,
+        max_failures=spec.max_failures,
+        train_max_failures=spec.train_max_failures,
+        smoke=smoke,
+        base_config=base,
+        source=source,
+    )
+
+
+def load_spec(path: str | Path, *, smoke: bool = False) -> ResolvedSweep:
+    """Read and resolve a sweep YAML file; every problem raises SpecError naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"sweep spec not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path} is not valid YAML: {err}") from None
+    if raw is None:
+        raise SpecError(f"{path} is empty")
+    return resolve(copy.deepcopy(raw), smoke=smoke, source=str(path))
