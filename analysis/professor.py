@@ -1,0 +1,156 @@
+"""Professor Forcing (Goyal 2018 M.Sc. thesis ch.2; Lamb et al. 2016): tables and figures.
+
+The family is trained by three algorithms that share one generator (raygen/algorithms/sequence.py):
+`professor`, `teacher` (the baseline) and `scheduled`. Tables put one row per algorithm beside the paper.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.common import (
+    OurRow,
+    best_model,
+    compare_table,
+    final,
+    has_metric,
+    metric_cell,
+    pick_dataset,
+    require,
+    runs_of,
+    selection_note,
+)
+from analysis.figures import mean_curve, new_figure, plot_mean_curve, select_curve
+from analysis.published import published
+
+ALGORITHMS = ("teacher", "professor", "scheduled")
+LABELS = {"professor": "Professor Forcing", "teacher": "Teacher Forcing", "scheduled": "Scheduled Sampling"}
+MODEL_CHOICE = ("valid/nll", "valid/bpc")  # lowest validation NLL / BPC picks the model
+NEEDS = "completed 'professor' and 'teacher' runs"
+
+
+def _family(runs: pd.DataFrame, metric: str, hint: str | None, dataset: str | None) -> tuple[pd.DataFrame, str]:
+    sub = runs_of(runs, ALGORITHMS)
+    require(not sub.empty, "no completed professor/teacher/scheduled runs", f"{NEEDS} (`raygen train professor ...`)")
+    dataset = dataset or pick_dataset(sub, hint, metric)
+    return sub[sub["dataset"] == dataset], str(dataset)
+
+
+def _per_algorithm(runs: pd.DataFrame, metric: str) -> list[tuple[str, pd.DataFrame]]:
+    out = []
+    for algo in ALGORITHMS:
+        group = runs[(runs["algorithm"] == algo) & final(runs, metric).notna()]
+        if not group.empty:
+            out.append((algo, best_model(group, (*MODEL_CHOICE, metric), goal="min")))
+    return out
+
+
+def table_2_1(runs: pd.DataFrame, *, dataset: str | None = None) -> pd.DataFrame:
+    """Table 2.1: test NLL (nats) on sequential binarized MNIST, one row per algorithm of ours."""
+    sub, dataset = _family(runs, "test/nll", "mnist", dataset)
+    groups = _per_algorithm(sub, "test/nll")
+    require(bool(groups), f"no professor/teacher run on {dataset} logged test/nll",
+            f"{NEEDS} on sequential binarized MNIST with the final evaluation on (test/nll)")
+    ours = [OurRow(f"{LABELS[a]} (ours)", {"nll": metric_cell(g, "test/nll")}, tags=(a,)) for a, g in groups]
+    caption = f"Ours on {dataset}; per algorithm, {selection_note(sub, MODEL_CHOICE)} (lowest)."
+    return compare_table("pf_table_2_1", ours, caption=caption)
+
+
+def ptb_bpc(runs: pd.DataFrame, *, dataset: str | None = None) -> pd.DataFrame:
+    """PTB character-level validation BPC: teacher forcing 1.50 vs professor forcing 1.48 (plus our test BPC)."""
+    sub, dataset = _family(runs, "valid/bpc", "ptb", dataset)
+    groups = _per_algorithm(sub, "valid/bpc")
+    require(bool(groups), f"no professor/teacher run on {dataset} logged valid/bpc",
+            f"{NEEDS} on Penn Treebank characters logging valid/bpc")
+    ours = [OurRow(f"{LABELS[a]} (ours)", {"valid_bpc": metric_cell(g, "valid/bpc"),
+                                           "test_bpc": metric_cell(g, "test/bpc")}, tags=(a,)) for a, g in groups]
+    caption = f"Ours on {dataset}; per algorithm, the model with the lowest mean final valid/bpc."
+    return compare_table("pf_ptb_bpc", ours, caption=caption, quantities=["valid_bpc", "test_bpc"])
+
+
+def distances_table(runs: pd.DataFrame, *, dataset: str | None = None) -> pd.DataFrame:
+    """Fig 2.3's numbers: mean T-SNE centroid distance and mean teacher-forced→free-running distance."""
+    sub, dataset = _family(runs, "test/centroid_distance", "vocal", dataset)
+    metrics = ("test/centroid_distance", "test/nearest_free_distance")
+    require(any(has_metric(sub, m) for m in metrics), f"no professor/teacher run on {dataset} logged "
+            "test/centroid_distance or test/nearest_free_distance",
+            f"{NEEDS} whose final evaluation measures hidden-state distances")
+    groups = _per_algorithm(sub, "test/centroid_distance") or _per_algorithm(sub, "test/nearest_free_distance")
+    ours = [OurRow(f"{LABELS[a]} (ours)", {"centroid_distance": metric_cell(g, metrics[0]),
+                                           "nearest_free_distance": metric_cell(g, metrics[1])}, tags=(a,))
+            for a, g in groups]
+    caption = (f"Ours on {dataset}. The paper measures distances in T-SNE space (30 T-SNEs each); compare the "
+               "teacher → professor reduction (40 % and 28 % there), not the absolute values.")
+    return compare_table("pf_tsne_distances", ours, caption=caption)
+
+
+def training_curves(runs: pd.DataFrame, metrics: pd.DataFrame, *, dataset: str | None = None) -> Figure:
+    """Figs 2.2/2.6: training NLL (left) and validation BPC or NLL (right) per algorithm, over updates."""
+    sub, dataset = _family(runs, "valid/bpc", "ptb", dataset)
+    right = "valid/bpc" if not select_curve(metrics, "valid/bpc", sub["run_id"]).empty else "valid/nll"
+    fig, axes = new_figure(1, 2, width=4.8)
+    drawn = 0
+    for algo, group in _per_algorithm(sub, right) or [(a, sub[sub["algorithm"] == a]) for a in ALGORITHMS]:
+        if group.empty:
+            continue
+        for ax, key in zip(axes[0], ("train/nll", right)):
+            curve = mean_curve(metrics, key, group["run_id"])
+            plot_mean_curve(ax, curve, label=f"{LABELS[algo]} (n={len(group)})")
+            drawn += not curve.empty
+    require(drawn > 0, f"no professor/teacher run on {dataset} logged train/nll or {right} curves",
+            f"{NEEDS} logging train/nll and valid/bpc during training")
+    axes[0, 0].set(title="training NLL", xlabel="update", ylabel="nats")
+    axes[0, 1].set(title=f"validation {right.split('/')[1].upper()}", xlabel="update", ylabel=right)
+    for ax in axes[0]:
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"Figs 2.2/2.6: training curves, teacher vs professor forcing ({dataset})")
+    return fig
+
+
+def distances_figure(runs: pd.DataFrame, *, dataset: str | None = None) -> Figure:
+    """Fig 2.3 as bars: each distance for teacher vs professor forcing, ours beside the paper's."""
+    table = distances_table(runs, dataset=dataset)
+    pub = {r.get("ours"): r for r in published("pf_tsne_distances")["rows"]}
+    fig, axes = new_figure(1, 2, width=4.0)
+    for ax, q in zip(axes[0], ("centroid_distance", "nearest_free_distance")):
+        rows = table[table[f"{q} n"] > 0]
+        names = [str(m).replace(" (ours)", "") for m in rows["model"]]
+        x = np.arange(len(rows))
+        ax.bar(x, rows[f"{q} ours"], yerr=rows[f"{q} ours ±"].fillna(0), color="tab:blue", label="ours")
+        ax.set_xticks(x, names, fontsize=7)
+        ax.set_title(q.replace("_", " "), fontsize=9)
+        twin = ax.twinx()
+        paper = [pub.get(a, {}).get(q, np.nan) for a in
+                 [next((k for k, v in LABELS.items() if v == n), None) for n in names]]
+        twin.plot(x, paper, "o", color="tab:orange", label="paper (T-SNE units, right axis)")
+        twin.tick_params(labelsize=7)
+        ax.legend(loc="upper left", fontsize=6)
+        twin.legend(loc="upper right", fontsize=6)
+    fig.suptitle("Fig 2.3: hidden-state distances, teacher-forced vs free-running")
+    return fig
+
+
+def discriminator_figure(runs: pd.DataFrame, metrics: pd.DataFrame, *, dataset: str | None = None) -> Figure:
+    """Professor forcing's discriminator: validation accuracy and how often each gate is open (§2.3)."""
+    sub = runs_of(runs, "professor")
+    require(not sub.empty, "no completed professor runs", "completed 'professor' runs")
+    dataset = dataset or pick_dataset(sub, "ptb", "valid/bpc")
+    sub = best_model(sub[sub["dataset"] == dataset], MODEL_CHOICE, goal="min")
+    keys = ("valid/disc_accuracy", "train/gate_generator_open", "train/gate_discriminator_open")
+    fig, axes = new_figure(1, 1, width=6.0)
+    drawn = 0
+    for key in keys:
+        curve = mean_curve(metrics, key, sub["run_id"])
+        plot_mean_curve(axes[0, 0], curve, label=key)
+        drawn += not curve.empty
+    require(drawn > 0, f"no professor run on {dataset} logged {', '.join(keys)}",
+            "completed 'professor' runs logging the discriminator accuracy and gate metrics")
+    axes[0, 0].axhline(0.75, color="grey", lw=0.8, ls="--")
+    axes[0, 0].axhline(0.99, color="grey", lw=0.8, ls=":")
+    axes[0, 0].set(xlabel="update", ylabel="fraction", title="75 % / 99 % gates (dashed / dotted)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"Professor forcing discriminator ({dataset})")
+    return fig
