@@ -207,6 +207,44 @@ def show_config(
     typer.echo(cfg.to_yaml())
 
 
+@app.command()
+def sweep(
+    args: List[str] = typer.Argument(..., metavar="[validate] SPEC", help="sweep YAML (sweeps/*.yaml); "
+                                     "`raygen sweep validate SPEC` prints the resolved search space and exits"),
+    smoke: bool = typer.Option(False, "--smoke", help="the spec's miniature: few trials, few steps, ~1 minute"),
+    resume: bool = typer.Option(False, "--resume", help="require an existing sweep to resume (it resumes "
+                                "automatically anyway when its directory exists)"),
+    results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS "
+                                          "or a new local Ray)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run a Ray Tune + Optuna sweep from a YAML spec; every trial lands in the results store."""
+    _setup_logging(verbose)
+    from raygen.engine.sweep_spec import SpecError, load_spec
+
+    validate = len(args) == 2 and args[0] == "validate"
+    if len(args) != 1 and not validate:
+        _fail("usage: raygen sweep SPEC [options]  |  raygen sweep validate SPEC [--smoke]")
+    try:
+        spec = load_spec(args[-1], smoke=smoke)
+    except SpecError as err:
+        _fail(f"{args[-1]}: {err}")
+    if validate:
+        typer.echo(spec.describe())
+        return
+    from raygen.engine.sweep import run_sweep
+
+    try:
+        outcome = run_sweep(spec, results, resume=True if resume else None, address=address,
+                            verbose=2 if verbose else 1)
+    except SpecError as err:
+        _fail(str(err))
+    typer.echo(f"sweep {outcome.sweep_id}: {outcome.trials} trials {outcome.statuses}")
+    if outcome.best:
+        typer.echo(f"best: {outcome.best}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

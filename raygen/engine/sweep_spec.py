@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import difflib
 import json
 import math
 import re
@@ -169,7 +170,7 @@ class ResourcesSpec(_Strict):
     )
 
     @model_validator(mode="after")
-    def _fraction_only_single(self) -> "ResourcesSpec":
+    def _fraction_only_single(self) -> ResourcesSpec:
         if self.workers > 1 and 0 < self.gpu < 1:
             raise ValueError("resources.gpu must be 0 or a whole number when workers > 1 (one nccl rank per GPU)")
         return self
@@ -266,7 +267,7 @@ class SweepSpec(_Strict):
     @classmethod
     def _aliases(cls, value: Any) -> Any:
         if not isinstance(value, Mapping):
-            raise ValueError("a sweep spec must be a mapping at the top level")
+            raise ValueError("a sweep spec must be a mapping at the top level")  # noqa: TRY004 (pydantic)
         value = dict(value)
         for key, why in _RESERVED_TOP.items():
             if key in value:
@@ -322,7 +323,7 @@ class Param:
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         if self.step is None:
             raise SpecError(f"parameters.{self.name}: method grid needs `values` or `q` for a float range")
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
         return [round(self.low + i * self.step, 12) for i in range(count)]
 
     def candidates(self) -> list[Any]:
@@ -387,7 +388,6 @@ class DefineByRunSpace:
         for param in self.params:
             if param.active(values):
                 values[param.name] = param.suggest(trial)
-        return None
 
 
 @dataclass(frozen=True)
@@ -505,9 +505,9 @@ class ResolvedSweep:
     def describe(self) -> str:
         lines = [
             f"sweep {self.sweep_id}: {self.algorithm} on {self.dataset}" + (" (smoke)" if self.smoke else ""),
-            f"  objective: " + ", ".join(f"{o.name} ({o.goal})" for o in self.objectives),
-            f"  method: {self.method} (seed {self.seed}); trials: {self.num_samples}; "
-            f"concurrent: {self.max_concurrent}",
+            "  objective: " + ", ".join(f"{o.name} ({o.goal})" for o in self.objectives),
+            (f"  method: {self.method} (seed {self.seed}); trials: {self.num_samples}; "
+             f"concurrent: {self.max_concurrent}"),
             f"  resources per trial: {self.resources.to_json()} (Tune bundle {self.resources.trial_bundle()})",
         ]
         if self.early_terminate:
@@ -540,7 +540,7 @@ def _format_pydantic(err: ValidationError, prefix: str = "") -> str:
         loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
         key = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "<spec>"
         if item["type"] == "extra_forbidden":
-            out.append(f"unknown key '{key}'")
+            out.append(f"unknown key '{key}'{_suggest_key(str(item['loc'][-1]))}")
         elif item["type"] == "missing":
             out.append(f"missing key '{key}'")
         else:
@@ -548,6 +548,18 @@ def _format_pydantic(err: ValidationError, prefix: str = "") -> str:
             out.append(f"'{key}': {msg}" + (f" (got {item['input']!r})" if "input" in item and
                                              not isinstance(item["input"], Mapping) else ""))
     return "; ".join(out)
+
+
+def _known_keys() -> list[str]:
+    keys = ["n_trials", "num_samples", "n_jobs", "max_concurrent_trials", "min_iter", "max_iter", "eta", "mode"]
+    for model in (SweepSpec, ParamSpec, MetricSpec, ResourcesSpec, EarlyTerminateSpec, SmokeSpec):
+        keys += list(model.model_fields)
+    return keys
+
+
+def _suggest_key(key: str) -> str:
+    close = difflib.get_close_matches(key, _known_keys(), n=2, cutoff=0.7)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 _SHORTHAND = re.compile(r"^\s*(choice|interval|range|tag|int)\s*\(")
