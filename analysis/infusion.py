@@ -320,6 +320,12 @@ def samples_figure(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path
 
 
 def chains_figure(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path) -> Figure:
-    """Sampling chains (`chains.png`): FIG 3.1, 3.2 and A.2-A.4 show such chains."""
+    """Model sampling chains from the prior (`chains.png`): FIG 3.1, A.3(b), A.4(b)."""
     return _artifact_figure(runs, artifacts, root, "chains.png", "Infusion training sampling chains",
                             f"{NEEDS} whose artifacts include chains.png")
+
+
+def fig_3_2(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path) -> Figure:
+    """Infusion chains toward a training target (`infusion_chains.png`): FIG 3.2, A.2, A.3(a), A.4(a)."""
+    return _artifact_figure(runs, artifacts, root, "infusion_chains.png", "Fig 3.2: infusion chains",
+                            f"{NEEDS} whose artifacts include infusion_chains.png")

@@ -137,9 +137,13 @@ def discriminator_figure(runs: pd.DataFrame, metrics: pd.DataFrame, *, dataset: 
     """Professor forcing's discriminator: validation accuracy and how often each gate is open (§2.3)."""
     sub = runs_of(runs, "professor")
     require(not sub.empty, "no completed professor runs", "completed 'professor' runs")
+    keys = ("valid/disc_accuracy", "train/gate_generator_open", "train/gate_discriminator_open")
+    logged = set(metrics.loc[(metrics["split"] + "/" + metrics["metric"]).isin(keys), "run_id"]) if len(metrics) else set()
+    sub = sub[sub["run_id"].isin(logged)]
+    require(not sub.empty, f"no professor run logged {', '.join(keys)}",
+            "completed 'professor' runs logging the discriminator accuracy and gate metrics")
     dataset = dataset or pick_dataset(sub, "ptb", "valid/bpc")
     sub = best_model(sub[sub["dataset"] == dataset], MODEL_CHOICE, goal="min")
-    keys = ("valid/disc_accuracy", "train/gate_generator_open", "train/gate_discriminator_open")
     fig, axes = new_figure(1, 1, width=6.0)
     drawn = 0
     for key in keys:

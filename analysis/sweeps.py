@@ -334,7 +334,7 @@ def param_effects(runs: pd.DataFrame, sweep_id: str, specs: Mapping[str, Any] | 
     o = info.objectives[0]
     rows = []
     for p in info.params:
-        levels = _levels(done[p.name], p).fillna("n/a (inactive)")
+        levels = _levels(done[p.name], p).astype(object).fillna("n/a (inactive)")
         for level, group in done.groupby(levels, sort=False):
             values = pd.to_numeric(group[o.metric], errors="coerce")
             best = values.min() if o.goal == "minimize" else values.max()

@@ -39,7 +39,7 @@ class SyntheticRun:
     run_id: str
     algorithm: str
     dataset: str
-    config: dict[str, Any]  # flat "section.key" -> value (plus algorithm/dataset/seed at the top)
+    config: dict[str, Any] = field(default_factory=dict)  # flat "section.key" -> value
     curves: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)  # "split/metric" -> (steps, values)
     finals: dict[str, float] = field(default_factory=dict)  # logged once at the last step
     status: str = "completed"
@@ -180,7 +180,7 @@ def infusion_run(rng: np.random.Generator, run_id: str, *, steps: int, rate: flo
     })
     if images:
         run.images = {"samples.png": _image(rng), "nearest.png": _image(rng), "chains.png": _image(rng, 40),
-                      "inpainting.png": _image(rng)}
+                      "infusion_chains.png": _image(rng, 40), "inpainting.png": _image(rng)}
         run.texts = {"samples.txt": "synthetic"}
     return run
 

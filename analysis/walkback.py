@@ -6,6 +6,7 @@ Plain functions over the store's frames (see analysis/common.py for the table la
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -168,7 +169,7 @@ def reversibility_table(runs: pd.DataFrame, *, dataset: str | None = None) -> pd
 
 
 def _panel(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path, name: str, title: str, needs: str,
-           datasets: callable = lambda d: True, max_panels: int = 6) -> Figure:
+           datasets: Callable[[str], bool] = lambda d: True, max_panels: int = 6) -> Figure:
     sub = runs_of(runs, ALGORITHM)
     sub = sub[sub["dataset"].map(datasets)] if not sub.empty else sub
     require(not sub.empty, f"no completed {ALGORITHM} runs on the datasets this figure shows", needs)
