@@ -51,7 +51,7 @@ from raygen.engine.ray_train import (
     run_status,
 )
 from raygen.engine.report import CHECKPOINT_NAME, StoreReporter, checkpoint_bytes
-from raygen.engine.sweep_spec import ResolvedSweep, SpecError
+from raygen.engine.sweep_spec import ResolvedSweep, SpecError, trial_config
 from raygen.results import RunRecorder, read_runs
 from raygen.results.store import atomic_write_bytes
 
@@ -135,17 +135,16 @@ def _check_objectives(values: Mapping[str, float], objectives: Sequence[str]) ->
 
 def trial_main(config: dict[str, Any]) -> None:
     """One Tune trial (module level: `Tuner.restore` must receive this same function)."""
-    from raygen.config import build_config
     from raygen.engine.loop import train
 
     job = config[JOB_KEY]
     trial_id = tune.get_context().get_trial_id()
     run_id = run_id_for(job["sweep_id"], trial_id)
     params = {name: config[name] for name in job["param_names"] if name in config}
-    overrides = {**job["fixed"], **params}
+    fixed = dict(job["fixed"])
     if job["gpu"] > 0 and job["workers"] == 1:
-        overrides["device"] = "cuda"
-    cfg = build_config(algorithm=job["algorithm"], dataset=job["dataset"], overrides=overrides)
+        fixed["device"] = "cuda"
+    cfg = trial_config(job["algorithm"], job["dataset"], fixed, job["paths"], params)
     extra = {
         "sweep_id": job["sweep_id"],
         "trial_id": trial_id,
@@ -245,8 +244,8 @@ def _sampler(spec: ResolvedSweep):
         return optuna.samplers.GPSampler(seed=seed)
     if spec.method == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
-    if spec.method == "grid":
-        return optuna.samplers.GridSampler(spec.grid(), seed=seed)
+    if spec.method == "grid":  # the points are enqueued (see _searcher); nothing is left to sample
+        return optuna.samplers.RandomSampler(seed=seed)
     raise NotImplementedError(spec.method)
 
 
@@ -265,6 +264,7 @@ def _searcher(spec: ResolvedSweep) -> RaygenOptunaSearch:
     return RaygenOptunaSearch(
         space=spec.space(), metric=metric, mode=mode, sampler=_sampler(spec), storage=storage,
         study_name=spec.sweep_id if storage is not None else None,
+        points_to_evaluate=[dict(p) for p in spec.points] if spec.points is not None else None,
     )
 
 
@@ -295,6 +295,7 @@ def _job(spec: ResolvedSweep, results: Path, storage: str) -> dict[str, Any]:
         "dataset": spec.dataset,
         "fixed": spec.fixed,
         "param_names": spec.param_names,
+        "paths": spec.paths,
         "objectives": [o.name for o in spec.objectives],
         "resources": r.to_json(),
         "workers": r.workers,

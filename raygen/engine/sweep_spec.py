@@ -33,10 +33,11 @@ import copy
 import difflib
 import json
 import math
+import random
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -220,6 +221,8 @@ class ParamSpec(_Strict):
     log: bool = False
     distribution: str | None = None
     when: dict[str, Any] | None = None
+    path: str | None = Field(None, description="RunConfig path when the parameter's name is not one (two "
+                             "conditional branches may then set the same path with different ranges)")
 
     @model_validator(mode="before")
     @classmethod
@@ -304,6 +307,11 @@ class Param:
     step: float | int | None = None
     choices: tuple[Any, ...] | None = None
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    path: str = ""  # the RunConfig path it sets ("" = its name)
+
+    @property
+    def target(self) -> str:
+        return self.path or self.name
 
     def active(self, values: Mapping[str, Any]) -> bool:
         return all(parent in values and values[parent] in allowed for parent, allowed in self.when)
@@ -343,6 +351,8 @@ class Param:
                 text += f" step {self.step}"
         if self.when:
             text += " when " + " and ".join(f"{p} in {list(v)}" for p, v in self.when)
+        if self.path and self.path != self.name:
+            text += f" -> sets {self.path}"
         return text
 
     def tune_repr(self) -> str:
@@ -369,7 +379,30 @@ class Param:
         out = asdict(self)
         out["choices"] = list(self.choices) if self.choices is not None else None
         out["when"] = {parent: list(values) for parent, values in self.when}
+        out["path"] = self.target
         return out
+
+
+def trial_config(algorithm: str, dataset: str, fixed: Mapping[str, Any], paths: Mapping[str, str],
+                 params: Mapping[str, Any]) -> RunConfig:
+    """fixed settings, then each sampled (active) parameter at its RunConfig path."""
+    overrides = dict(fixed)
+    for name, value in params.items():
+        overrides[paths.get(name, name)] = value
+    return build_config(algorithm=algorithm, dataset=dataset, overrides=overrides)
+
+
+def grid_points(params: Sequence[Param]) -> list[dict[str, Any]]:
+    points: list[dict[str, Any]] = [{}]
+    for param in params:
+        grown = []
+        for point in points:
+            if param.active(point):
+                grown += [{**point, param.name: value} for value in param.grid_values()]
+            else:
+                grown.append(point)
+        points = grown
+    return points
 
 
 class DefineByRunSpace:
@@ -454,6 +487,7 @@ class ResolvedSweep:
     smoke: bool
     base_config: RunConfig
     source: str | None = None
+    points: tuple[dict[str, Any], ...] | None = None  # method grid: every trial's parameters, in order
 
     @property
     def multi_objective(self) -> bool:
@@ -466,13 +500,14 @@ class ResolvedSweep:
     def space(self) -> DefineByRunSpace:
         return DefineByRunSpace(self.params)
 
+    @property
+    def paths(self) -> dict[str, str]:
+        return {p.name: p.target for p in self.params}
+
     def trial_config(self, params: Mapping[str, Any]) -> RunConfig:
         """The RunConfig of one trial: fixed settings, then the sampled (active) parameters."""
-        overrides = {**self.fixed, **params}
-        return build_config(algorithm=self.algorithm, dataset=self.dataset, overrides=overrides)
+        return trial_config(self.algorithm, self.dataset, self.fixed, self.paths, params)
 
-    def grid(self) -> dict[str, list[Any]]:
-        return {p.name: p.grid_values() for p in self.params}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -495,6 +530,7 @@ class ResolvedSweep:
             "optuna_storage": self.optuna_storage,
             "smoke": self.smoke,
             "source": self.source,
+            "points": list(self.points) if self.points is not None else None,
         }
 
     def fingerprint(self) -> str:
@@ -554,7 +590,7 @@ def _known_keys() -> list[str]:
     keys = ["n_trials", "num_samples", "n_jobs", "max_concurrent_trials", "min_iter", "max_iter", "eta", "mode"]
     for model in (SweepSpec, ParamSpec, MetricSpec, ResourcesSpec, EarlyTerminateSpec, SmokeSpec):
         keys += list(model.model_fields)
-    return keys
+    return list(dict.fromkeys(keys))
 
 
 def _suggest_key(key: str) -> str:
@@ -630,7 +666,7 @@ def _is_int(x: Any) -> bool:
 
 
 def _resolve_param(name: str, raw: Any, earlier: Mapping[str, Param]) -> Param | tuple[str, Any]:
-    """A Param, or ("constant", value) for a parameter that is really a constant."""
+    """A Param, or (path, value) for a parameter that is really a constant."""
     key = f"parameters.{name}"
     if isinstance(raw, str) and _SHORTHAND.match(raw):
         try:
@@ -640,7 +676,7 @@ def _resolve_param(name: str, raw: Any, earlier: Mapping[str, Param]) -> Param |
     if isinstance(raw, list):
         raise SpecError(f"{key}: write a list of choices as {{values: [...]}}")
     if not isinstance(raw, Mapping):
-        return ("constant", raw)
+        return (name, raw)
     try:
         spec = ParamSpec.model_validate(_coerce_tree(dict(raw)))
     except ValidationError as err:
@@ -666,8 +702,8 @@ def _resolve_param(name: str, raw: Any, earlier: Mapping[str, Param]) -> Param |
         raise SpecError(f"{key}: give one of `values`, `value` or `min`/`max`")
     if spec.value is not None or kind_hint == "constant":
         if spec.when:
-            raise SpecError(f"{key}: a constant cannot have `when`; put it in `fixed`")
-        return ("constant", spec.value)
+            raise SpecError(f"{key}: a constant cannot have `when`; put it in `fixed` or use `values: [x]`")
+        return (spec.path or name, spec.value)
 
     when: list[tuple[str, tuple[Any, ...]]] = []
     for parent, allowed in (spec.when or {}).items():
@@ -695,7 +731,7 @@ def _resolve_param(name: str, raw: Any, earlier: Mapping[str, Param]) -> Param |
             raise SpecError(f"{key}.values: duplicate choices")
         if spec.q is not None or spec.log:
             raise SpecError(f"{key}: `q`/`log` apply to min/max ranges, not to values")
-        return Param(name, "categorical", choices=tuple(spec.values), when=tuple(when))
+        return Param(name, "categorical", choices=tuple(spec.values), when=tuple(when), path=spec.path or "")
 
     if spec.min is None or spec.max is None:
         raise SpecError(f"{key}: give `values`, `value`, or both `min` and `max`")
@@ -721,9 +757,9 @@ def _resolve_param(name: str, raw: Any, earlier: Mapping[str, Param]) -> Param |
             raise SpecError(f"{key}.q: step {q} exceeds the range [{low}, {high}]")
     if is_int:
         return Param(name, "int", low=int(low), high=int(high), log=log, step=int(q) if q else None,
-                     when=tuple(when))
+                     when=tuple(when), path=spec.path or "")
     return Param(name, "float", low=float(low), high=float(high), log=log, step=float(q) if q else None,
-                 when=tuple(when))
+                 when=tuple(when), path=spec.path or "")
 
 
 def _flat_fixed(fixed: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -734,31 +770,105 @@ def _flat_fixed(fixed: Mapping[str, Any], key: str) -> dict[str, Any]:
     return out
 
 
-def _check_paths(algorithm: str, dataset: str, fixed: dict[str, Any], params: tuple[Param, ...]) -> RunConfig:
-    """Build sample configs so wrong paths, types and out-of-range bounds fail now, naming the parameter."""
+def _field_at(algorithm: str, path: str) -> Any:
+    """The pydantic FieldInfo a RunConfig path leads to; SpecError naming the path when there is none."""
+    from pydantic import BaseModel as _Model
+
+    from raygen.algorithms import algorithm_class
+    from raygen.config import EvalConfig, TrainConfig
+    from raygen.data.base import DataConfig
+
+    parts = path.split(".")
+    sections: dict[str, type[_Model]] = {"train": TrainConfig, "eval": EvalConfig, "data": DataConfig,
+                                         "algo": algorithm_class(algorithm).Config}
+    if len(parts) == 1:
+        if parts[0] in ("seed", "device"):
+            return RunConfig.model_fields[parts[0]]
+        raise SpecError(f"'{path}' is not a config path (use section.key, e.g. train.lr or algo.{path})"
+                        f"{_suggest_path(algorithm, path)}")
+    model = sections.get(parts[0])
+    if model is None:
+        raise SpecError(f"unknown config section '{parts[0]}' in '{path}' (sections: {', '.join(sections)}, seed)")
+    for i, part in enumerate(parts[1:], start=1):
+        info = model.model_fields.get(part)
+        if info is None:
+            raise SpecError(f"unknown config key '{'.'.join(parts[: i + 1])}'{_suggest_path(algorithm, path)}")
+        if i == len(parts) - 1:
+            return info
+        nested = info.annotation
+        if not (isinstance(nested, type) and issubclass(nested, _Model)):
+            raise SpecError(f"'{'.'.join(parts[: i + 1])}' is a value, not a section, in '{path}'")
+        model = nested
+    raise AssertionError(path)
+
+
+def _suggest_path(algorithm: str, path: str) -> str:
+    try:
+        from raygen.algorithms import algorithm_class
+        from raygen.config import EvalConfig, TrainConfig
+        from raygen.data.base import DataConfig
+
+        candidates = ["seed", "device"]
+        for section, model in (("train", TrainConfig), ("eval", EvalConfig), ("data", DataConfig),
+                               ("algo", algorithm_class(algorithm).Config)):
+            candidates += [f"{section}.{k}" for k in model.model_fields]
+    except Exception:  # noqa: BLE001 - a suggestion is best effort
+        return ""
+    close = difflib.get_close_matches(path, candidates, n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _check_value(algorithm: str, key: str, path: str, value: Any) -> None:
+    """Validate one value against the field at `path` alone (type and bounds; cross-field rules are checked
+    on whole trial configs: every point of a grid here, sampled points when their trial starts)."""
+    from typing import Annotated
+
+    from pydantic import TypeAdapter
+
+    info = _field_at(algorithm, path)
+    adapter = TypeAdapter(Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation)
+    try:
+        adapter.validate_python(value)
+    except ValidationError as err:
+        msg = "; ".join(e["msg"] for e in err.errors())
+        raise SpecError(f"{key}: value {value!r} is not valid for {path}: {msg}") from None
+
+
+def _check_space(algorithm: str, dataset: str, fixed: dict[str, Any], params: tuple[Param, ...],
+                 points: list[dict[str, Any]] | None) -> RunConfig:
+    """Fail now, naming the parameter, on wrong paths, types and out-of-range bounds."""
     try:
         base = build_config(algorithm=algorithm, dataset=dataset, overrides=fixed)
     except (ConfigError, KeyError) as err:
         raise SpecError(f"fixed: {err.args[0] if isinstance(err, KeyError) else err}") from None
-    by_name = {p.name: p for p in params}
-
-    def parents(p: Param) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for parent, allowed in p.when:
-            out.update(parents(by_name[parent]))
-            out[parent] = allowed[0]
-        return out
-
     for p in params:
-        if p.name in ("algorithm", "dataset"):
-            raise SpecError(f"parameters.{p.name}: sweeping the {p.name} is not supported; write one spec each")
+        if p.target in ("algorithm", "dataset"):
+            raise SpecError(f"parameters.{p.name}: sweeping the {p.target} is not supported; write one spec each")
         for value in p.candidates():
-            overrides = {**fixed, **parents(p), p.name: value}
             try:
-                build_config(algorithm=algorithm, dataset=dataset, overrides=overrides)
+                _check_value(algorithm, f"parameters.{p.name}", p.target, value)
+            except SpecError as err:
+                raise SpecError(str(err) if str(err).startswith("parameters.") else
+                                f"parameters.{p.name}: {err}") from None
+    # Two parameters may set one path only in branches that exclude each other.
+    by_path: dict[str, list[Param]] = {}
+    for p in params:
+        by_path.setdefault(p.target, []).append(p)
+    for path, group in by_path.items():
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                exclusive = any(pa == pb and not set(va) & set(vb) for pa, va in a.when for pb, vb in b.when)
+                if not exclusive:
+                    raise SpecError(f"parameters.{b.name}: sets {path} like '{a.name}' does; give them `when` "
+                                    "conditions on one parameter with disjoint values")
+    if points is not None:
+        paths = {p.name: p.target for p in params}
+        for point in points:
+            try:
+                trial_config(algorithm, dataset, fixed, paths, point)
             except (ConfigError, KeyError) as err:
                 msg = err.args[0] if isinstance(err, KeyError) else str(err)
-                raise SpecError(f"parameters.{p.name} (value {value!r}): {msg}") from None
+                raise SpecError(f"grid point {point}: {msg}") from None
     return base
 
 
@@ -818,7 +928,7 @@ def resolve(raw: Mapping[str, Any], *, smoke: bool = False, source: str | None =
             raise SpecError(f"parameters: bad parameter name {name!r}")
         resolved_param = _resolve_param(name, raw_param, by_name)
         if isinstance(resolved_param, tuple):
-            fixed[name] = resolved_param[1]
+            fixed[resolved_param[0]] = resolved_param[1]
             continue
         params.append(resolved_param)
         by_name[name] = resolved_param
@@ -831,16 +941,28 @@ def resolve(raw: Mapping[str, Any], *, smoke: bool = False, source: str | None =
     params_t = tuple(params)
 
     # Sampler-specific limits, checked here rather than discovered mid-sweep.
-    conditional = [p.name for p in params_t if p.when]
+    points: list[dict[str, Any]] | None = None
     if method == "grid":
-        if conditional:
-            raise SpecError(f"method grid: conditional parameters ({', '.join(conditional)}) need enumerated "
-                            "branches; write one grid spec per branch")
         for p in params_t:
             if p.kind == "float" and p.step is None:
                 raise SpecError(f"parameters.{p.name}: method grid needs `values` or `q` for a float range")
             if p.log:
                 raise SpecError(f"parameters.{p.name}: method grid cannot enumerate a log range; list `values`")
+        # Every dimension becomes the list of its values; conditional branches are enumerated, and the points
+        # are queued in Optuna (enqueue_trial), which GridSampler cannot do for conditional spaces.
+        params_t = tuple(replace(p, kind="categorical", choices=tuple(p.grid_values()), low=None, high=None,
+                                 step=None) for p in params_t)
+        points = grid_points(params_t)
+        if run_cap is not None and run_cap > len(points):
+            raise SpecError(f"run_cap: {run_cap} exceeds the {len(points)} points of the grid")
+        cap = min(run_cap or len(points), spec.smoke.run_cap if smoke else len(points))
+        if cap < len(points):  # a seeded subset rather than the first rows of the product
+            points = sorted(random.Random(spec.seed).sample(points, cap), key=points.index)
+        num_samples = len(points)
+    else:
+        if run_cap is None:
+            raise SpecError("missing key 'run_cap' (number of trials; aliases n_trials, num_samples)")
+        num_samples = min(run_cap, spec.smoke.run_cap) if smoke else run_cap
     if method == "cmaes":
         bad = [p.name for p in params_t if p.kind == "categorical" or p.when]
         if bad:
@@ -851,21 +973,7 @@ def resolve(raw: Mapping[str, Any], *, smoke: bool = False, source: str | None =
     if method == "gp" and multi:
         raise SpecError("method gp: use nsga2 or tpe for several objectives")
 
-    if method == "grid":
-        size = 1
-        for p in params_t:
-            size *= len(p.grid_values())
-        if run_cap is not None and run_cap > size:
-            raise SpecError(f"run_cap: {run_cap} exceeds the {size} points of the grid")
-        num_samples = run_cap or size
-    else:
-        if run_cap is None:
-            raise SpecError("missing key 'run_cap' (number of trials; aliases n_trials, num_samples)")
-        num_samples = run_cap
-    if smoke:
-        num_samples = min(num_samples, spec.smoke.run_cap)
-
-    base = _check_paths(spec.algorithm, dataset, fixed, params_t)
+    base = _check_space(spec.algorithm, dataset, fixed, params_t, points)
 
     early = None
     if spec.early_terminate is not None:
@@ -914,6 +1022,7 @@ def resolve(raw: Mapping[str, Any], *, smoke: bool = False, source: str | None =
         smoke=smoke,
         base_config=base,
         source=source,
+        points=tuple(points) if points is not None else None,
     )
 
 
