@@ -517,12 +517,14 @@ class ProfessorForcing(SequenceModel):
         if discriminator_open:
             self.update(self.optimizers()["discriminator"], c_d, params=D.parameters(), counts=False)
 
+        with torch.no_grad():
+            c_f, c_t = _bce(d_free, 1.0), _bce(d_teacher, 0.0)  # same D, same inputs: eqs 2.3, 2.4 this step
         metrics = {
             "nll": float(nll.detach()),
             "bpc": _bpc(float(nll.detach())),
-            "c_d": float(c_d),
-            "c_f": float(_bce(d_free, 1.0)),  # same D, same inputs: the value of eq 2.3 this step
-            "c_t": float(_bce(d_teacher, 0.0)),
+            "c_d": float(c_d.detach()),
+            "c_f": float(c_f),
+            "c_t": float(c_t),
             "disc_accuracy": accuracy,
             "gate_generator_open": float(generator_open),
             "gate_discriminator_open": float(discriminator_open),

@@ -119,6 +119,11 @@ class SequenceOutput:
     samples: torch.Tensor | None = None  # (B, T) int64: free-running mode's own samples y_1..y_T
 
 
+def _concat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-layer features; a single layer is returned as is (no copy in the step loop)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+
 Sampler = Callable[[torch.Tensor], torch.Tensor]  # probabilities (B, V) -> symbols (B,)
 
 
@@ -202,7 +207,7 @@ class GRUGenerator(nn.Module):
             x, a = layer(x, h0)  # (B, T, H) each
             pre.append(a)
             hidden.append(x)
-        return SequenceOutput(self.head(x), torch.cat(pre, -1), torch.cat(hidden, -1), embedded, inputs)
+        return SequenceOutput(self.head(x), _concat(pre), _concat(hidden), embedded, inputs)
 
     def steps(
         self,
@@ -239,7 +244,7 @@ class GRUGenerator(nn.Module):
                 pre.append(a)
                 hidden.append(x)
             logits = self.head(x)  # (B, V)
-            step = GRUStep(logits, torch.cat(pre, -1), torch.cat(hidden, -1), embedded, token)
+            step = GRUStep(logits, _concat(pre), _concat(hidden), embedded, token)
             with torch.no_grad():
                 sample = sampler(torch.softmax(logits.detach().float(), -1))
             yield step, sample
