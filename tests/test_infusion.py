@@ -370,3 +370,20 @@ def test_short_training_on_digits_improves_the_valid_lower_bound():
     assert valid[-1] > valid[0] + 40  # nats per example (about +60 in practice)
     train_metrics = [m for _, m in reports if "train/loss" in m][-1]
     assert {"train/lower_bound", "train/nll_step1", "train/nll_step5"} <= set(train_metrics)
+
+
+def test_training_bound_cadence_changes_metrics_only():
+    params = []
+    for every in (1, 3):
+        cfg = build_config(algorithm="infusion", dataset="digits", overrides={
+            "algo.net.hidden": [16], "algo.steps": 3, "algo.train_bound_every": every})
+        torch.manual_seed(21)
+        data = _digits_like()
+        algo = Infusion(cfg, data)
+        algo.setup(data.splits["train"])
+        algo.train()
+        keys = [set(algo.train_step(data.splits["train"][:10])) for _ in range(4)]
+        has_bound = ["lower_bound" in k for k in keys]
+        assert has_bound == ([True] * 4 if every == 1 else [True, False, False, True])
+        params.append(torch.cat([p.detach().flatten() for p in algo.parameters()]))
+    assert torch.equal(params[0], params[1])  # same updates and the same random stream
