@@ -156,7 +156,7 @@ def dynamic_items(store: Store) -> list[Item]:
     group = "Sweeps"
     items.append(Item("sweeps_best", "Best trial per sweep", "table", lambda s: sweeps.best_trials(s.runs, s.sweeps), group))
     for sid in sweeps.sweep_ids(store.runs, store.sweeps):
-        if sid == sweeps.NO_SWEEP:
+        if sweeps.is_plain(sid):
             continue
         n = f"sweep_{slug(sid)}"
         items += [
@@ -199,7 +199,7 @@ def _store_summary(store: Store) -> str:
         return "no runs"
     counts = runs.groupby(["algorithm", "status"]).size()
     parts = [f"{algo} {status}: {n}" for (algo, status), n in counts.items()]
-    n_sweeps = len([s for s in sweeps.sweep_ids(runs, store.sweeps) if s != sweeps.NO_SWEEP])
+    n_sweeps = len([s for s in sweeps.sweep_ids(runs, store.sweeps) if not sweeps.is_plain(s)])
     return f"{len(runs)} runs ({'; '.join(parts)}); {n_sweeps} sweep(s)"
 
 

@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.common import MissingData, final, require
+from analysis.common import NON_MODEL_CONFIG, MissingData, final, require
 from analysis.figures import new_figure
 
 log = logging.getLogger(__name__)
 
-NO_SWEEP = "(runs without a sweep)"
+PLAIN = "runs: "  # pseudo-sweep id prefix: the runs of one algorithm that belong to no sweep
 # Objective used when a sweep has no stored spec: the metric each paper selects models on.
 DEFAULT_OBJECTIVES = {
     "infusion": ("valid/lower_bound", "maximize"),
@@ -85,27 +85,34 @@ class SweepInfo:
 # ---------------------------------------------------------------------------------------------- trials
 
 
+def is_plain(sweep_id: str) -> bool:
+    """True for the pseudo-sweep of one algorithm's plain (non-sweep) runs."""
+    return sweep_id.startswith(PLAIN)
+
+
 def sweep_ids(runs: pd.DataFrame, specs: Mapping[str, Any] | None = None) -> list[str]:
-    """Sweeps present in the store (runs with a sweep_id, or a stored spec), plus NO_SWEEP when some
-    runs belong to no sweep."""
+    """Sweeps present in the store (runs with a sweep_id, or a stored spec), then one pseudo-sweep
+    `runs: <algorithm>` per algorithm with runs outside any sweep (their varying config keys act as params)."""
     ids: list[str] = []
     if not runs.empty and "sweep_id" in runs.columns:
         ids = sorted({str(s) for s in runs["sweep_id"].dropna().unique()})
     for sid in specs or {}:
         if sid not in ids:
             ids.append(sid)
-    if not runs.empty and ("sweep_id" not in runs.columns or runs["sweep_id"].isna().any()):
-        ids.append(NO_SWEEP)
+    if not runs.empty and "algorithm" in runs.columns:
+        plain = runs[runs["sweep_id"].isna()] if "sweep_id" in runs.columns else runs
+        ids += [f"{PLAIN}{a}" for a in sorted(plain["algorithm"].dropna().unique())]
     return ids
 
 
 def _members(runs: pd.DataFrame, sweep_id: str) -> pd.DataFrame:
     if runs.empty:
         return runs
+    if is_plain(sweep_id):
+        plain = runs[runs["sweep_id"].isna()] if "sweep_id" in runs.columns else runs
+        return plain[plain["algorithm"] == sweep_id[len(PLAIN):]]
     if "sweep_id" not in runs.columns:
-        return runs if sweep_id == NO_SWEEP else runs.iloc[0:0]
-    if sweep_id == NO_SWEEP:
-        return runs[runs["sweep_id"].isna()]
+        return runs.iloc[0:0]
     return runs[runs["sweep_id"].astype(object) == sweep_id]
 
 
@@ -122,9 +129,10 @@ def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _params_frame(members: pd.DataFrame, sweep_id: str) -> pd.DataFrame:
     """One column per sampled parameter (NaN where a trial did not sample it)."""
-    if sweep_id == NO_SWEEP or "params_json" not in members.columns or members["params_json"].isna().all():
+    if is_plain(sweep_id) or "params_json" not in members.columns or members["params_json"].isna().all():
         # Plain runs: the config keys that differ between them act as their parameters.
-        cols = [c for c in members.columns if c.startswith("config.") and c not in ("config.seed",)]
+        cols = [c for c in members.columns
+                if c.startswith("config.") and c not in (*NON_MODEL_CONFIG, "config.algorithm")]
         varying = [c for c in cols if members[c].astype(str).nunique(dropna=False) > 1]
         return members[varying].rename(columns=lambda c: c[len("config."):]).reset_index(drop=True)
     rows = []
@@ -232,7 +240,7 @@ def sweep_trials(runs: pd.DataFrame, sweep_id: str, specs: Mapping[str, Any] | N
     for o in objectives:
         trials[o.metric] = final(members, o.metric).values
     name = str((spec or {}).get("name") or sweep_id)
-    if spec is None and sweep_id != NO_SWEEP:
+    if spec is None and not is_plain(sweep_id):
         notes.append("no stored sweep spec: parameter kinds and log scales inferred from the values")
     return trials, SweepInfo(sweep_id, name, objectives, params, notes)
 
@@ -271,7 +279,7 @@ def best_trials(runs: pd.DataFrame, specs: Mapping[str, Any] | None = None) -> p
     """One row per (sweep, objective): trial counts by state and the best finished trial."""
     rows = []
     for sid in sweep_ids(runs, specs):
-        if sid == NO_SWEEP:
+        if is_plain(sid):
             continue
         trials, info = sweep_trials(runs, sid, specs)
         states = trials["status"].value_counts() if "status" in trials.columns else pd.Series(dtype=int)

@@ -259,14 +259,21 @@ def demo_store(root: str | Path, seed: int = 0) -> Path:
 
     # Sweep 1: infusion omega x steps x lr (TPE), with a conditional parameter, failures, one running trial.
     sid = "infusion-omega"
+    # The resolved form raygen's sweep runner stores (raygen/engine/sweep_spec.py ResolvedSweep.to_json).
+    def param(name: str, kind: str, low=None, high=None, log=False, choices=None, when=None) -> dict[str, Any]:
+        return {"name": name, "kind": kind, "low": low, "high": high, "log": log, "step": None,
+                "choices": choices, "when": when or {}, "path": name}
+
     write_sweep_spec(root, sid, {
-        "name": sid, "method": "tpe", "metric": {"name": "valid/lower_bound", "goal": "maximize"},
+        "sweep_id": sid, "name": sid, "method": "tpe", "algorithm": "infusion", "dataset": "mnist",
+        "metric": {"name": "valid/lower_bound", "goal": "maximize"},
+        "metrics": [{"name": "valid/lower_bound", "goal": "maximize"}],
         "parameters": {
-            "algo.omega": {"min": 0.005, "max": 0.2},
-            "algo.steps": {"values": [5, 10, 15]},
-            "train.lr": {"min": 1e-5, "max": 1e-2, "log": True},
-            "algo.schedule": {"values": ["increasing", "constant"]},
-            "algo.alpha0": {"min": 0.0, "max": 0.1, "when": {"algo.schedule": "constant"}},
+            "algo.omega": param("algo.omega", "float", 0.005, 0.2),
+            "algo.steps": param("algo.steps", "categorical", choices=[5, 10, 15]),
+            "train.lr": param("train.lr", "float", 1e-5, 1e-2, log=True),
+            "algo.schedule": param("algo.schedule", "categorical", choices=["increasing", "constant"]),
+            "algo.alpha0": param("algo.alpha0", "float", 0.0, 0.1, when={"algo.schedule": ["constant"]}),
         },
     })
     for t in range(24):
@@ -274,9 +281,8 @@ def demo_store(root: str | Path, seed: int = 0) -> Path:
         omega = float(np.round(rng.uniform(0.005, 0.2), 4))
         lr = float(10 ** rng.uniform(-5, -2))
         schedule = "constant" if t % 4 == 0 else "increasing"
-        params = {"algo.omega": omega, "algo.steps": steps, "train.lr": lr, "algo.schedule": schedule}
-        if schedule == "constant":
-            params["algo.alpha0"] = float(np.round(rng.uniform(0, 0.1), 3))
+        params = {"algo.omega": omega, "algo.steps": steps, "train.lr": lr, "algo.schedule": schedule,
+                  "algo.alpha0": float(np.round(rng.uniform(0, 0.1), 3)) if schedule == "constant" else None}
         status = "failed" if t in (5, 17) else "running" if t == 23 else "completed"
         run = infusion_run(rng, rid("sweep-infusion"), steps=steps, rate=omega, seed=0, schedule=schedule,
                            images=t < 6, sweep_id=sid, trial_id=f"{t:05d}", params=params, status=status,

@@ -1,0 +1,259 @@
+"""Dashboard without a browser: figure dicts, importance on a rebuilt Optuna study, the JSON API, the page."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.dashboard import (
+    DashboardApp,
+    curves_figure,
+    export_dashboard,
+    parcoords_dimension,
+    parcoords_figure,
+    pareto_figure,
+    render_page,
+)
+from analysis.load import read_sweep_specs
+from analysis.sweeps import (
+    Objective,
+    Param,
+    SweepInfo,
+    param_importance,
+    pareto_mask,
+    study_from_trials,
+    sweep_trials,
+)
+from analysis.synthetic import SyntheticRun, demo_store, write_run
+from raygen.results import read_metrics, read_runs
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return demo_store(tmp_path_factory.mktemp("store"))
+
+
+def _trials(n: int = 6, *, status=None, objective=None) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "run_id": [f"r{i}" for i in range(n)],
+        "trial_id": [f"{i:05d}" for i in range(n)],
+        "status": status or ["completed"] * n,
+        "lr": 10 ** rng.uniform(-5, -2, n),
+        "kind": (["a", "b"] * n)[:n],
+        "alpha": [0.1 if i % 2 else np.nan for i in range(n)],
+        "score": objective if objective is not None else rng.normal(size=n),
+    })
+
+
+INFO = SweepInfo("s", "s", [Objective("score", "maximize")], [
+    Param("lr", "float", log=True, low=1e-5, high=1e-2),
+    Param("kind", "categorical", choices=["a", "b"]),
+    Param("alpha", "float", low=0.0, high=0.2, condition={"kind": ["b"]}),
+])
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def test_log_parameter_axis_plots_log10_with_data_unit_ticks():
+    values = pd.Series([1e-5, 3e-4, 1e-2])
+    dim = parcoords_dimension(Param("lr", "float", log=True), values)
+    assert dim["values"] == pytest.approx([math.log10(v) for v in values])
+    assert dim["tickvals"] == [-5.0, -4.0, -3.0, -2.0]
+    assert [float(t) for t in dim["ticktext"]] == pytest.approx([1e-5, 1e-4, 1e-3, 1e-2])
+    assert dim["label"] == "lr (log)" and dim["range"] == pytest.approx([-5.0, -2.0])
+
+
+def test_categorical_and_inactive_values_get_codes_and_na_ticks():
+    dim = parcoords_dimension(Param("kind", "categorical", choices=["x", "y", "z"]), pd.Series(["z", None, "x"]))
+    assert dim["values"] == [2, -1, 0]
+    assert dict(zip(dim["tickvals"], dim["ticktext"])) == {-1: "n/a", 0: "x", 1: "y", 2: "z"}
+    num = parcoords_dimension(Param("alpha", "float"), pd.Series([0.1, np.nan, 0.3]))
+    assert num["ticktext"][0] == "n/a" and num["values"][1] == num["tickvals"][0] < 0.1
+    assert num["values"][0] == 0.1 and num["values"][2] == 0.3
+    assert parcoords_dimension(Param("never", "float"), pd.Series([np.nan, np.nan])) is None
+
+
+def test_parcoords_figure_shows_finished_trials_only():
+    trials = _trials(6, status=["completed"] * 4 + ["failed", "running"])
+    trials.loc[4:, "score"] = np.nan
+    fig = parcoords_figure(trials, INFO)
+    (trace,) = fig["data"]
+    assert trace["type"] == "parcoords"
+    labels = [d["label"] for d in trace["dimensions"]]
+    assert labels == ["lr (log)", "kind", "alpha", "score (max)"]
+    assert len(trace["line"]["color"]) == 4 and "2 unfinished" in fig["layout"]["title"]["text"]
+    assert trace["dimensions"][-1]["values"] == pytest.approx(list(trials["score"][:4]))
+
+
+def _brute_force_front(values: np.ndarray, signs) -> set[int]:
+    v = values * np.asarray(signs)
+    return {i for i in range(len(v)) if not any(
+        all(v[j] <= v[i]) and any(v[j] < v[i]) for j in range(len(v)) if j != i)}
+
+
+def test_pareto_mask_matches_brute_force():
+    rng = np.random.default_rng(3)
+    for signs in ([1, 1], [1, -1], [-1, 1, 1]):
+        values = rng.integers(0, 6, size=(40, len(signs))).astype(float)  # ties included
+        assert set(np.flatnonzero(pareto_mask(values, signs))) == _brute_force_front(values, signs)
+
+
+def test_pareto_figure_is_only_for_several_objectives():
+    trials = _trials(8).assign(cost=np.arange(8.0))
+    assert pareto_figure(trials, INFO) is None
+    info = SweepInfo("s", "s", [Objective("score", "maximize"), Objective("cost", "minimize")], INFO.params)
+    fig = pareto_figure(trials, info)
+    front = _brute_force_front(trials[["score", "cost"]].to_numpy(), [-1, 1])
+    assert len(fig["data"][1]["x"]) == len(front) and len(fig["data"][0]["x"]) == 8 - len(front)
+
+
+def test_curves_figure_downsamples_and_tags_traces_with_run_ids():
+    steps = np.arange(1, 2001)
+    metrics = pd.DataFrame({"run_id": "r0", "step": steps, "split": "valid", "metric": "loss", "value": np.sqrt(steps)})
+    metrics = pd.concat([metrics, metrics.assign(run_id="r1", value=1.0)])
+    trials = pd.DataFrame({"run_id": ["r0", "r1"], "trial_id": ["0", "1"], "stopped_early": [False, True]})
+    fig = curves_figure(metrics, trials, "valid/loss", ["r1", "r0", "absent"])
+    assert [t["meta"] for t in fig["data"]] == ["r1", "r0"]
+    r0 = fig["data"][1]
+    assert len(r0["x"]) <= 500 and r0["x"][0] == 1 and r0["x"][-1] == 2000
+    assert r0["y"] == pytest.approx(np.sqrt(r0["x"]))
+    assert fig["data"][0]["line"]["dash"] == "dash" and "stopped early" in fig["data"][0]["name"]
+
+
+# ---------------------------------------------------------------------------------------------- importance
+
+
+def test_importance_handles_zero_and_one_completed_trial():
+    for n_done in (0, 1):
+        trials = _trials(3, status=["completed"] * n_done + ["failed"] * (3 - n_done))
+        result = param_importance(trials, INFO)
+        assert not result.values and "at least 2 completed" in result.message and result.completed == n_done
+
+
+def test_importance_excludes_conditional_params_and_finds_the_one_that_matters():
+    rng = np.random.default_rng(1)
+    n = 60
+    lr = 10 ** rng.uniform(-5, -2, n)
+    trials = _trials(n, objective=-np.abs(np.log10(lr) + 3.5) + rng.normal(0, 0.01, n))  # peaks at lr = 10^-3.5
+    trials["lr"] = lr
+    result = param_importance(trials, INFO)
+    assert set(result.excluded) == {"alpha"} and "conditional" in result.excluded["alpha"]
+    imp = result.values["score"]
+    assert set(imp) == {"lr", "kind"} and imp["lr"] > imp["kind"]
+    assert sum(imp.values()) == pytest.approx(1.0)
+
+
+def test_study_rebuilt_from_trials_keeps_states_directions_and_inactive_params():
+    trials = _trials(5, status=["completed", "completed", "failed", "completed", "completed"])
+    trials.loc[2, "score"] = np.nan
+    study = study_from_trials(trials, INFO, INFO.params)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert study.direction.name == "MAXIMIZE"
+    assert study.best_trial.values[0] == trials.loc[trials.status == "completed", "score"].max()
+    assert "alpha" not in study.trials[0].params and study.trials[1].params["alpha"] == 0.1
+    assert study.trials[3].params["lr"] == pytest.approx(trials.loc[3, "lr"])
+
+
+def test_multi_objective_importance_has_one_entry_per_objective(store):
+    trials, info = sweep_trials(read_runs(store), "pf-pareto", read_sweep_specs(store))
+    result = param_importance(trials, info)
+    assert set(result.values) == {"valid/bpc", "train/seconds_per_step"}
+
+
+# ---------------------------------------------------------------------------------------------- API and page
+
+
+def _get(app: DashboardApp, target: str):
+    status, ctype, body = app.handle(target)
+    return status, (json.loads(body) if ctype == "application/json" else body.decode())
+
+
+def test_api_index_sweep_curves_images(store):
+    app = DashboardApp(store)
+    runs = read_runs(store)
+    status, index = _get(app, "/api/index")
+    assert status == 200
+    sweeps = {s["id"]: s for s in index["sweeps"]}
+    assert sweeps["infusion-omega"]["trials"] == (runs.sweep_id == "infusion-omega").sum()
+    assert sweeps["infusion-omega"]["states"]["failed"] == 2 and sweeps["pf-pareto"]["multi_objective"]
+    assert "runs: walkback" in sweeps  # plain runs are grouped per algorithm
+    best = runs[(runs.sweep_id == "infusion-omega") & (runs.status == "completed")]["final.valid/lower_bound"].max()
+    assert sweeps["infusion-omega"]["objectives"][0]["best"] == best
+
+    status, sweep = _get(app, "/api/sweep?id=infusion-omega")
+    assert status == 200 and len(sweep["table"]["rows"]) == 24
+    assert sweep["figures"]["pareto"] is None and sweep["figures"]["parcoords"]["data"][0]["type"] == "parcoords"
+    assert sweep["importance"]["excluded"].keys() == {"algo.alpha0"}
+    assert "valid/lower_bound" in sweep["metric_keys"] and sweep["default_key"] == "valid/lower_bound"
+
+    top = sweep["ranking"][:3]
+    status, fig = _get(app, f"/api/curves?sweep=infusion-omega&key=valid/lower_bound&runs={','.join(top)}")
+    metrics = read_metrics(store)
+    first = metrics[(metrics.run_id == top[0]) & (metrics.metric == "lower_bound") & (metrics.split == "valid")]
+    assert [t["meta"] for t in fig["data"]] == top
+    assert fig["data"][0]["y"] == pytest.approx(list(first.sort_values("step").value))
+
+    run = sweep["image_runs"][0]
+    status, images = _get(app, f"/api/images?run={run}")
+    assert status == 200 and {i["name"] for i in images["images"]} >= {"samples.png", "nearest.png"}
+    png = base64.b64decode(images["images"][0]["src"].split(",", 1)[1])
+    assert png.startswith(b"\x89PNG")
+
+    status, csv = _get(app, "/api/trials.csv?sweep=pf-pareto")
+    assert status == 200 and len(csv.strip().splitlines()) == 13
+    assert _get(app, "/api/sweep")[0] == 400 and _get(app, "/api/sweep?id=nope")[0] == 400
+    assert _get(app, "/nope")[0] == 404
+    assert _get(app, "/api/sweep?id=" + quote("runs: infusion"))[0] == 200
+
+
+def test_api_sees_new_trials_while_a_sweep_writes(tmp_path):
+    write_run(tmp_path, SyntheticRun("t0", "infusion", "mnist", sweep_id="live", trial_id="0", params={"x": 1.0},
+                                     finals={"valid/lower_bound": 1.0}))
+    app = DashboardApp(tmp_path)
+    v0 = _get(app, "/api/version")[1]["fingerprint"]
+    assert _get(app, "/api/sweep?id=live")[1]["summary"]["trials"] == 1
+    write_run(tmp_path, SyntheticRun("t1", "infusion", "mnist", sweep_id="live", trial_id="1", params={"x": 2.0},
+                                     finals={"valid/lower_bound": 2.0}))
+    assert _get(app, "/api/version")[1]["fingerprint"] != v0
+    sweep = _get(app, "/api/sweep?id=live")[1]
+    assert sweep["summary"]["trials"] == 2 and sweep["summary"]["objectives"][0]["best"] == 2.0
+
+
+def _outside_plotly(html: str) -> str:
+    from plotly.offline import get_plotlyjs
+
+    js = get_plotlyjs()
+    assert html.count(js) == 1  # plotly.js inlined exactly once
+    return html.replace(js, "")
+
+
+def test_page_is_offline_and_inlines_plotly_once():
+    html = render_page("server", {})
+    rest = _outside_plotly(html)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", rest, re.IGNORECASE)
+    assert "<script src" not in rest.lower() and "@import" not in rest and "cdn" not in rest.lower()
+
+
+def test_export_is_self_contained(store, tmp_path):
+    out = export_dashboard(store, tmp_path / "dash.html", top_k=5)
+    html = out.read_text()
+    rest = _outside_plotly(html)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", rest, re.IGNORECASE)
+    data = json.loads(re.search(r'<script type="application/json" id="dashboard-data">(.*?)</script>', html,
+                                re.DOTALL).group(1))
+    assert {"infusion-omega", "pf-pareto"} <= set(data["sweeps"])
+    curves = data["curves"]["infusion-omega"]["valid/lower_bound"]
+    assert [t["meta"] for t in curves["data"]] == data["sweeps"]["infusion-omega"]["ranking"][:5]
+    assert data["images"] and all(i["src"].startswith("data:image/png;base64,") for v in data["images"].values()
+                                  for i in v)
+    assert data["index"]["sweeps"][0]["id"] == "infusion-omega"
