@@ -315,10 +315,12 @@ def test_importance_sampling_converges_to_the_exact_likelihood():
 
 
 def test_lower_bound_is_below_importance_estimate():
-    algo = _algo(**{"algo.k_mode": "fixed", "algo.walkback_steps": 4, "eval.likelihood_samples": 8})
+    algo = _algo(**{"algo.k_mode": "fixed", "algo.walkback_steps": 4, "eval.likelihood_samples": 8,
+                    "algo.reversibility_steps": 60, "algo.reversibility_chains": 4})
     x = load_dataset("toy2d:swissroll", _config().data).splits["test"][:40]
     result = algo.evaluate(x, "test", full=True, generator=torch.Generator().manual_seed(0))
     assert result["lower_bound"] <= result["importance"]
+    assert {"reversibility_kl", "entropy_rate", "reversibility_ratio", "importance_std"} <= set(result)
     quick = algo.evaluate(x, "valid", full=False, generator=torch.Generator().manual_seed(0))
     assert set(quick) == {"lower_bound", "loss", "walkback_steps"} and math.isfinite(quick["lower_bound"])
 
@@ -386,7 +388,7 @@ def test_presets_follow_the_papers():
 
 def test_short_training_on_swissroll_improves_the_valid_lower_bound():
     over = {"data.toy_samples": 2000, "data.max_train": 2000, "algo.walkback_steps": 10, "train.steps": 400,
-            "train.batch_size": 200, "train.eval_every": 400, "train.log_every": 100, "train.eval_examples": 500,
+            "train.batch_size": 200, "train.lr": 1e-3, "train.eval_every": 400, "train.log_every": 100, "train.eval_examples": 500,
             "algo.net.hidden": [32, 32]}
     cfg = _config(**over)
     untrained, data = build(cfg)
