@@ -708,7 +708,8 @@ def _resolve_param(name: str, raw: Any, earlier: Mapping[str, Param]) -> Param |
     when: list[tuple[str, tuple[Any, ...]]] = []
     for parent, allowed in (spec.when or {}).items():
         if parent not in earlier:
-            raise SpecError(f"{key}.when: '{parent}' must be a parameter defined above '{name}'")
+            raise SpecError(f"{key}.when: '{parent}' is not a searched parameter of this sweep (or the "
+                            "conditions form a cycle)")
         parent_param = earlier[parent]
         if parent_param.kind != "categorical":
             raise SpecError(f"{key}.when: '{parent}' must be a categorical parameter (`values:`)")
@@ -760,6 +761,11 @@ def _resolve_param(name: str, raw: Any, earlier: Mapping[str, Param]) -> Param |
                      when=tuple(when), path=spec.path or "")
     return Param(name, "float", low=float(low), high=float(high), log=log, step=float(q) if q else None,
                  when=tuple(when), path=spec.path or "")
+
+
+def _parents(raw: Any) -> list[str]:
+    when = raw.get("when") if isinstance(raw, Mapping) else None
+    return list(when) if isinstance(when, Mapping) else []
 
 
 def _flat_fixed(fixed: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -923,15 +929,21 @@ def resolve(raw: Mapping[str, Any], *, smoke: bool = False, source: str | None =
         raise SpecError("parameters: at least one parameter is needed")
     params: list[Param] = []
     by_name: dict[str, Param] = {}
-    for name, raw_param in raw_params.items():
-        if not isinstance(name, str) or not name:
-            raise SpecError(f"parameters: bad parameter name {name!r}")
-        resolved_param = _resolve_param(name, raw_param, by_name)
-        if isinstance(resolved_param, tuple):
-            fixed[resolved_param[0]] = resolved_param[1]
-            continue
-        params.append(resolved_param)
-        by_name[name] = resolved_param
+    # Resolve parents before the parameters conditioned on them (YAML writers may sort keys); otherwise keep
+    # the written order, which is the order Optuna is asked in.
+    pending = list(raw_params.items())
+    while pending:
+        ready = [item for item in pending if all(parent in by_name for parent in _parents(item[1]))]
+        for name, raw_param in ready or pending[:1]:  # nothing ready: the first one reports why
+            if not isinstance(name, str) or not name:
+                raise SpecError(f"parameters: bad parameter name {name!r}")
+            resolved_param = _resolve_param(name, raw_param, by_name)
+            pending.remove((name, raw_param))
+            if isinstance(resolved_param, tuple):
+                fixed[resolved_param[0]] = resolved_param[1]
+                continue
+            params.append(resolved_param)
+            by_name[name] = resolved_param
     if not params:
         raise SpecError("parameters: every parameter is a constant; nothing to search")
     for name in by_name:
