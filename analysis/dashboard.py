@@ -550,12 +550,15 @@ def make_server(results_dir: str | Path, host: str = "127.0.0.1", port: int = 87
             except Exception as err:
                 log.exception("dashboard request %s failed", self.path)
                 status, ctype, body = 500, "application/json", json.dumps({"error": str(err)}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the page was closed mid-answer
+                log.debug("dashboard client went away during %s", self.path)
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("dashboard: " + format, *args)
