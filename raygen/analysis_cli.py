@@ -1,0 +1,84 @@
+"""`raygen report` and `raygen dashboard`: thin commands over analysis/ (which reads Parquet only, never Ray).
+
+raygen/cli.py registers them as `app.command("report")(report)` and `app.command("dashboard")(dashboard)`.
+Parameters use `Annotated`, so these are also plain functions: `report(Path("results"), Path("report"))`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+log = logging.getLogger("raygen")
+
+
+def _logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+def _check_store(results: Path) -> None:
+    if not results.is_dir():
+        typer.secho(f"error: results store {results} does not exist (run `raygen train` or `raygen sweep` first, "
+                    "or pass the folder they wrote)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+
+
+def report(
+    results: Annotated[Path, typer.Argument(help="results store directory")] = Path("results"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("reports/latest"),
+) -> None:
+    """Rebuild the papers' tables (Markdown, LaTeX, CSV) and figures (PNG, PDF) from a results store, with
+    the published numbers beside ours; OUT/README.md lists what was built and, for the rest, which runs are
+    needed."""
+    _logging()
+    _check_store(results)
+    from analysis.report import build_report
+
+    try:
+        summary = build_report(results, out)
+    except FileNotFoundError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{len(summary.built)} tables/figures written to {out} ({summary.index}); "
+               f"{len(summary.skipped)} not built (the index says which runs they need)")
+    for item in summary.errors:
+        typer.secho(f"builder {item.name} failed: {item.reason}", fg=typer.colors.RED, err=True)
+    if summary.errors:
+        raise typer.Exit(1)
+
+
+def dashboard(
+    results: Annotated[Path, typer.Argument(help="results store directory")] = Path("results"),
+    host: Annotated[str, typer.Option("--host", help="interface to listen on (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="port to listen on")] = 8765,
+    html_out: Annotated[Path | None, typer.Option(
+        "--html", help="write the dashboard as one self-contained HTML file instead of serving it")] = None,
+) -> None:
+    """Explore sweeps in the browser: trials table, parallel coordinates, importance, learning curves, Pareto
+    front and samples. Works offline; the page refreshes while a sweep is still writing."""
+    _logging()
+    _check_store(results)
+    from analysis.dashboard import export_dashboard, serve_dashboard
+
+    try:
+        if html_out is not None:
+            path = export_dashboard(results, html_out)
+            typer.echo(f"dashboard written to {path}")
+            return
+        typer.echo(f"dashboard on http://{host}:{port}/ (Ctrl-C to stop)")
+        serve_dashboard(results, host=host, port=port)
+    except (FileNotFoundError, OSError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add `report` and `dashboard` to the main CLI."""
+    app.command("report")(report)
+    app.command("dashboard")(dashboard)

@@ -1,0 +1,48 @@
+"""`raygen report` / `raygen dashboard` as typer commands (raygen/analysis_cli.py), on a tiny store."""
+
+from __future__ import annotations
+
+import pandas as pd
+import typer
+from typer.testing import CliRunner
+
+from analysis.synthetic import SyntheticRun, write_run
+from raygen.analysis_cli import register
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def _store(root):
+    for seed, lb in ((0, 1000.0), (1, 1010.0)):
+        write_run(root, SyntheticRun(f"inf-{seed}", "infusion", "mnist", seed=seed,
+                                     config={"algo.steps": 5, "algo.omega": 0.1, "algo.schedule": "increasing"},
+                                     finals={"test/lower_bound": lb}))
+    return root
+
+
+def test_report_command_writes_the_index_and_tables(tmp_path):
+    store = _store(tmp_path / "results")
+    result = CliRunner().invoke(_app(), ["report", str(store), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "README.md").is_file()
+    table = pd.read_csv(tmp_path / "out" / "tables" / "infusion_tab_a1.csv")
+    row = table[(table.steps == 5) & (table["infusion rate"] == 0.1)].iloc[0]
+    assert row["lower_bound ours"] == 1005.0 and row["lower_bound n"] == 2
+    assert row["lower_bound published"] == 1448.66
+
+
+def test_dashboard_command_exports_html(tmp_path):
+    store = _store(tmp_path / "results")
+    result = CliRunner().invoke(_app(), ["dashboard", str(store), "--html", str(tmp_path / "d.html")])
+    assert result.exit_code == 0, result.output
+    assert "runs: infusion" in (tmp_path / "d.html").read_text()
+
+
+def test_missing_store_is_a_clear_error(tmp_path):
+    for command in (["report", str(tmp_path / "nope")], ["dashboard", str(tmp_path / "nope"), "--html", "x.html"]):
+        result = CliRunner().invoke(_app(), command)
+        assert result.exit_code == 2 and "does not exist" in result.output
