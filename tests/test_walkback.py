@@ -314,6 +314,31 @@ def test_importance_sampling_converges_to_the_exact_likelihood():
     assert result["lower_bound_std"] >= 0 and result["walkback_steps"] == 1
 
 
+def test_log_weight_is_eq5_written_out():
+    """ℓ = Σ_t [log p_T(s_{t−1}|s_t) − log q_T(s_t|s_{t−1})] + log p*(s_K), recomputed step by step with
+    torch.distributions along the same path (same generator draws)."""
+    algo = _algo(**{"algo.k_mode": "fixed", "algo.walkback_steps": 3, "algo.extra_steps": 2})
+    algo.eval()
+    traj = algo.sampler.evaluation(algo.t_max)
+    assert traj.levels == (0, 0, 0, 1, 2)
+    x = torch.randn(6, 2) * 0.5
+    with torch.no_grad():
+        got = algo.log_weights(x, traj, torch.Generator().manual_seed(3))
+        g = torch.Generator().manual_seed(3)
+        s_prev, expected, nll = x, torch.zeros(6, dtype=torch.float64), torch.zeros(6, dtype=torch.float64)
+        for level, T in traj.steps():
+            q = algo.transition(s_prev, level, T)
+            s = q.mean + q.std * torch.randn(s_prev.shape, generator=g)
+            p = algo.transition(s, level, T)
+            log_p = torch.distributions.Normal(p.mean, p.std).log_prob(s_prev).sum(1).double()
+            expected += log_p - torch.distributions.Normal(q.mean, q.std).log_prob(s).sum(1).double()
+            nll -= log_p
+            s_prev = s
+        expected += torch.distributions.Normal(algo.pstar_mean, algo.pstar_var.sqrt()).log_prob(s_prev).sum(1).double()
+    torch.testing.assert_close(got["log_weight"], expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got["loss"], nll, rtol=1e-5, atol=1e-4)
+
+
 def test_lower_bound_is_below_importance_estimate():
     algo = _algo(**{"algo.k_mode": "fixed", "algo.walkback_steps": 4, "eval.likelihood_samples": 8,
                     "algo.reversibility_steps": 60, "algo.reversibility_chains": 4})

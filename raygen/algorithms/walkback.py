@@ -384,7 +384,8 @@ class Walkback(Algorithm):
         was = self.net.training
         self.net.eval()
         with torch.no_grad():
-            width = self.net(torch.zeros(2, self.dim), 0).shape[-1]
+            device = next((p.device for p in self.net.parameters()), torch.device("cpu"))
+            width = self.net(torch.zeros(2, self.dim, device=device), 0).shape[-1]
         self.net.train(was)
         if width != out_dim:
             need = "2×D" if self.cfg.operator == "gaussian" else "D"
@@ -426,6 +427,8 @@ class Walkback(Algorithm):
 
     def _dequantize(self, x: torch.Tensor, enabled: bool, generator: torch.Generator | None) -> torch.Tensor:
         if enabled and self.image and self.cfg.operator == "gaussian":
+            if generator is not None and generator.device != x.device:  # e.g. the loop's CPU generator, CUDA data
+                return dequantize(x.to(generator.device), generator).to(x.device)
             return dequantize(x, generator)
         return x
 
@@ -547,10 +550,14 @@ class Walkback(Algorithm):
         log_w = torch.zeros(len(x), dtype=torch.float64, device=x.device)
         loss = torch.zeros_like(log_w)
         out: dict[str, torch.Tensor] = {}
-        for t, (level, temperature) in enumerate(traj.steps(), start=1):
-            q = self.transition(s_prev, level, temperature)
+        steps = traj.steps()
+        reuse: Transition | None = None
+        for t, (level, temperature) in enumerate(steps, start=1):
+            q = reuse if reuse is not None else self.transition(s_prev, level, temperature)
             s = q.sample(generator)
             p = self.transition(s, level, temperature)
+            # On the T = 1 stretch consecutive steps share one operator: p at s_t is the next step's q.
+            reuse = p if t < len(steps) and steps[t] == (level, temperature) else None
             log_p = p.log_prob(s_prev)
             log_w += (log_p - q.log_prob(s)).double()
             loss -= (log_p if self.cfg.loss == "paper" else q.log_prob(s_prev)).double()
