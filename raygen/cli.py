@@ -27,6 +27,16 @@ def _setup_logging(verbose: bool = False) -> None:
     )
 
 
+def _stop_on_sigterm() -> None:
+    """A terminated run is recorded as `stopped` (like Ctrl-C), never left `running` in the store."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -76,6 +86,7 @@ def train(
         _fail(str(err.args[0] if isinstance(err, KeyError) else err))
     from raygen.data import DataError
 
+    _stop_on_sigterm()
     try:
         if workers is None:
             from raygen.engine.local import run_local
