@@ -36,7 +36,7 @@ def demo(tmp_path_factory):
 
 
 def test_report_writes_every_file_it_claims(demo):
-    root, out, summary = demo
+    _root, out, summary = demo
     assert not summary.errors, summary.errors
     names = set(summary.built_names())
     assert BUILT_ON_DEMO <= names, BUILT_ON_DEMO - names
@@ -125,7 +125,7 @@ def test_walkback_table_3_1a_rows_and_reversibility_percent(demo):
     root, out, _ = demo
     runs = read_runs(root)
     vw = runs[(runs.algorithm == "walkback") & (runs.status == "completed") & (runs.dataset == "mnist")
-              & (runs["config.algo.isotropic"] == False)]  # noqa: E712 - a pandas mask
+              & (runs["config.algo.isotropic"] == False)]
     table = pd.read_csv(out / "tables" / "walkback_table_3_1a.csv").set_index("model")
     for k, label in ((5, "VW (5 steps, LB)"), (15, "VW (15 step, LB)")):
         sel = vw[vw["config.algo.walkback_steps"] == k]["final.test/lower_bound"]

@@ -11,7 +11,13 @@ import textwrap
 import pandas as pd
 import pytest
 
-from analysis.load import load_store, read_artifacts_fast, read_metrics_fast, read_runs_fast, store_fingerprint
+from analysis.load import (
+    load_store,
+    read_artifacts_fast,
+    read_metrics_fast,
+    read_runs_fast,
+    store_fingerprint,
+)
 from analysis.synthetic import SyntheticRun, demo_store, write_run
 from raygen.results import read_artifacts, read_metrics, read_runs
 
@@ -102,3 +108,10 @@ def test_store_is_readable_with_pandas_pyarrow_and_duckdb_without_raygen(store):
     assert out["max_abs_diff"] == 0.0  # final.* is the last logged value, readable by SQL alone
     assert out["images"] == (read_artifacts(store).kind == "image").sum()
     assert {"config.algo.steps", "config.algo.omega", "final.test/lower_bound"} <= set(out["columns"])
+
+
+def test_analysis_never_imports_ray_or_torch():
+    code = ("import sys, analysis.report, analysis.dashboard, raygen.analysis_cli; "
+            "print(sorted(m for m in ('ray', 'torch') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

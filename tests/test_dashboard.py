@@ -257,3 +257,31 @@ def test_export_is_self_contained(store, tmp_path):
     assert data["images"] and all(i["src"].startswith("data:image/png;base64,") for v in data["images"].values()
                                   for i in v)
     assert data["index"]["sweeps"][0]["id"] == "infusion-omega"
+
+
+def edge_store(root):
+    """Sweeps of awkward shapes: one trial, only failed trials, and a trial still running with no metrics."""
+    write_run(root, SyntheticRun("one-0", "infusion", "mnist", sweep_id="one", trial_id="0", params={"x": 1.0},
+                                 finals={"valid/lower_bound": 5.0}))
+    for i in range(2):
+        write_run(root, SyntheticRun(f"fail-{i}", "walkback", "mnist", sweep_id="failing", trial_id=str(i),
+                                     params={"y": float(i)}, status="failed"))
+    write_run(root, SyntheticRun("run-0", "teacher", "ptb", sweep_id="starting", trial_id="0", params={"z": "a"},
+                                 status="running"))
+    return root
+
+
+def test_api_handles_sweeps_with_one_trial_only_failures_or_nothing_logged(tmp_path):
+    app = DashboardApp(edge_store(tmp_path))
+    status, index = _get(app, "/api/index")
+    assert status == 200 and {s["id"] for s in index["sweeps"]} == {"one", "failing", "starting"}
+    for sid, message in (("one", "at least 2 completed trials (this sweep has 1)"),
+                         ("failing", "at least 2 completed trials (this sweep has 0)"),
+                         ("starting", "at least 2 completed trials (this sweep has 0)")):
+        status, sweep = _get(app, f"/api/sweep?id={sid}")
+        assert status == 200, sweep
+        assert message in sweep["importance"]["message"]
+        assert sweep["figures"]["parcoords"]["data"] == [] or sid == "one"
+    empty = tmp_path / "empty"
+    (empty / "runs").mkdir(parents=True)
+    assert _get(DashboardApp(empty), "/api/index")[1]["sweeps"] == []

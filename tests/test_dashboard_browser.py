@@ -171,3 +171,32 @@ def test_exported_file_works_from_file_url_without_a_server(browser, store, tmp_
     _check_second_sweep(w)
     w.check_clean()
     w.page.close()
+
+
+def test_awkward_sweep_shapes_and_an_empty_store_render_without_errors(browser, tmp_path):
+    from tests.test_dashboard import edge_store
+
+    store = edge_store(tmp_path / "edge")
+    with serving(store) as url:
+        w = Watched(browser)
+        w.page.goto(url)
+        first = w.wait_for_sweep()
+        for sid in ("one", "failing", "starting"):
+            if sid != first:
+                w.page.select_option("#sweep-select", sid)
+                w.wait_for_sweep(sid)
+            assert w.page.locator("#parcoords .js-plotly-plot, #parcoords.js-plotly-plot").count() == 1
+            assert "at least 2 completed trials" in w.page.locator("#importance-note").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        w.page.screenshot(path=str(ARTIFACTS / "dashboard-edge.png"), full_page=True)
+        w.check_clean()
+        w.page.close()
+    empty = tmp_path / "empty"
+    (empty / "runs").mkdir(parents=True)
+    with serving(empty) as url:
+        w = Watched(browser)
+        w.page.goto(url)
+        assert w.wait_for_sweep() == ""
+        assert "no runs" in w.page.locator("#status").inner_text()
+        w.check_clean()
+        w.page.close()
