@@ -31,8 +31,7 @@ from analysis.common import (
     selection_note,
 )
 from analysis.figures import (
-    image_panel,
-    latest_artifacts,
+    best_run_panels,
     mean_curve,
     mean_of_rows,
     new_figure,
@@ -283,21 +282,9 @@ def fig_3_3(runs: pd.DataFrame, metrics: pd.DataFrame, *, dataset: str | None = 
 
 
 def _artifact_figure(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path, name: str, title: str,
-                     needs: str, max_panels: int = 6) -> Figure:
-    sub = runs_of(runs, ALGORITHM)
-    require(not sub.empty, f"no completed {ALGORITHM} runs", needs)
-    # Best model of each dataset first, so the panel shows what the tables report.
-    order = []
-    for _, group in sub.groupby("dataset"):
-        chosen = best_model(group, MODEL_CHOICE)
-        order += list(chosen["run_id"]) + [r for r in group["run_id"] if r not in set(chosen["run_id"])]
-    rows = latest_artifacts(artifacts, order, [name])
-    require(not rows.empty, f"no {ALGORITHM} run saved {name}", needs)
-    rows = rows.set_index("run_id").loc[[r for r in order if r in set(rows["run_id"])]].reset_index()
-    rows = rows.drop_duplicates("run_id").head(max_panels)
-    dataset_of = dict(zip(sub["run_id"], sub["dataset"]))
-    labels = [f"{dataset_of[r]} · {r}" for r in rows["run_id"]]
-    return image_panel(root, rows, title=title, labels=labels, needs=needs)
+                     needs: str) -> Figure:
+    return best_run_panels(runs, artifacts, root, algorithm=ALGORITHM, name=name, title=title, needs=needs,
+                           model_choice=MODEL_CHOICE)
 
 
 def fig_3_5(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path) -> Figure:

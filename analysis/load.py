@@ -13,7 +13,6 @@ import json
 import logging
 import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,18 +44,18 @@ def _empty(schema: pa.Schema) -> pd.DataFrame:
 
 def _read_one(path: str) -> pa.Table | None:
     try:
-        return pq.read_table(path)
+        # ParquetFile.read skips the dataset machinery of pq.read_table: ~2x faster on one-row files.
+        return pq.ParquetFile(path).read(use_threads=False)
     except FileNotFoundError:  # replaced between listing and reading (a run row changing status)
         return None
 
 
 def read_runs_fast(root: str | Path) -> pd.DataFrame:
-    """One row per run (same columns as `raygen.results.read_runs`), read with pyarrow in parallel."""
+    """One row per run (same columns as `raygen.results.read_runs`)."""
     files = _parquet_files(Path(root) / "runs")
     if not files:
         return pd.DataFrame({"run_id": pd.Series(dtype=object)})
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        tables = [t for t in pool.map(_read_one, files) if t is not None]
+    tables = [t for t in map(_read_one, files) if t is not None]
     # Columns differ between algorithms and a column that is all-null in one file is typed null there;
     # permissive promotion unifies both (null -> string, int -> float) instead of failing.
     table = pa.concat_tables(tables, promote_options="permissive")

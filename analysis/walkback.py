@@ -26,7 +26,7 @@ from analysis.common import (
     selection_note,
     truthy,
 )
-from analysis.figures import image_panel, latest_artifacts
+from analysis.figures import best_run_panels
 
 ALGORITHM = "walkback"
 WALKBACK_STEPS = "algo.walkback_steps"  # K, the number of walkback (heating) steps
@@ -169,22 +169,9 @@ def reversibility_table(runs: pd.DataFrame, *, dataset: str | None = None) -> pd
 
 
 def _panel(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path, name: str, title: str, needs: str,
-           datasets: Callable[[str], bool] = lambda d: True, max_panels: int = 6) -> Figure:
-    sub = runs_of(runs, ALGORITHM)
-    sub = sub[sub["dataset"].map(datasets)] if not sub.empty else sub
-    require(not sub.empty, f"no completed {ALGORITHM} runs on the datasets this figure shows", needs)
-    order = []
-    for _, group in sub.groupby("dataset"):
-        chosen = best_model(group, MODEL_CHOICE)
-        order += list(chosen["run_id"]) + [r for r in group["run_id"] if r not in set(chosen["run_id"])]
-    rows = latest_artifacts(artifacts, order, [name])
-    require(not rows.empty, f"no {ALGORITHM} run saved {name}", needs)
-    rank = {r: i for i, r in enumerate(order)}
-    rows = rows.assign(_rank=rows["run_id"].map(rank)).sort_values("_rank")
-    dataset_of = dict(zip(sub["run_id"], sub["dataset"]))
-    rows = rows.assign(_dataset=rows["run_id"].map(dataset_of)).drop_duplicates("_dataset").head(max_panels)
-    labels = [f"{d} · {r}" for d, r in zip(rows["_dataset"], rows["run_id"])]
-    return image_panel(root, rows, title=title, labels=labels, needs=needs)
+           datasets: Callable[[str], bool] = lambda d: True) -> Figure:
+    return best_run_panels(runs, artifacts, root, algorithm=ALGORITHM, name=name, title=title, needs=needs,
+                           model_choice=MODEL_CHOICE, datasets=datasets)
 
 
 def toy_figure(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path) -> Figure:
