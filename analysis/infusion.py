@@ -232,13 +232,18 @@ def fig_a1(runs: pd.DataFrame, metrics: pd.DataFrame, *, dataset: str | None = N
     fig, axes = new_figure(-(-len(panels) // ncols), ncols)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
+    # Label every run with its (panel, rate level) once, then average all curves in one groupby.
+    labels = pd.concat([_rate_levels(g["_rate"]) for _, g in sub.groupby(["_schedule", "_steps"])])
+    sub = sub.assign(_level=labels)
+    level_of = {r: (sc, st, lv) for r, sc, st, lv in zip(sub["run_id"], sub["_schedule"], sub["_steps"], sub["_level"])}
+    keyed = curves.assign(_key=curves["run_id"].map(level_of)).dropna(subset=["_key"])
+    means = {k: g for k, g in keyed.groupby("_key", sort=False)}
     for ax, (schedule, steps_value) in zip(axes.flat, panels):
         panel = sub[(sub["_schedule"] == schedule) & (sub["_steps"] == steps_value)]
-        levels = _rate_levels(panel["_rate"])
-        order = panel.assign(_level=levels).sort_values("_rate").drop_duplicates("_level")["_level"]
-        for label in order:
-            ids = panel["run_id"][levels == label]
-            plot_mean_curve(ax, mean_of_rows(curves, ids), label=str(label))
+        for label in panel.sort_values("_rate").drop_duplicates("_level")["_level"]:
+            rows = means.get((schedule, steps_value, label))
+            if rows is not None:
+                plot_mean_curve(ax, mean_of_rows(rows), label=str(label))
         rate_name = "α(0)" if steps_value == 1 else ("ω" if schedule == "increasing" else "α")
         ax.set_title(f"{int(steps_value)} step(s), {schedule} schedule", fontsize=9)
         ax.set_xlabel("training step")
