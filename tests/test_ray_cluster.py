@@ -23,16 +23,16 @@ import pandas as pd
 import pytest
 import yaml
 
-ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
-from ray.util.state import list_actors  # noqa: E402
+import ray
+from ray.cluster_utils import Cluster
+from ray.util.state import list_actors
 
-from raygen.config import build_config  # noqa: E402
-from raygen.engine.local import run_local  # noqa: E402
-from raygen.engine.ray_train import run_distributed  # noqa: E402
-from raygen.engine.sweep import run_sweep  # noqa: E402
-from raygen.engine.sweep_spec import load_spec, resolve  # noqa: E402
-from raygen.results import read_artifacts, read_metrics, read_runs  # noqa: E402
+from raygen.config import build_config
+from raygen.engine.local import run_local
+from raygen.engine.ray_train import run_distributed
+from raygen.engine.sweep import run_sweep
+from raygen.engine.sweep_spec import SpecError, load_spec, resolve
+from raygen.results import read_artifacts, read_metrics, read_runs
 
 pytestmark = pytest.mark.ray
 
@@ -235,7 +235,7 @@ def test_interrupted_sweep_resumes_to_exactly_its_trials(cluster, tmp_path):
         fixed={**TINY, "train.steps": 300, "train.log_every": 50, "train.eval_every": 100,
                "train.checkpoint_every": 100})))
     results = tmp_path / "results"
-    log = open(tmp_path / "driver.log", "w")
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - closed in the finally below
     driver = subprocess.Popen(
         [sys.executable, "-m", "raygen.cli", "sweep", str(spec_file), "--results", str(results),
          "--address", cluster.address],
@@ -278,8 +278,6 @@ def test_changed_spec_is_not_resumed(cluster, tmp_path):
     run_sweep(spec, tmp_path, verbose=0)
     changed = copy.deepcopy(sweep_spec("changed", run_cap=1, max_concurrent=1))
     changed["parameters"]["train.lr"]["max"] = 1.0e-2
-    from raygen.engine.sweep_spec import SpecError
-
     with pytest.raises(SpecError, match="already exists .* with a different spec"):
         run_sweep(resolve(changed), tmp_path, verbose=0)
     assert Path(tmp_path / "sweeps" / "changed.json").is_file()
