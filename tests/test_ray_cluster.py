@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-
 import ray
+import yaml
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
