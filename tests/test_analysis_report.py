@@ -20,7 +20,8 @@ from raygen.results import read_metrics, read_runs
 BUILT_ON_DEMO = {
     "infusion_tab_a1", "infusion_fig_a1", "infusion_fig_3_3", "infusion_table_3_1", "infusion_parzen",
     "infusion_fig_3_5", "infusion_fig_3_6", "infusion_fig_3_2", "walkback_table_3_1a", "walkback_table_3_1b",
-    "walkback_reversibility", "walkback_fig_3_8_toy", "walkback_chains", "walkback_fig_3_3_inpainting",
+    "walkback_reversibility", "walkback_fig_3_8_toy", "walkback_chains", "walkback_long_chains",
+    "walkback_fig_3_3_inpainting", "pf_fig_2_3_tsne",
     "pf_table_2_1", "pf_ptb_bpc", "pf_fig_2_3_distances", "pf_fig_2_3", "pf_fig_2_2_ptb", "pf_discriminator",
     "sweeps_best", "sweep_infusion_omega_top_k", "sweep_infusion_omega_effects", "sweep_infusion_omega_importance",
     "sweep_infusion_omega_best_per_level", "sweep_infusion_omega_effects_plot", "sweep_pf_pareto_top_k",
@@ -108,7 +109,7 @@ def test_pf_table_2_1_and_ptb_rows_equal_the_store(demo):
     root, out, _ = demo
     runs = read_runs(root)
     for algo in ("teacher", "professor"):
-        sel = runs[(runs.algorithm == algo) & (runs.dataset == "seqmnist")]["final.test/nll"]
+        sel = runs[(runs.algorithm == algo) & (runs.dataset == "seqmnist")]["final.test/nll_image"]
         table = pd.read_csv(out / "tables" / "pf_table_2_1.csv")
         label = "Professor Forcing (ours)" if algo == "professor" else "Teacher Forcing (ours)"
         row = table[table.model == label].iloc[0]
@@ -124,20 +125,24 @@ def test_pf_table_2_1_and_ptb_rows_equal_the_store(demo):
 def test_walkback_table_3_1a_rows_and_reversibility_percent(demo):
     root, out, _ = demo
     runs = read_runs(root)
-    vw = runs[(runs.algorithm == "walkback") & (runs.status == "completed") & (runs.dataset == "mnist")
-              & (runs["config.algo.isotropic"] == False)]
+    vw = runs[(runs.algorithm == "walkback") & (runs.status == "completed") & (runs.dataset == "mnist")]
+    # K is the logged test/walkback_steps (a k_mode=random run has no config.algo.walkback_steps).
     table = pd.read_csv(out / "tables" / "walkback_table_3_1a.csv").set_index("model")
     for k, label in ((5, "VW (5 steps, LB)"), (15, "VW (15 step, LB)")):
-        sel = vw[vw["config.algo.walkback_steps"] == k]["final.test/lower_bound"]
+        sel = vw[vw["final.test/walkback_steps"] == k]["final.test/lower_bound"]
         assert table.loc[label, "test_ll ours"] == pytest.approx(sel.mean(), rel=1e-12)
         assert table.loc[label, "test_ll n"] == len(sel) == 2
-    is15 = vw[vw["config.algo.walkback_steps"] == 15]["final.train/importance"]
-    assert table.loc["VW (IS estimate)", "train_ll ours"] == pytest.approx(is15.mean(), rel=1e-12)
+    is15 = vw[vw["final.test/walkback_steps"] == 15]
+    assert table.loc["VW (IS estimate)", "train_ll ours"] == pytest.approx(is15["final.train/importance"].mean(),
+                                                                          rel=1e-12)
+    iso = pd.read_csv(out / "tables" / "walkback_table_3_1b.csv").set_index("model").loc["VW (IS estimate)"]
+    assert iso["test_ll ours"] == pytest.approx(is15["final.test/importance_isotropic"].mean(), rel=1e-12)
+    assert iso["test_ll published"] == 712 and iso["test_ll published ±"] == 3.4
     rev = pd.read_csv(out / "tables" / "walkback_reversibility.csv").iloc[0]
     assert rev["reversibility_percent published"] == 3.6
     # The best-LB model is the 15-step one; the table prints its ratio in percent.
-    ratio = vw[vw["config.algo.walkback_steps"] == 15]["final.test/reversibility_ratio"]
-    assert rev["reversibility_percent ours"] == pytest.approx(100 * ratio.mean(), rel=1e-12)
+    assert rev["reversibility_percent ours"] == pytest.approx(100 * is15["final.test/reversibility_ratio"].mean(),
+                                                              rel=1e-12)
 
 
 def test_sweep_best_and_top_k_match_pandas(demo):
