@@ -104,11 +104,18 @@ def training_curves(runs: pd.DataFrame, metrics: pd.DataFrame, *, dataset: str |
     """Figs 2.2/2.6: training NLL (left) and validation BPC or NLL (right) per algorithm, over updates."""
     sub, dataset = _family(runs, "valid/bpc", "ptb", dataset)
     right = "valid/bpc" if not select_curve(metrics, "valid/bpc", sub["run_id"]).empty else "valid/nll"
+    # Prefer, per algorithm, the runs that logged both curves (a sweep trial may log only the objective).
+    both = set(select_curve(metrics, "train/nll", sub["run_id"])["run_id"]) & set(
+        select_curve(metrics, right, sub["run_id"])["run_id"])
     fig, axes = new_figure(1, 2, width=4.8)
     drawn = 0
-    for algo, group in _per_algorithm(sub, right) or [(a, sub[sub["algorithm"] == a]) for a in ALGORITHMS]:
+    for algo in ALGORITHMS:
+        group = sub[sub["algorithm"] == algo]
+        if group["run_id"].isin(both).any():
+            group = group[group["run_id"].isin(both)]
         if group.empty:
             continue
+        group = best_model(group, (*MODEL_CHOICE, right), goal="min")
         for ax, key in zip(axes[0], ("train/nll", right)):
             curve = mean_curve(metrics, key, group["run_id"])
             plot_mean_curve(ax, curve, label=f"{LABELS[algo]} (n={len(group)})")
@@ -125,24 +132,33 @@ def training_curves(runs: pd.DataFrame, metrics: pd.DataFrame, *, dataset: str |
 
 
 def distances_figure(runs: pd.DataFrame, *, dataset: str | None = None) -> Figure:
-    """Fig 2.3 as bars: each distance for teacher vs professor forcing, ours beside the paper's."""
-    table = distances_table(runs, dataset=dataset)
-    pub = {r.get("ours"): r for r in published("pf_tsne_distances")["rows"]}
-    fig, axes = new_figure(1, 2, width=4.0)
-    for ax, q in zip(axes[0], ("centroid_distance", "nearest_free_distance")):
-        rows = table[table[f"{q} n"] > 0]
-        names = [str(m).replace(" (ours)", "") for m in rows["model"]]
-        x = np.arange(len(rows))
-        ax.bar(x, rows[f"{q} ours"], yerr=rows[f"{q} ours ±"].fillna(0), color="tab:blue", label="ours")
-        ax.set_xticks(x, names, fontsize=7)
-        ax.set_title(q.replace("_", " "), fontsize=9)
-        twin = ax.twinx()
-        paper = [pub.get(a, {}).get(q, np.nan) for a in
-                 [next((k for k, v in LABELS.items() if v == n), None) for n in names]]
-        twin.plot(x, paper, "o", color="tab:orange", label="paper (T-SNE units, right axis)")
-        twin.tick_params(labelsize=7)
-        ax.legend(loc="upper left", fontsize=6)
-        twin.legend(loc="upper right", fontsize=6)
+    """Fig 2.3's distances as bars: ours per algorithm (left) and the professor/teacher ratio, ours beside the
+    paper's (right). The paper measures in T-SNE space, so only the ratio is comparable across the two."""
+    table = distances_table(runs, dataset=dataset).set_index("model")
+    quantities = ("centroid_distance", "nearest_free_distance")
+    fig, axes = new_figure(1, 3, width=3.4)
+    ours = table[table[[f"{q} n" for q in quantities]].sum(axis=1) > 0]
+    names = [str(m).replace(" (ours)", "") for m in ours.index]
+    for ax, q in zip(axes[0, :2], quantities):
+        ax.bar(range(len(ours)), ours[f"{q} ours"], yerr=ours[f"{q} ours ±"].fillna(0).to_numpy(),
+               color=[f"C{i}" for i in range(len(ours))])
+        ax.set_xticks(range(len(ours)), names, fontsize=7)
+        ax.set_title(f"ours: {q.replace('_', ' ')}", fontsize=9)
+    x = np.arange(len(quantities))
+    ax = axes[0, 2]
+    pub = {r["ours"]: r for r in published("pf_tsne_distances")["rows"]}
+    labels = {"professor": "Professor Forcing", "teacher": "Teacher Forcing"}
+    paper_ratio = [pub["professor"][q] / pub["teacher"][q] for q in quantities]
+    ours_ratio = [np.nan, np.nan]
+    if all(v in table.index for v in labels.values()):
+        ours_ratio = [table.loc[labels["professor"], f"{q} ours"] / table.loc[labels["teacher"], f"{q} ours"]
+                      for q in quantities]
+    ax.bar(x - 0.2, paper_ratio, 0.4, label="paper (T-SNE space)")
+    ax.bar(x + 0.2, ours_ratio, 0.4, label="ours")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x, [q.replace("_", " ") for q in quantities], fontsize=8)
+    ax.set_title("professor / teacher (< 1: free run stays closer)", fontsize=9)
+    ax.legend(fontsize=7)
     fig.suptitle("Fig 2.3: hidden-state distances, teacher-forced vs free-running")
     return fig
 

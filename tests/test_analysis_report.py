@@ -245,3 +245,15 @@ def test_report_on_a_store_written_by_real_infusion_runs(tmp_path):
     assert row["test_ll n"] == 2
     assert row["test_ll ours"] == pytest.approx(last.mean(), rel=1e-12)
     assert row["test_ll ours ±"] == pytest.approx(last.std(ddof=1), rel=1e-9)
+
+
+def test_fig_2_3_ratio_bars_are_professor_over_teacher(demo):
+    root, _, _ = demo
+    runs = read_runs(root)
+    fig = professor.distances_figure(runs)
+    ratio_ax = fig.axes[2]
+    paper, ours = ratio_ax.containers[0], ratio_ax.containers[1]
+    assert [b.get_height() for b in paper] == pytest.approx([1800.0 / 3000.0, 16.4 / 22.8])
+    ptb = runs[runs.dataset == "ptb"]
+    mean = {a: ptb[ptb.algorithm == a]["final.test/centroid_distance"].mean() for a in ("teacher", "professor")}
+    assert ours[0].get_height() == pytest.approx(mean["professor"] / mean["teacher"], rel=1e-12)
