@@ -93,7 +93,7 @@ def test_presets_follow_the_data_kind():
     points = build_config(algorithm="infusion", dataset="toy2d:swissroll")
     assert image.algo.mean_output == "sigmoid" and image.train.batch_size == 100 and image.train.lr == 1e-3
     assert image.algo.net.hidden == (1200, 1200) and image.algo.steps == 15 and image.algo.sampling_steps == 30
-    assert points.algo.mean_output == "linear" and points.algo.net.hidden == (128, 128)
+    assert points.algo.mean_output == "linear" and points.algo.net.hidden == (128, 128) and points.algo.omega == 0.05
 
 
 def test_network_with_wrong_output_size_is_rejected():

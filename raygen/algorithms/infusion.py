@@ -191,9 +191,11 @@ class Infusion(Algorithm):
         if dataset_kind == "image":
             return {"train": {"batch_size": 100, "lr": 1e-3}}
         if dataset_kind == "points":
-            # Not in the paper: 2-D toy data are not in [0, 1], so the mean head is linear; a small MLP.
+            # Not in the paper: 2-D toy data are not in [0, 1], so the mean head is linear; a small MLP. With
+            # only 2 dimensions ω = 0.01 infuses too little of x for the operator to learn to move (samples
+            # collapse to the data mean on toy2d:swissroll); ω = 0.05 (α⁽¹⁴⁾ = 0.7) learns the manifold.
             return {
-                "algo": {"net": {"hidden": [128, 128]}, "mean_output": "linear"},
+                "algo": {"net": {"hidden": [128, 128]}, "mean_output": "linear", "omega": 0.05},
                 "train": {"batch_size": 100, "lr": 1e-3},
                 "eval": {"sample_count": 1000, "dequantize": False},
             }
@@ -244,6 +246,11 @@ class Infusion(Algorithm):
             )
         self._train = train
         self._stats_ready = False
+        self._iso_var = None
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self._stats_ready = False  # the checkpoint's running statistics are training (EMA) ones
         self._iso_var = None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -407,7 +414,9 @@ class Infusion(Algorithm):
         with its own statistics, as in training); each step's running mean/variance become the
         example-weighted average of its minibatch statistics (momentum n_b / n_seen per minibatch), so the
         running mean is exactly the mean over all training chains. The variance is the average
-        within-minibatch variance: the normaliser the network was trained with.
+        within-minibatch variance: the normaliser the network was trained with. (Exact for per-step batch
+        norm, where each layer sees one call per minibatch; with net.batch_norm=shared the T calls of a
+        minibatch are weighted unequally.)
         """
         if self._train is None:
             raise RuntimeError("infusion: call setup(train) before a full evaluation (statistics pass)")
@@ -426,7 +435,7 @@ class Infusion(Algorithm):
                         seen += len(xb)
                         for bn in bns:
                             bn.momentum = len(xb) / seen
-                        self.chain_terms(xb, generator)
+                        self.chain_terms(xb, generator, bound=False)
             finally:
                 for bn, m in zip(bns, momenta):
                     bn.momentum = m
@@ -447,7 +456,7 @@ class Infusion(Algorithm):
         total, count = 0.0, 0
         with torch.no_grad(), self._bn_mode("running"):
             for xb in x.split(_EVAL_ROWS):
-                mean = self.chain_terms(xb, generator)["final_mean"]
+                mean = self.chain_terms(xb, generator, bound=False)["final_mean"]
                 total += float(((xb - mean) ** 2).double().sum())
                 count += xb.numel()
         return total / count
@@ -512,7 +521,7 @@ class Infusion(Algorithm):
             iso_var = self._iso_var
         repeats = []
         for _ in range(ec.repeats):
-            xr = dequantize(x, generator) if (ec.dequantize and self.data_kind == "image") else x
+            xr = _dequantize(x, generator) if (ec.dequantize and self.data_kind == "image") else x
             ell, ell_iso = self.log_weights(xr, ec.likelihood_samples, generator, iso_var)
             est = importance_estimates(ell)
             row = {
@@ -679,3 +688,10 @@ def _minibatches(x: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
     """Split into ceil(N/size) nearly equal minibatches (sizes differ by at most one, so none has a single
     example when N ≥ 2 and size ≥ 2: batch statistics need two)."""
     return torch.tensor_split(x, max(1, math.ceil(len(x) / size)))
+
+
+def _dequantize(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """U(0, 1/256) noise (§3.5.1) drawn from `generator` even when it lives on another device than x."""
+    if generator is not None and generator.device != x.device:
+        return dequantize(x.cpu(), generator).to(x.device)
+    return dequantize(x, generator)
