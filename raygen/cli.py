@@ -226,8 +226,8 @@ def sweep(
     resume: bool = typer.Option(False, "--resume", help="require an existing sweep to resume (it resumes "
                                 "automatically anyway when its directory exists)"),
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS "
-                                          "or a new local Ray)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address; 'auto' = the cluster "
+                                          "`ray start` made here (default: $RAY_ADDRESS, else a private local Ray)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a Ray Tune + Optuna sweep from a YAML spec; every trial lands in the results store."""
@@ -254,6 +254,15 @@ def sweep(
     typer.echo(f"sweep {outcome.sweep_id}: {outcome.trials} trials {outcome.statuses}")
     if outcome.best:
         typer.echo(f"best: {outcome.best}")
+
+
+def _register_analysis() -> None:
+    from raygen.analysis_cli import register
+
+    register(app)
+
+
+_register_analysis()
 
 
 def main() -> None:  # pragma: no cover - console entry point

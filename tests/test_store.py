@@ -33,7 +33,8 @@ def test_run_row_metrics_and_artifacts(toy_algorithm, tmp_path):
     assert row.wall_time_s >= 0 and row.ended_at >= row.started_at
     metrics = read_metrics(tmp_path)
     train_nll = metrics[(metrics.split == "train") & (metrics.metric == "nll")]
-    assert list(train_nll.step) == [10, 20]
+    # Running training averages at 10 and 20, then the final evaluation of the train split at step 20.
+    assert list(train_nll.step) == [10, 20, 20]
     assert row["final.train/nll"] == pytest.approx(train_nll.value.iloc[-1])
     assert row["final.test/parzen_sigma"] in cfg.eval.parzen_sigmas
     artifacts = read_artifacts(tmp_path)

@@ -286,11 +286,16 @@ class RunRecorder:
 # ---------------------------------------------------------------------------------------------- readers
 
 
+def _read_file(path: Path) -> pd.DataFrame:
+    # ParquetFile.read without threads is ~2x faster than read_table on the many one-row run files.
+    return pq.ParquetFile(path).read(use_threads=False).to_pandas()
+
+
 def _read_dir(directory: Path, schema: pa.Schema | None = None) -> pd.DataFrame:
     files = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_")))
     if not files:
         return pd.DataFrame({f.name: pd.Series(dtype=object) for f in schema} if schema else {})
-    frames = [pq.read_table(f).to_pandas() for f in files]
+    frames = [_read_file(f) for f in files]
     return pd.concat(frames, ignore_index=True, sort=False)
 
 
@@ -306,7 +311,7 @@ def read_metrics(root: str | Path, run_ids: Iterable[str] | None = None) -> pd.D
     frames = []
     for run_id in run_ids:
         files = sorted(root.glob(f"{run_id}-*.parquet"))
-        frames += [pq.read_table(f).to_pandas() for f in files if not f.name.startswith(".")]
+        frames += [_read_file(f) for f in files if not f.name.startswith(".")]
     if not frames:
         return _read_dir(root / "__none__", METRICS_SCHEMA)
     return pd.concat(frames, ignore_index=True)
