@@ -5,8 +5,9 @@ gradient all-reduce before every optimizer step; raygen/distributed.py says why 
 gloo on CPU and nccl on GPU. Reports from the loop go two ways:
 
 * rank 0 writes the Parquet store through `StoreReporter` (the same files as a local run), and
-* every rank calls `ray.train.report` the same number of times (Train V2 makes it a barrier); rank 0 attaches
-  a `ray.train.Checkpoint` holding the loop's checkpoint payload at every `train.checkpoint_every` updates.
+* every rank calls `ray.train.report` the same number of times (Train V2 makes it a barrier) for the reports
+  that carry a checkpoint or an evaluation; rank 0 attaches a `ray.train.Checkpoint` holding the loop's
+  checkpoint payload at every `train.checkpoint_every` updates.
 
 After a worker or node failure, Ray Train restarts the worker group (up to `max_failures` times) and every
 worker resumes from the latest *registered* checkpoint: its payload goes into the loop's `resume=` argument.
@@ -44,7 +45,8 @@ ERROR_TEXT_LIMIT = 4000
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
-    """Connect to the Ray cluster at `address` (or $RAY_ADDRESS), or start a local one. True if this call did.
+    """Connect to the Ray cluster at `address` (or $RAY_ADDRESS), or start a private local one. True if this
+    call connected or started Ray.
 
     Trial and worker processes must not change directory into Ray's trial directories (relative data paths
     would break, and the store path is absolute anyway): Tune and Train read RAY_CHDIR_TO_TRIAL_DIR in the
@@ -57,11 +59,13 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> bo
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True)  # "auto": the cluster `ray start` made on this machine
     else:
-        # A private local cluster; the dashboard stays on (its State API frees the placement groups of trials
-        # stopped early, notes/ray.md) but only on the loopback interface.
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        # A private local cluster, never someone else's (`ray.init()` alone would join any cluster started on
+        # this machine). The dashboard stays on: its State API frees the placement groups of trials stopped
+        # early (notes/ray.md); it listens on the loopback interface only.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=True)
     return True
 
 
@@ -185,7 +189,12 @@ class _WorkerReporter:
             self.held.append((payload, data, step))
             return
         self.reached_end = step >= self.steps
-        self._send(payload, data, step)
+        # Ray gets checkpoints, evaluations and the last update; the running training means stay in the store
+        # (and ride along in `payload`). A worker holds one unconsumed report at a time and the controller
+        # takes it at each poll, so frequent reports would throttle training. The rule depends only on the
+        # step and the metric names, which are the same on every rank.
+        if checkpoint is not None or self.reached_end or any(not k.startswith("train/") for k in metrics):
+            self._send(payload, data, step)
 
     def _send(self, payload: dict[str, Any], data: bytes | None, step: int) -> None:
         import ray.train
@@ -306,6 +315,9 @@ def run_distributed(
         raise ValueError("device 'cuda' needs --gpu with --workers (each worker then gets one GPU)")
     if config.device == "auto":
         config = config.with_overrides({"device": "cpu"})
+    # The controller collects each worker's pending report when it polls (every 2 s by default) and a worker
+    # blocks on its next report until then; poll more often so that checkpoint reports do not stall training.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     ensure_ray(address)
     device = "cuda" if use_gpu else "cpu"
     resources = {"CPU": cpus_per_worker}
