@@ -69,6 +69,10 @@ def train(
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", help="data-parallel Ray Train workers"),
     gpu: bool = typer.Option(False, "--gpu", help="one GPU per Ray Train worker (nccl)"),
+    max_failures: int = typer.Option(2, "--max-failures", help="with --workers: restarts from the last "
+                                     "checkpoint after a worker or node failure (-1: unlimited)"),
+    address: Optional[str] = typer.Option(None, "--address", help="with --workers: Ray cluster address "
+                                          "(default: $RAY_ADDRESS, else a private local Ray)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Train ALGORITHM; results, checkpoint and pictures land in the results store."""
@@ -95,7 +99,8 @@ def train(
         else:
             from raygen.engine.ray_train import run_distributed
 
-            run_id = run_distributed(cfg, results, workers=workers, use_gpu=gpu)
+            run_id = run_distributed(cfg, results, workers=workers, use_gpu=gpu, max_failures=max_failures,
+                                     address=address)
     except DataError as err:
         _fail(str(err))
     typer.echo(run_id)

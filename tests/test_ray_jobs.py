@@ -169,6 +169,17 @@ def test_ray_job_submit_runs_a_sweep_into_the_store(tmp_path):
         )
         assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
         assert "succeeded" in (submit.stdout + submit.stderr).lower()
+
+        # The README's data-parallel command, against the same cluster: one worker on each node.
+        train = subprocess.run(
+            ["raygen", "train", "walkback", "--dataset", "toy2d:swissroll", "--steps", "40",
+             "--results", str(tmp_path / "train"), "--workers", "2", "--address", f"127.0.0.1:{gcs}",
+             "algo.walkback_steps=2", "algo.net.hidden=[16]", "algo.reversibility_steps=0", "eval.parzen=false",
+             "train.batch_size=64", "train.eval_every=20", "train.checkpoint_every=20", "eval.test_examples=50",
+             "eval.train_examples=20", "eval.repeats=1"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
         tree = descendants(head) | descendants(worker)
     finally:
         tree |= descendants(head) | descendants(worker)
@@ -185,3 +196,5 @@ def test_ray_job_submit_runs_a_sweep_into_the_store(tmp_path):
     assert (runs["status"] == "completed").all(), runs[["run_id", "status", "error"]]
     assert (runs["steps"] == 60).all()
     assert json.loads((results / "sweeps" / "jobs-smoke.json").read_text())["num_samples"] == 3
+    (row,) = read_runs(tmp_path / "train").itertuples()
+    assert (row.run_id, row.status, row.workers, row.steps) == (train.stdout.split()[-1], "completed", 2, 40)
