@@ -41,6 +41,12 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(1000, ge=1, description="write a checkpoint every N updates")
     progress: bool = Field(True, description="show a progress bar when run in a terminal")
     deterministic: bool = Field(True, description="torch.use_deterministic_algorithms on CPU runs")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads (None: torch's default). Use 1 when several runs share a machine: "
+        "oversubscribed OpenMP threads spin and can make a step ten times slower",
+    )
 
 
 class EvalConfig(Section):

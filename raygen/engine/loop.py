@@ -146,6 +146,8 @@ def train(
     """Train `config` until `config.train.steps` optimizer updates, reporting through `report`."""
     ctx = ctx or LocalContext()
     tc = config.train
+    if tc.threads is not None:
+        torch.set_num_threads(tc.threads)
     if config.device == "cpu" and tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     algo, dataset = build(config, dataset)
