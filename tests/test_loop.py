@@ -45,11 +45,12 @@ def test_fits_closed_form_mean_and_reports_on_cadence(toy_algorithm):
     train_steps = [s for s, m, *_ in report.reports if "train/nll" in m]
     valid_steps = [s for s, m, *_ in report.reports if "valid/nll" in m]
     ckpt_steps = [s for s, m, c, a in report.reports if c is not None]
-    assert train_steps == [100, 200, 300, 400]
+    # Running averages every 100 updates, then the final evaluation of the train split (eval.splits).
+    assert train_steps == [100, 200, 300, 400, 400]
     assert valid_steps == [200, 400]
     assert ckpt_steps == [200, 400]
     final = report.reports[-1][1]
-    assert {"test/nll", "test/parzen_ll", "test/parzen_ll_se", "test/parzen_sigma"} <= set(final)
+    assert {"test/nll", "train/nll", "test/parzen_ll", "test/parzen_ll_se", "test/parzen_sigma"} <= set(final)
     assert [a.name for a in report.reports[-1][3]] == ["params.txt"]
 
 
