@@ -355,17 +355,18 @@ class SequenceModel(Algorithm):
                 )
             )
         else:
+            # One "# sample" header per sample: texts may contain newlines (PTB's line ends are symbols).
             lines = [f"# {n} free-running samples of length {self.seq_len} ({self.name})"]
-            lines += [self.decode(s) for s in samples]
+            for i, s in enumerate(samples):
+                lines += [f"# sample {i}", self.decode(s)]
             if self.cfg.long_samples:
                 length = self.cfg.generate_factor * self.seq_len
                 lines.append(
-                    f"\n# {self.cfg.long_samples} samples of length {length} (train short, generate long)"
+                    f"# {self.cfg.long_samples} samples of length {length} (train short, generate long)"
                 )
-                lines += [
-                    self.decode(s)
-                    for s in self.sample(self.cfg.long_samples, generator=generator, length=length)
-                ]
+                long = self.sample(self.cfg.long_samples, generator=generator, length=length)
+                for i, s in enumerate(long):
+                    lines += [f"# long sample {i}", self.decode(s)]
             arts.append(Artifact("samples.txt", "text", ("\n".join(lines) + "\n").encode()))
         teacher, free = self.hidden_clouds(dataset.splits["test"].to(self.device), generator)
         arts.append(
