@@ -272,6 +272,33 @@ def test_interrupted_sweep_resumes_to_exactly_its_trials(cluster, tmp_path):
     assert again.trials == 4 and len(read_runs(results)) == 4
 
 
+def test_multi_objective_sweep_of_two_worker_trials_keeps_its_optuna_study(cluster, tmp_path):
+    """workers: 2 nests a TorchTrainer in each trial; two objectives go to NSGA-II; the study is in SQLite."""
+    import optuna
+
+    db = f"sqlite:///{tmp_path / 'optuna.db'}"
+    spec = resolve(sweep_spec(
+        "nested", run_cap=2, max_concurrent=1, method="nsga2", optuna_storage=db,
+        resources={"cpu": 1, "workers": 2, "driver_cpu": 0.1},
+        metric=None, metrics=[{"name": "valid/lower_bound", "goal": "maximize"},
+                              {"name": "test/lower_bound", "goal": "maximize"}]))
+    outcome = run_sweep(spec, tmp_path, verbose=0)
+    assert outcome.statuses == {"completed": 2}
+    runs = read_runs(tmp_path)
+    assert (runs["workers"] == 2).all() and (runs["steps"] == 60).all()
+    assert set(runs["run_id"]) == {f"nested-{t}" for t in runs["trial_id"]}
+    study = optuna.load_study(study_name="nested", storage=db)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
+    trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert len(trials) == 2
+    # The values Optuna was told are the trials' final metrics in the store (forwarded from rank 0).
+    told = sorted(tuple(t.values) for t in trials)
+    stored = sorted(zip(runs["final.valid/lower_bound"], runs["final.test/lower_bound"]))
+    np.testing.assert_allclose(told, stored, rtol=1e-9)
+    assert sorted(t.params["train.lr"] for t in trials) == pytest.approx(
+        sorted(json.loads(p)["train.lr"] for p in runs["params_json"]))
+
+
 def test_changed_spec_is_not_resumed(cluster, tmp_path):
     spec = resolve(sweep_spec("changed", run_cap=1, max_concurrent=1))
     run_sweep(spec, tmp_path, verbose=0)

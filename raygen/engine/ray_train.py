@@ -252,6 +252,8 @@ def train_worker(job: dict[str, Any]) -> None:
         recorder.rewind(resume_step(resume))
         recorder.write_run("running")
     reporter = _WorkerReporter(recorder, config.train.steps, resume_step(resume))
+    if recorder is not None:
+        reporter.latest.values.update(recorder.final)  # a resumed run carries what it measured before
     try:
         train(config, reporter, ctx=ctx, resume=resume)
         reporter.finish()

@@ -177,6 +177,7 @@ def trial_main(config: dict[str, Any]) -> None:
     recorder = RunRecorder(results, cfg, run_id=run_id, extra={**extra, "device": cfg.device})
     recorder.rewind(resume_step(resume))
     reporter = _TrialReporter(recorder, cfg.train.steps)
+    reporter.latest.values.update(recorder.final)  # a resumed trial carries what it measured before
     recorder.write_run("running")
     try:
         train(cfg, reporter, resume=resume)
@@ -321,16 +322,22 @@ class StoreCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # A trial that finished by itself has written `completed`; one still `running` was stopped by ASHA.
-        mark_run(self.results, run_id_for(self.sweep_id, trial.trial_id), "stopped",
-                 error="stopped early by the scheduler", stopped_early=True, only_if=("running",))
+        try:
+            mark_run(self.results, run_id_for(self.sweep_id, trial.trial_id), "stopped",
+                     error="stopped early by the scheduler", stopped_early=True, only_if=("running",))
+        except Exception:  # noqa: BLE001 - Tune would count an exception here as the trial's error
+            log.exception("could not record how trial %s ended", trial.trial_id)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = run_id_for(self.sweep_id, trial.trial_id)
-        status, _ = run_status(self.results, run_id)
-        if status in ("running", "stopped"):  # e.g. its node died with it
-            error = trial.get_error()
-            mark_run(self.results, run_id, "failed",
-                     error=error_text(error) if error else "trial errored (no error text)")
+        try:
+            status, _ = run_status(self.results, run_id)
+            if status in ("running", "stopped"):  # e.g. its node died with it
+                error = trial.get_error()
+                mark_run(self.results, run_id, "failed",
+                         error=error_text(error) if error else "trial errored (no error text)")
+        except Exception:  # noqa: BLE001
+            log.exception("could not record the error of trial %s", trial.trial_id)
 
 
 @dataclass
