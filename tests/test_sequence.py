@@ -295,6 +295,20 @@ def test_local_accuracy_is_the_balanced_classification_accuracy():
     assert model.ctx.reduced[0] == pytest.approx(0.5)
 
 
+def test_held_out_discriminator_accuracy():
+    model = professor()
+    valid = text_dataset().splits["valid"]
+    with torch.no_grad():
+        head = model.discriminator.mlp[-1]
+        head.weight.zero_()
+        head.bias.fill_(-1.0)  # "free running" for everything: right on exactly half
+    out = model.evaluate(valid, "valid", full=False, generator=torch.Generator().manual_seed(0))
+    assert out["disc_accuracy"] == 0.5
+    model = professor()
+    out = model.evaluate(valid, "valid", full=False, generator=torch.Generator().manual_seed(0))
+    assert 0.0 <= out["disc_accuracy"] <= 1.0
+
+
 def test_moving_average_gate_follows_the_original_code():
     model = professor(ctx_accuracy=1.0, gate="moving_average", ema_decay=0.5, ema_threshold=0.9)
     y = batch()
@@ -436,6 +450,7 @@ def test_loop_records_gate_fractions_and_artifacts():
     logged = [m for _, m, _ in report.reports if "train/gate_generator_open" in m]
     assert logged and all(0.0 <= m["train/gate_generator_open"] <= 1.0 for m in logged)
     final_metrics, artifacts = report.reports[-1][1], report.reports[-1][2]
+    assert any("valid/disc_accuracy" in m for _, m, _ in report.reports)
     assert {"test/bpc", "test/late_drift", "test/centroid_distance", "test/nearest_free_distance"} <= set(
         final_metrics
     )

@@ -502,7 +502,7 @@ class ProfessorForcing(SequenceModel):
         # C_d (eq 2.1) on detached behaviour: N teacher-forced + N free-running sequences.
         d_teacher, d_free = D(torch.cat([b_teacher.detach(), b_free.detach()])).split(n)
         c_d = _bce(d_teacher, 1.0) + _bce(d_free, 0.0)
-        local_accuracy = 0.5 * ((d_teacher > 0).double().mean() + (d_free < 0).double().mean())
+        local_accuracy = self._accuracy(d_teacher, d_free)
         accuracy = float(self.ctx.all_reduce_mean(local_accuracy.detach()))
         generator_open, discriminator_open = self.gates(accuracy)
 
@@ -536,6 +536,26 @@ class ProfessorForcing(SequenceModel):
         if self.cfg.gate == "moving_average":
             metrics["disc_accuracy_ema"] = float(self.accuracy_ema)
         return metrics
+
+    @staticmethod
+    def _accuracy(d_teacher: torch.Tensor, d_free: torch.Tensor) -> torch.Tensor:
+        """Balanced accuracy of the N + N decisions: teacher forced iff the logit > 0."""
+        return 0.5 * ((d_teacher > 0).double().mean() + (d_free < 0).double().mean())
+
+    @torch.no_grad()
+    def evaluate(
+        self, data: torch.Tensor, split: str, *, full: bool, generator: torch.Generator
+    ) -> dict[str, float]:
+        """The shared metrics plus `disc_accuracy` on held-out data: the discriminator on the teacher-forced
+        behaviour of up to eval_batch sequences of `data` and on as many free-running sequences."""
+        out = super().evaluate(data, split, full=full, generator=generator)
+        y = data[: self.cfg.eval_batch].long()
+        G = self.generator
+        teacher = G.behaviour(G.teacher_forced(y))
+        free = G.behaviour(G.free_running(len(y), y.shape[1], sampler=default_sampler(generator)))
+        d_teacher, d_free = self.discriminator(torch.cat([teacher, free])).split(len(y))
+        out["disc_accuracy"] = float(self._accuracy(d_teacher, d_free))
+        return out
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
