@@ -112,7 +112,8 @@ def wait_for_nodes(dashboard: str, env: dict, count: int, timeout: float = 180.0
     )
     start = time.time()
     while time.time() - start < timeout:
-        out = subprocess.run([sys.executable, "-c", code, dashboard], env=env, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", code, dashboard], env=env, capture_output=True, text=True,
+                             check=False)
         if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(count)]:
             return
         time.sleep(2)
@@ -129,12 +130,14 @@ def test_ray_job_submit_runs_a_sweep_into_the_store(tmp_path):
     worker_tmp = tempfile.mkdtemp(prefix="rgw", dir="/tmp")
     logs = tmp_path / "logs"
     logs.mkdir()
+    head_log = open(logs / "head.log", "w")  # noqa: SIM115 - closed in the finally below
+    worker_log = open(logs / "worker.log", "w")  # noqa: SIM115
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
          f"--temp-dir={head_tmp}",
          f"--ray-client-server-port={free_port()}", *node_ports()],
-        env=env, stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT,
+        env=env, stdout=head_log, stderr=subprocess.STDOUT,
     )
     worker = None
     tree: set[int] = set()
@@ -143,7 +146,7 @@ def test_ray_job_submit_runs_a_sweep_into_the_store(tmp_path):
         worker = subprocess.Popen(
             [RAY, "start", "--block", f"--address=127.0.0.1:{gcs}", "--num-cpus=1",
              "--node-ip-address=127.0.0.1", f"--temp-dir={worker_tmp}", *node_ports()],
-            env=env, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT,
+            env=env, stdout=worker_log, stderr=subprocess.STDOUT,
         )
         wait_for_nodes(f"127.0.0.1:{gcs}", env, 2)
 
@@ -165,7 +168,7 @@ def test_ray_job_submit_runs_a_sweep_into_the_store(tmp_path):
         submit = subprocess.run(
             [RAY, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", f"--working-dir={job_dir}",
              "--", "raygen", "sweep", "sweep.yaml", "--smoke", "--results", str(results)],
-            env=env, capture_output=True, text=True, timeout=900,
+            env=env, capture_output=True, text=True, timeout=900, check=False,
         )
         assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
         assert "succeeded" in (submit.stdout + submit.stderr).lower()
@@ -177,7 +180,7 @@ def test_ray_job_submit_runs_a_sweep_into_the_store(tmp_path):
              "algo.walkback_steps=2", "algo.net.hidden=[16]", "algo.reversibility_steps=0", "eval.parzen=false",
              "train.batch_size=64", "train.eval_every=20", "train.checkpoint_every=20", "eval.test_examples=50",
              "eval.train_examples=20", "eval.repeats=1"],
-            env=env, capture_output=True, text=True, timeout=600,
+            env=env, capture_output=True, text=True, timeout=600, check=False,
         )
         assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
         tree = descendants(head) | descendants(worker)
@@ -186,6 +189,8 @@ def test_ray_job_submit_runs_a_sweep_into_the_store(tmp_path):
         if worker is not None:
             left = stop(worker, tree)
         left = stop(head, tree)
+        head_log.close()
+        worker_log.close()
         shutil.rmtree(head_tmp, ignore_errors=True)
         shutil.rmtree(worker_tmp, ignore_errors=True)
     assert head.returncode is not None and worker.returncode is not None

@@ -325,7 +325,7 @@ class StoreCallback(Callback):
         try:
             mark_run(self.results, run_id_for(self.sweep_id, trial.trial_id), "stopped",
                      error="stopped early by the scheduler", stopped_early=True, only_if=("running",))
-        except Exception:  # noqa: BLE001 - Tune would count an exception here as the trial's error
+        except Exception:  # Tune would count an exception here as the trial's error
             log.exception("could not record how trial %s ended", trial.trial_id)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -336,7 +336,7 @@ class StoreCallback(Callback):
                 error = trial.get_error()
                 mark_run(self.results, run_id, "failed",
                          error=error_text(error) if error else "trial errored (no error text)")
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("could not record the error of trial %s", trial.trial_id)
 
 
