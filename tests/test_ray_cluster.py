@@ -227,6 +227,25 @@ def test_nan_trial_is_errored_with_its_reason_and_the_sweep_goes_on(cluster, tmp
     assert bad["error"].startswith("NonFiniteLossError") and "loss became" in bad["error"]
 
 
+def test_trial_stopped_by_asha_is_stored_as_stopped_early(cluster, tmp_path):
+    # Trials in grid order, one at a time: the first (a working lr) sets the rung at update 30; the second
+    # (lr 1e-7, which cannot learn in 30 updates) is below the rung's cutoff and ASHA stops it there.
+    spec = resolve(sweep_spec(
+        "asha", method="grid", run_cap=None, max_concurrent=1,
+        fixed={**TINY, "train.steps": 90},
+        parameters={"train.lr": {"values": [3.0e-3, 1.0e-7]}},
+        early_terminate={"type": "asha", "grace_period": 30, "reduction_factor": 2}))
+    outcome = run_sweep(spec, tmp_path, verbose=0)
+    assert outcome.statuses == {"completed": 1, "stopped": 1}
+    runs = read_runs(tmp_path)
+    runs = runs.set_index(runs["params_json"].map(lambda p: json.loads(p)["train.lr"]))
+    good, bad = runs.loc[3.0e-3], runs.loc[1.0e-7]
+    assert (good["status"], good["stopped_early"], good["steps"]) == ("completed", False, 90)
+    assert (bad["status"], bad["stopped_early"]) == ("stopped", True)
+    assert bad["error"] == "stopped early by the scheduler" and bad["steps"] < 90
+    assert bad["final.valid/lower_bound"] < good["final.valid/lower_bound"]
+
+
 def test_interrupted_sweep_resumes_to_exactly_its_trials(cluster, tmp_path):
     spec_file = tmp_path / "resume.yaml"
     spec_file.write_text(yaml.safe_dump(sweep_spec(
