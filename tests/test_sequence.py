@@ -117,10 +117,13 @@ def batch(dataset: Dataset | None = None) -> torch.Tensor:
 
 
 def nll_only_step(model: ProfessorForcing, y: torch.Tensor) -> list[torch.Tensor]:
-    """The generator parameters after one NLL-only Adam step from `model`'s current state (independent path)."""
+    """The generator parameters after one NLL-only Adam step from `model`'s current state (independent path:
+    teacher forcing's step). Its teacher-forced run is the one Professor Forcing uses (with the pre-tanh
+    activations, the step loop on CPU) rather than the fused kernel, so that equality can be exact."""
     torch.manual_seed(0)
     tf = TeacherForcing(config("teacher"), text_dataset())
     tf.generator.load_state_dict(model.generator.state_dict())
+    tf.training_logits = lambda y: (tf.generator.teacher_forced(y, pre_tanh=True).logits, {})
     tf.train_step(y)
     return params(tf.generator)
 

@@ -86,13 +86,17 @@ class Algorithm(nn.Module):
         *,
         params: Iterable[nn.Parameter] | None = None,
         counts: bool = True,
+        retain_graph: bool = False,
     ) -> None:
-        """zero_grad → backward → gradient all-reduce → clip → step. `counts` adds to the update budget."""
+        """zero_grad → backward → gradient all-reduce → clip → step. `counts` adds to the update budget.
+        Given `params`, the backward pass fills only their gradients (a graph shared with another
+        optimizer's parameters is left to that optimizer's own update, kept alive by `retain_graph`)."""
         if not torch.isfinite(loss.detach()).all():
             raise NonFiniteLossError(f"{self.name}: loss became {loss.item()} at update {self.updates}")
+        restricted = params is not None
         params = list(params) if params is not None else [p for g in optimizer.param_groups for p in g["params"]]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=params if restricted else None, retain_graph=retain_graph)
         self.ctx.sync_gradients(params)
         clip = self.run_config.train.grad_clip
         if clip is not None:

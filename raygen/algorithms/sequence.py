@@ -16,7 +16,6 @@ Paper settings the presets cannot know from the data kind alone ("sequence" cove
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
-from torch import nn
 from torch.nn import functional as F
 
 from raygen.algorithms.base import Algorithm, Artifact
@@ -34,6 +32,7 @@ from raygen.nets.rnn import (
     DiscriminatorConfig,
     GeneratorConfig,
     GRUGenerator,
+    GRUStep,
     build_discriminator,
     default_sampler,
 )
@@ -138,20 +137,6 @@ class ProfessorForcingConfig(SequenceConfig):
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Parameters of `module` take no gradient inside the block: the generator's adversarial loss flows
-    through the discriminator into the behaviour without touching the discriminator's .grad."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def sequence_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """logits (B, T, V), y (B, T) -> per-example NLL in nats per symbol (B,): −(1/T) Σ_t log P(y_t | y_<t)."""
     return F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
@@ -165,6 +150,16 @@ def _chunks(x: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
 def _take(n: int, size: int) -> Iterator[int]:
     for i in range(0, n, size):
         yield min(size, n - i)
+
+
+def _last(steps: Iterator[GRUStep]) -> GRUStep:
+    """The final step of a run, holding no earlier step in memory."""
+    last = None
+    for last in steps:
+        pass
+    if last is None:
+        raise ValueError("a run of zero steps has no last step")
+    return last
 
 
 # ------------------------------------------------------------------------------------------------ base
@@ -225,7 +220,7 @@ class SequenceModel(Algorithm):
 
     def training_logits(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Logits (B, T, V) predicting y under this algorithm's input feeding; teacher forcing here."""
-        return self.generator.teacher_forced(y).logits, {}
+        return self.generator.teacher_forced(y, pre_tanh=False).logits, {}
 
     def train_step(self, batch: torch.Tensor) -> dict[str, float]:
         y = batch.long()
@@ -245,7 +240,7 @@ class SequenceModel(Algorithm):
         sampler = default_sampler(generator)
         out = []
         for m in _take(n, self.cfg.eval_batch):
-            out.append(torch.stack([s for _, s in self.generator.steps(m, length, sampler=sampler)], 1))
+            out.append(torch.stack([s.sample for s in self.generator.steps(m, length, sampler=sampler)], 1))
         samples = torch.cat(out).cpu()
         return samples.reshape(n, *self.shape) if length == self.seq_len else samples
 
@@ -255,7 +250,7 @@ class SequenceModel(Algorithm):
         """Teacher-forced NLL of `data` (N, L) in nats per symbol, averaged over every symbol."""
         total, count = 0.0, 0
         for chunk in _chunks(data.long(), self.cfg.eval_batch):
-            per_example = sequence_nll(self.generator.teacher_forced(chunk).logits, chunk)
+            per_example = sequence_nll(self.generator.teacher_forced(chunk, pre_tanh=False).logits, chunk)
             total += float(per_example.double().sum()) * chunk.shape[1]
             count += chunk.numel()
         return total / count
@@ -287,7 +282,7 @@ class SequenceModel(Algorithm):
         sampler = default_sampler(generator)
         m_total = 0
         for m in _take(n, self.cfg.eval_batch):
-            for t, (step, _) in enumerate(self.generator.steps(m, total, sampler=sampler)):
+            for t, step in enumerate(self.generator.steps(m, total, sampler=sampler)):
                 if t < L:
                     early += step.pre_tanh.double().sum(0)
                 if t >= total - L:
@@ -309,13 +304,16 @@ class SequenceModel(Algorithm):
         t = self.cfg.hidden_step or self.seq_len
         data = data[: self.cfg.hidden_sequences].long()
         teacher = torch.cat(
-            [self.generator.teacher_forced(c[:, :t]).hidden[:, t - 1] for c in _chunks(data, 100)]
+            [
+                self.generator.teacher_forced(c[:, :t], pre_tanh=False).hidden[:, t - 1]
+                for c in _chunks(data, 100)
+            ]
         )
         sampler = default_sampler(generator)
-        free = []
-        for m in _take(len(data), self.cfg.eval_batch):
-            *_, (last, _) = self.generator.steps(m, t, sampler=sampler)
-            free.append(last.hidden)
+        free = [
+            _last(self.generator.steps(m, t, sampler=sampler)).hidden
+            for m in _take(len(data), self.cfg.eval_batch)
+        ]
         return teacher.cpu(), torch.cat(free).cpu()
 
     def evaluate(
@@ -447,10 +445,11 @@ class ScheduledSampling(SequenceModel):
 class ProfessorForcing(SequenceModel):
     """Professor Forcing: make free-running behaviour indistinguishable from teacher-forced behaviour.
 
-    Per step: one teacher-forced and one free-running run of the generator on N sequences each; the
-    discriminator D sees their behaviour sequences B (nets/rnn.py) with its inputs detached for C_d; the
-    generator's adversarial terms go through D with D's parameters frozen. Two optimizers, two backward
-    passes, so no gradient crosses between them (the best-known port mixed them).
+    Per step: one teacher-forced and one free-running run of the generator on N sequences each, and one
+    forward of the discriminator D over each behaviour sequence B (nets/rnn.py). Two optimizers, two
+    backward passes over that one graph, each restricted to its own parameters: C_d reaches D's parameters
+    and stops at D's inputs (as if they were detached); the generator's adversarial terms pass through D
+    without touching D's parameters. So no gradient crosses between them (the best-known port mixed them).
     """
 
     name = "professor"
@@ -494,41 +493,47 @@ class ProfessorForcing(SequenceModel):
         y = batch.long()
         n, length = y.shape
         G, D = self.generator, self.discriminator
-        teacher = G.teacher_forced(y)
+        teacher = G.teacher_forced(y, pre_tanh=True)  # one run: NLL and D's teacher-forced input
         free = G.free_running(n, length)  # samples from the model's own distribution, temperature 1
-        b_teacher, b_free = G.behaviour(teacher), G.behaviour(free)  # (N, T, F) each
         nll = sequence_nll(teacher.logits, y).mean()
 
-        # C_d (eq 2.1) on detached behaviour: N teacher-forced + N free-running sequences.
-        d_teacher, d_free = D(torch.cat([b_teacher.detach(), b_free.detach()])).split(n)
-        c_d = _bce(d_teacher, 1.0) + _bce(d_free, 0.0)
-        local_accuracy = self._accuracy(d_teacher, d_free)
-        accuracy = float(self.ctx.all_reduce_mean(local_accuracy.detach()))
+        # One discriminator forward per behaviour (N, T, F), its graph shared by both updates below. Without
+        # C_t nothing goes back into the generator through the teacher-forced half, so it enters detached.
+        b_teacher, b_free = G.behaviour(teacher), G.behaviour(free)
+        if not self.cfg.teacher_cost:
+            b_teacher = b_teacher.detach()
+        d_teacher, d_free = D(b_teacher), D(b_free)
+        c_d = _bce(d_teacher, 1.0) + _bce(d_free, 0.0)  # eq 2.1
+        c_f, c_t = _bce(d_free, 1.0), _bce(d_teacher, 0.0)  # eqs 2.3, 2.4
+        local_accuracy = self._accuracy(d_teacher.detach(), d_free.detach())
+        accuracy = float(self.ctx.all_reduce_mean(local_accuracy))
         generator_open, discriminator_open = self.gates(accuracy)
 
-        # Generator: NLL (2.2) + C_f (2.3) [+ C_t (2.4)], the adversarial part only while its gate is open.
+        # Two updates on the shared graph, each backward pass restricted to its own parameters (`update`
+        # passes them as the backward's inputs): NLL + C_f [+ C_t] reaches only the generator (through D,
+        # without computing D's parameter gradients), C_d only the discriminator (its inputs act as
+        # detached: the pass stops at D's input). Both gradients are taken at the parameters the step
+        # started from, as with separate forwards: the generator updates first (keeping the graph when D
+        # updates too), and its step changes no tensor that D's backward pass reads; the discriminator's
+        # step comes last because the generator's pass reads D's weights.
         loss = nll
-        if generator_open:
-            with frozen(D):
-                if self.cfg.teacher_cost:
-                    adv_teacher, adv_free = D(torch.cat([b_teacher, b_free])).split(n)
-                    adversarial = _bce(adv_free, 1.0) + _bce(adv_teacher, 0.0)
-                else:
-                    adversarial = _bce(D(b_free), 1.0)
+        if generator_open:  # §2.4.1: the adversarial gradient only while the discriminator is accurate
+            adversarial = c_f + c_t if self.cfg.teacher_cost else c_f
             loss = nll + self.cfg.adversarial_weight * adversarial
-        self.update(self.optimizers()["generator"], loss, params=G.parameters())
+        self.update(
+            self.optimizers()["generator"], loss, params=G.parameters(), retain_graph=discriminator_open
+        )
         # Discriminator updates do not count toward the budget (train.steps counts generator updates).
         if discriminator_open:
             self.update(self.optimizers()["discriminator"], c_d, params=D.parameters(), counts=False)
 
-        with torch.no_grad():
-            c_f, c_t = _bce(d_free, 1.0), _bce(d_teacher, 0.0)  # same D, same inputs: eqs 2.3, 2.4 this step
+        nll_value = float(nll.detach())
         metrics = {
-            "nll": float(nll.detach()),
-            "bpc": _bpc(float(nll.detach())),
+            "nll": nll_value,
+            "bpc": _bpc(nll_value),
             "c_d": float(c_d.detach()),
-            "c_f": float(c_f),
-            "c_t": float(c_t),
+            "c_f": float(c_f.detach()),
+            "c_t": float(c_t.detach()),
             "disc_accuracy": accuracy,
             "gate_generator_open": float(generator_open),
             "gate_discriminator_open": float(discriminator_open),

@@ -36,11 +36,11 @@ from raygen.config import ConfigError, Section
 
 
 class GRULayer(nn.Module):
-    """One GRU layer: fused sequence mode (torch's nn.GRU) and a step mode on the same weights.
+    """One GRU layer (torch's nn.GRU weights) that also exposes its pre-tanh candidate activations a_t.
 
-    Both modes also return the pre-tanh candidate activations a_t (module docstring). In sequence mode
-    they are recomputed in parallel from the returned states (a_t depends only on x_t and h_{t-1}), so
-    teacher forcing keeps the fused kernel and still yields B with gradients.
+    `cell` is one step from precomputed input gates, written like torch's own CPU GRU cell (gates r, z, n
+    in torch's order) and returning a_t as well; free running, scheduled sampling and teacher forcing with
+    behaviour all run it. Teacher forcing without behaviour (plain NLL) uses the fused nn.GRU kernel.
     """
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
@@ -48,29 +48,61 @@ class GRULayer(nn.Module):
         self.hidden_size = hidden_size
         self.gru = nn.GRU(input_size, hidden_size, num_layers=1, batch_first=True)
 
-    def _gates(
-        self, x: torch.Tensor, h_prev: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (..., I), h_prev (..., H) -> r, z, a each (..., H); torch orders the gates r, z, n."""
-        gi = F.linear(x, self.gru.weight_ih_l0, self.gru.bias_ih_l0)  # (..., 3H)
-        gh = F.linear(h_prev, self.gru.weight_hh_l0, self.gru.bias_hh_l0)  # (..., 3H)
-        i_r, i_z, i_n = gi.chunk(3, -1)
-        h_r, h_z, h_n = gh.chunk(3, -1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        return r, z, i_n + r * h_n
+    def input_gates(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., I) -> W_ih x + b_ih (..., 3H): the part of every gate that does not depend on h."""
+        return F.linear(x, self.gru.weight_ih_l0, self.gru.bias_ih_l0)
 
-    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, I), h0 (B, H) -> states h (B, T, H), pre-tanh activations a (B, T, H)."""
-        h, _ = self.gru(x, h0.unsqueeze(0).contiguous())  # (B, T, H)
-        h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], 1)  # (B, T, H): h_{t-1}
-        _, _, a = self._gates(x, h_prev)
-        return h, a
+    def cell(self, gi: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """gi (B, 3H) input gates, h (B, H) previous state -> next state (B, H), pre-tanh activation (B, H)."""
+        sizes = [2 * self.hidden_size, self.hidden_size]
+        gi_rz, gi_n = gi.split(sizes, -1)
+        gh = F.linear(h, self.gru.weight_hh_l0, self.gru.bias_hh_l0)  # (B, 3H)
+        gh_rz, gh_n = gh.split(sizes, -1)  # (B, 2H), (B, H)
+        r, z = torch.sigmoid(gi_rz + gh_rz).chunk(2, -1)
+        a = torch.addcmul(gi_n, r, gh_n)  # i_n + r ⊙ h_n
+        n = torch.tanh(a)
+        return torch.lerp(n, h, z), a  # (1 − z) ⊙ n + z ⊙ h
 
     def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, I), h (B, H) -> next state (B, H), pre-tanh activation (B, H)."""
-        _, z, a = self._gates(x, h)
-        return (1 - z) * torch.tanh(a) + z * h, a
+        return self.cell(self.input_gates(x), h)
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor, *, pre_tanh: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, I), h0 (B, H) -> states h (B, T, H), pre-tanh activations a (B, T, H) (None unless
+        `pre_tanh`)."""
+        if not pre_tanh:
+            return self.gru(x, h0.unsqueeze(0).contiguous())[0], None
+        if x.device.type == "cpu":
+            return self._loop(x, h0)
+        return self._fused_then_pre_tanh(x, h0)
+
+    def _loop(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CPU: torch's CPU nn.GRU is itself a per-step loop, so stepping `cell` costs about the same and
+        yields a_t directly. Input gates for all steps in one matmul, time-major so that `unbind`'s backward
+        is one stack (indexing [:, t] would materialise a full-size gradient per step)."""
+        gates = self.input_gates(x.transpose(0, 1))  # (T, B, 3H)
+        h, states, pre = h0, [], []
+        for gi in gates.unbind(0):
+            h, a = self.cell(gi, h)
+            states.append(h)
+            pre.append(a)
+        return torch.stack(states, 1), torch.stack(pre, 1)
+
+    def _fused_then_pre_tanh(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """GPU: keep the fused (cuDNN) kernel and recompute a_t = i_n + r ⊙ h_n for all steps in parallel
+        from the returned states (a_t depends only on x_t and h_{t-1}); only the r and n rows are needed."""
+        h, _ = self.gru(x, h0.unsqueeze(0).contiguous())  # (B, T, H)
+        h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], 1)  # (B, T, H): h_{t-1}
+        size, g = self.hidden_size, self.gru
+        r_rows, n_rows = slice(0, size), slice(2 * size, 3 * size)
+        r = torch.sigmoid(
+            F.linear(x, g.weight_ih_l0[r_rows], g.bias_ih_l0[r_rows])
+            + F.linear(h_prev, g.weight_hh_l0[r_rows], g.bias_hh_l0[r_rows])
+        )
+        i_n = F.linear(x, g.weight_ih_l0[n_rows], g.bias_ih_l0[n_rows])
+        return h, torch.addcmul(i_n, r, F.linear(h_prev, g.weight_hh_l0[n_rows], g.bias_hh_l0[n_rows]))
 
 
 # ------------------------------------------------------------------------------------------------ generator
@@ -103,16 +135,16 @@ class GRUStep:
     logits: torch.Tensor  # (B, V): distribution of the next symbol
     pre_tanh: torch.Tensor  # (B, layers*H): a_t of every layer
     hidden: torch.Tensor  # (B, layers*H): h_t of every layer
-    embedded: torch.Tensor  # (B, E): embedding of the input symbol
     inputs: torch.Tensor  # (B,) int64: the symbol fed at this step
+    sample: torch.Tensor  # (B,) int64: the model's own draw y_t ~ P(· | inputs so far)
 
 
 @dataclass
 class SequenceOutput:
-    """A whole run of the generator; the same fields as `GRUStep` with a time axis after the batch."""
+    """A whole run of the generator; per-step fields with a time axis after the batch."""
 
     logits: torch.Tensor  # (B, T, V)
-    pre_tanh: torch.Tensor  # (B, T, layers*H)
+    pre_tanh: torch.Tensor | None  # (B, T, layers*H); None when not asked for (plain NLL)
     hidden: torch.Tensor  # (B, T, layers*H)
     embedded: torch.Tensor  # (B, T, E)
     inputs: torch.Tensor  # (B, T) int64
@@ -124,33 +156,47 @@ def _concat(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
 
 
-Sampler = Callable[[torch.Tensor], torch.Tensor]  # probabilities (B, V) -> symbols (B,)
+Sampler = Callable[[torch.Tensor], torch.Tensor]  # logits (B, V) -> symbols (B,)
 
 
-def categorical(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draw: probs (B, V), uniform (B,) in [0, 1) -> symbols (B,), exactly Categorical(probs).
+class GumbelSampler:
+    """Draws symbols from Categorical(softmax(logits)) at temperature 1 by the Gumbel-max trick:
+    argmax_v(logits_v + g_v) with g = −log(−log u), u ~ U[0, 1), is exactly a categorical draw.
 
-    Device-agnostic and reproducible from any generator (the uniforms can come from a CPU generator).
+    Temperature 1 is the model's own distribution; a lower or higher one would not be the free-running
+    behaviour §2.2 defines. The noise for `block` steps is drawn at once (one RNG call and two logs per
+    block, two small ops per step). With `generator` the uniforms come from it (a CPU generator, so draws
+    are reproducible on any device), else from torch's global RNG on the logits' device.
     """
-    cdf = probs.cumsum(-1)
-    cdf = cdf / cdf[:, -1:]  # rounding: the last entry must be exactly 1
-    idx = torch.searchsorted(cdf, uniform.to(cdf.dtype).unsqueeze(-1), right=True).squeeze(-1)
-    return idx.clamp_max(probs.shape[-1] - 1)
+
+    def __init__(self, generator: torch.Generator | None = None, block: int = 64) -> None:
+        self.generator = generator
+        self.block = block
+        self._noise: torch.Tensor | None = None  # (block, B, V)
+        self._next = 0
+
+    def _draw(self, like: torch.Tensor) -> torch.Tensor:
+        """Gumbel noise (block, *like.shape) on like's device."""
+        shape = (self.block, *like.shape)
+        if self.generator is None:
+            u = torch.rand(shape, device=like.device)
+        else:
+            u = torch.rand(shape, generator=self.generator).to(like.device)
+        return u.log_().neg_().log_().neg_()  # u = 0 gives −inf: that draw can never win
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        noise = self._noise
+        if noise is None or self._next == len(noise) or noise.shape[1:] != logits.shape:
+            noise = self._noise = self._draw(logits)
+            self._next = 0
+        g = noise[self._next]
+        self._next += 1
+        return (logits.detach().float() + g).argmax(-1)
 
 
 def default_sampler(generator: torch.Generator | None = None) -> Sampler:
-    """Samples at temperature 1 (the model's own distribution; a lower or higher temperature would not be
-    the free-running behaviour §2.2 defines). With `generator` the uniforms come from it (CPU), else from
-    torch's global RNG on the probabilities' device."""
-
-    def draw(probs: torch.Tensor) -> torch.Tensor:
-        if generator is None:
-            u = torch.rand(probs.shape[0], device=probs.device)
-        else:
-            u = torch.rand(probs.shape[0], generator=generator).to(probs.device)
-        return categorical(probs, u)
-
-    return draw
+    """The sampler of free-running mode: exact draws at temperature 1 (`GumbelSampler`)."""
+    return GumbelSampler(generator)
 
 
 class GRUGenerator(nn.Module):
@@ -185,8 +231,10 @@ class GRUGenerator(nn.Module):
     def initial_state(self, n: int, device: torch.device) -> list[torch.Tensor]:
         return [torch.zeros(n, self.config.width, device=device) for _ in self.layers]
 
-    def behaviour(self, out: SequenceOutput | GRUStep) -> torch.Tensor:
-        """B for a run (B, T, F) or a step (B, F): pre-tanh activations [+ softmax] [+ embedding]."""
+    def behaviour(self, out: SequenceOutput) -> torch.Tensor:
+        """B (B, T, F) of a run: pre-tanh activations [+ softmax] [+ embedding]."""
+        if out.pre_tanh is None:
+            raise ValueError("behaviour needs the pre-tanh activations: run teacher_forced(y, pre_tanh=True)")
         c = self.config
         pre = out.pre_tanh if c.behaviour_layers == "all" else out.pre_tanh[..., -c.width :]
         parts = [pre]
@@ -196,18 +244,21 @@ class GRUGenerator(nn.Module):
             parts.append(out.embedded)
         return torch.cat(parts, -1) if len(parts) > 1 else pre
 
-    def teacher_forced(self, y: torch.Tensor) -> SequenceOutput:
-        """y (B, T) int64 data -> outputs with logits[:, t] = log-odds of P(y_t | y_<t) (fused GRU kernels)."""
+    def teacher_forced(self, y: torch.Tensor, *, pre_tanh: bool = True) -> SequenceOutput:
+        """y (B, T) int64 data -> outputs with logits[:, t] = log-odds of P(y_t | y_<t). Without `pre_tanh`
+        (plain NLL) the fused GRU kernel runs and `pre_tanh` is None."""
         n, _ = y.shape
         begin = torch.full((n, 1), self.begin, dtype=y.dtype, device=y.device)
         inputs = torch.cat([begin, y[:, :-1]], 1)  # (B, T): y_0 = begin, y_1 .. y_{T-1}
         embedded = self.embedding(inputs)  # (B, T, E)
         x, pre, hidden = embedded, [], []
         for layer, h0 in zip(self.layers, self.initial_state(n, y.device)):
-            x, a = layer(x, h0)  # (B, T, H) each
+            x, a = layer(x, h0, pre_tanh=pre_tanh)  # (B, T, H) each
             pre.append(a)
             hidden.append(x)
-        return SequenceOutput(self.head(x), _concat(pre), _concat(hidden), embedded, inputs)
+        return SequenceOutput(
+            self.head(x), _concat(pre) if pre_tanh else None, _concat(hidden), embedded, inputs
+        )
 
     def steps(
         self,
@@ -218,8 +269,8 @@ class GRUGenerator(nn.Module):
         truth: torch.Tensor | None = None,
         feed_truth: torch.Tensor | None = None,
         device: torch.device | None = None,
-    ) -> Iterator[tuple[GRUStep, torch.Tensor]]:
-        """Run `length` steps one at a time, yielding (step, sample) where sample (B,) ~ P(y_t | inputs).
+    ) -> Iterator[GRUStep]:
+        """Run `length` steps one at a time, yielding each step with its sample (B,) ~ P(y_t | inputs).
 
         Input at step t > 0: truth[:, t-1] where feed_truth[:, t-1] is True (scheduled sampling), otherwise
         the model's own sample of the previous step (free-running mode). Gradients flow through the states,
@@ -231,23 +282,28 @@ class GRUGenerator(nn.Module):
             raise ValueError(
                 "pass both `truth` and `feed_truth` (scheduled sampling) or neither (free running)"
             )
+        first = self.layers[0]
+        # Input gates of layer 1 for every symbol at once, (V+1, 3H): each step then looks its row up
+        # instead of embedding + matmul (the same values and gradients); worth it unless V > steps × B.
+        table = first.input_gates(self.embedding.weight) if self.vocab_size < n * length else None
         states = self.initial_state(n, device)
         token = torch.full((n,), self.begin, dtype=torch.long, device=device)
         for t in range(length):
             if t > 0 and truth is not None and feed_truth is not None:
                 token = torch.where(feed_truth[:, t - 1], truth[:, t - 1], token)
-            embedded = self.embedding(token)  # (B, E)
-            x, pre, hidden = embedded, [], []
+            if table is not None:
+                gi = F.embedding(token, table)  # (B, 3H)
+            else:
+                gi = first.input_gates(self.embedding(token))
+            pre = []
             for i, layer in enumerate(self.layers):
-                states[i], a = layer.step(x, states[i])
-                x = states[i]
+                if i > 0:
+                    gi = layer.input_gates(states[i - 1])
+                states[i], a = layer.cell(gi, states[i])
                 pre.append(a)
-                hidden.append(x)
-            logits = self.head(x)  # (B, V)
-            step = GRUStep(logits, _concat(pre), _concat(hidden), embedded, token)
-            with torch.no_grad():
-                sample = sampler(torch.softmax(logits.detach().float(), -1))
-            yield step, sample
+            logits = self.head(states[-1])  # (B, V)
+            sample = sampler(logits.detach())
+            yield GRUStep(logits, _concat(pre), _concat(states), token, sample)
             token = sample
 
     def free_running(
@@ -261,17 +317,21 @@ class GRUGenerator(nn.Module):
         device: torch.device | None = None,
     ) -> SequenceOutput:
         """`steps` collected into one SequenceOutput (samples included); see `steps` for the arguments."""
-        collected = list(
-            self.steps(n, length, sampler=sampler, truth=truth, feed_truth=feed_truth, device=device)
-        )
-        stack = lambda name: torch.stack([getattr(s, name) for s, _ in collected], 1)
+        logits, pre, hidden, inputs, samples = [], [], [], [], []
+        for s in self.steps(n, length, sampler=sampler, truth=truth, feed_truth=feed_truth, device=device):
+            logits.append(s.logits)
+            pre.append(s.pre_tanh)
+            hidden.append(s.hidden)
+            inputs.append(s.inputs)
+            samples.append(s.sample)
+        inputs_t = torch.stack(inputs, 1)  # (B, T)
         return SequenceOutput(
-            stack("logits"),
-            stack("pre_tanh"),
-            stack("hidden"),
-            stack("embedded"),
-            stack("inputs"),
-            torch.stack([sample for _, sample in collected], 1),
+            torch.stack(logits, 1),
+            torch.stack(pre, 1),
+            torch.stack(hidden, 1),
+            self.embedding(inputs_t),  # one lookup for the whole run (behaviour / SequenceOutput only)
+            inputs_t,
+            torch.stack(samples, 1),
         )
 
 
