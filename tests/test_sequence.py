@@ -365,6 +365,46 @@ def test_adversarial_costs_move_only_the_generator(teacher_cost):
     assert same(params(model.discriminator), d_before)
 
 
+@pytest.mark.parametrize("teacher_cost", [False, True])
+def test_shared_graph_gradients_equal_separate_forwards(teacher_cost):
+    """The step's two gradients (one discriminator forward shared by both backward passes) equal an
+    independent formulation: C_d from a forward on detached behaviour, the generator's terms from a second
+    forward through a copy of D whose parameters are constants (torch.func.functional_call)."""
+    torch.manual_seed(0)
+    model = ProfessorForcing(
+        config("professor", {"teacher_cost": teacher_cost}, grad_clip=None), text_dataset()
+    )
+    model.ctx = FixedAccuracy(0.8)  # both gates open
+    y = batch()
+    G, D = model.generator, model.discriminator
+    torch.manual_seed(5)  # the free-running samples of the reference and of the step are the same draws
+    teacher, free = G.teacher_forced(y), G.free_running(len(y), y.shape[1])
+    b_teacher, b_free = G.behaviour(teacher), G.behaviour(free)
+    d = D(torch.cat([b_teacher.detach(), b_free.detach()]))
+    targets = torch.cat([torch.ones(len(y), y.shape[1]), torch.zeros(len(y), y.shape[1])])
+    c_d = 2 * torch.nn.functional.binary_cross_entropy_with_logits(d, targets)  # mean per half, summed
+    expected_d = torch.autograd.grad(c_d, list(D.parameters()))
+    constants = {k: v.detach() for k, v in D.named_parameters()}
+    adversarial = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.func.functional_call(D, constants, (b_free,)), torch.ones(len(y), y.shape[1])
+    )
+    if teacher_cost:
+        adversarial = adversarial + torch.nn.functional.binary_cross_entropy_with_logits(
+            torch.func.functional_call(D, constants, (b_teacher,)), torch.zeros(len(y), y.shape[1])
+        )
+    nll = -torch.log_softmax(teacher.logits, -1).gather(-1, y[..., None]).mean()
+    expected_g = torch.autograd.grad(nll + adversarial, list(G.parameters()))
+
+    log = _record_grads(model)
+    torch.manual_seed(5)
+    model.train_step(y)
+    assert [e["optimizer"] for e in log] == ["generator", "discriminator"]
+    got_g = [log[0]["grads"][f"generator.{n}"] for n, _ in G.named_parameters()]
+    got_d = [log[1]["grads"][f"discriminator.{n}"] for n, _ in D.named_parameters()]
+    for got, expected in zip(got_g + got_d, list(expected_g) + list(expected_d)):
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
+
+
 def test_teacher_cost_changes_the_generator_update():
     y = batch()
     a, b = professor(ctx_accuracy=0.8), professor(ctx_accuracy=0.8, teacher_cost=True)
