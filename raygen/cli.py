@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
@@ -66,18 +66,18 @@ def _train_overrides(
 @app.command()
 def train(
     algorithm: str = typer.Argument(..., help="walkback | infusion | professor | teacher | scheduled"),
-    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="dataset name (see `raygen datasets`)"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="training budget in optimizer updates"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | auto"),
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="dataset name (see `raygen datasets`)"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
+    steps: int | None = typer.Option(None, "--steps", help="training budget in optimizer updates"),
+    seed: int | None = typer.Option(None, "--seed"),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda | auto"),
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
-    workers: Optional[int] = typer.Option(None, "--workers", help="data-parallel Ray Train workers"),
+    workers: int | None = typer.Option(None, "--workers", help="data-parallel Ray Train workers"),
     gpu: bool = typer.Option(False, "--gpu", help="one GPU per Ray Train worker (nccl)"),
     max_failures: int = typer.Option(2, "--max-failures", help="with --workers: restarts from the last "
                                      "checkpoint after a worker or node failure (-1: unlimited)"),
-    address: Optional[str] = typer.Option(None, "--address", help="with --workers: Ray cluster address "
+    address: str | None = typer.Option(None, "--address", help="with --workers: Ray cluster address "
                                           "(default: $RAY_ADDRESS, else a private local Ray)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -116,10 +116,10 @@ def train(
 def sample(
     run: str = typer.Argument(..., help="run id, unique prefix, or 'latest'"),
     n: int = typer.Option(64, "--n", help="number of samples"),
-    chain_steps: Optional[int] = typer.Option(None, "--chain-steps", help="length of T=1 chains (walkback)"),
+    chain_steps: int | None = typer.Option(None, "--chain-steps", help="length of T=1 chains (walkback)"),
     seed: int = typer.Option(0, "--seed"),
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
-    device: Optional[str] = typer.Option(None, "--device"),
+    device: str | None = typer.Option(None, "--device"),
 ) -> None:
     """Draw new samples and chains from a run's checkpoint; writes pictures next to the run's files."""
     _setup_logging()
@@ -149,10 +149,10 @@ def sample(
 @app.command()
 def evaluate(
     run: str = typer.Argument(..., help="run id, unique prefix, or 'latest'"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="eval.* overrides, e.g. eval.parzen_samples=1000"),
+    overrides: list[str] | None = typer.Argument(None, help="eval.* overrides, e.g. eval.parzen_samples=1000"),
     seed: int = typer.Option(0, "--seed"),
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
-    device: Optional[str] = typer.Option(None, "--device"),
+    device: str | None = typer.Option(None, "--device"),
 ) -> None:
     """Run the evaluation suite on the test split (and eval.splits) and append the numbers to the store."""
     _setup_logging()
@@ -160,8 +160,8 @@ def evaluate(
 
     from raygen.config import parse_override
     from raygen.engine.evaluate import evaluation_suite
-    from raygen.engine.report import StoreReporter
     from raygen.engine.local import restore
+    from raygen.engine.report import StoreReporter
     from raygen.results import RunRecorder
 
     parsed = dict(parse_override(o) for o in overrides or [])
@@ -181,7 +181,7 @@ def evaluate(
 
 @app.command()
 def datasets(
-    root: Optional[Path] = typer.Option(None, "--root", help="data directory (default $RAYGEN_DATA or ~/.raygen/data)"),
+    root: Path | None = typer.Option(None, "--root", help="data directory (default $RAYGEN_DATA or ~/.raygen/data)"),
 ) -> None:
     """List datasets, where each is looked for, and whether it is present."""
     from rich.console import Console
@@ -213,9 +213,9 @@ def runs(results: Path = typer.Option(Path("results"), "--results", help=RESULTS
 @app.command("config")
 def show_config(
     algorithm: str = typer.Argument(...),
-    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
     dataset: str = typer.Option(..., "--dataset", "-d"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c"),
+    config: Path | None = typer.Option(None, "--config", "-c"),
 ) -> None:
     """Print the fully resolved config as YAML (a starting point for --config files)."""
     from raygen.config import build_config, parse_override
@@ -231,13 +231,13 @@ def show_config(
 
 @app.command()
 def sweep(
-    args: List[str] = typer.Argument(..., metavar="[validate] SPEC", help="sweep YAML (sweeps/*.yaml); "
+    args: list[str] = typer.Argument(..., metavar="[validate] SPEC", help="sweep YAML (sweeps/*.yaml); "
                                      "`raygen sweep validate SPEC` prints the resolved search space and exits"),
     smoke: bool = typer.Option(False, "--smoke", help="the spec's miniature: few trials, few steps, ~1 minute"),
     resume: bool = typer.Option(False, "--resume", help="require an existing sweep to resume (it resumes "
                                 "automatically anyway when its directory exists)"),
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address; 'auto' = the cluster "
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address; 'auto' = the cluster "
                                           "`ray start` made here (default: $RAY_ADDRESS, else a private local Ray)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:

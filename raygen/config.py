@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
@@ -140,7 +141,7 @@ class RunConfig(Section):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "RunConfig":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> RunConfig:
         return build_config(self.to_dict(), overrides=overrides)
 
 

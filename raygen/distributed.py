@@ -12,7 +12,7 @@ gated steps stay consistent because the gate is computed from reduced values on 
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

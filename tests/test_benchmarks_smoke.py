@@ -25,7 +25,7 @@ def test_benchmark_runs_and_prints_a_ratio(script, args, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_DISABLE_USAGE_STATS": "1"}
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True,
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     text = (out.stdout + out.stderr).lower()

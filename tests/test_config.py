@@ -1,5 +1,6 @@
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from raygen.config import ConfigError, RunConfig, build_config, parse_override
 
@@ -59,8 +60,8 @@ def test_round_trip_yaml_and_frozen(toy_algorithm):
     again = RunConfig.model_validate(yaml.safe_load(cfg.to_yaml()))
     assert again == cfg
     assert type(again.algo).__name__ == "MeanFitConfig"
-    with pytest.raises(Exception):
-        cfg.seed = 3  # frozen
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.seed = 3
 
 
 def test_malformed_override():

@@ -7,8 +7,9 @@ budget (counted in optimizer updates, `self.updates`), seeding, devices, cadence
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn

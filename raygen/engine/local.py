@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -80,7 +81,7 @@ def restore(
     path = checkpoint_path(results, run)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated or foreign file
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file: say which one
         raise RuntimeError(f"cannot read checkpoint {path}: {err}") from None
     config = RunConfig.model_validate(payload["config"])
     if device is not None:

@@ -8,6 +8,7 @@ All other weights are shared across steps.
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 import torch
@@ -50,7 +51,7 @@ class StepMLP(nn.Module):
         super().__init__()
         self.config = config
         widths = (in_dim, *config.hidden)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         bn_steps = num_steps if config.batch_norm == "per_step" else 1
         self.norms = nn.ModuleList(
             StepBatchNorm(w, bn_steps, config.bn_momentum) if config.batch_norm != "none" else nn.Identity()

@@ -21,13 +21,14 @@ import os
 import socket
 import subprocess
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute in RunRecorder.rewind)
+import pyarrow.compute
 import pyarrow.parquet as pq
 
 from raygen.config import RunConfig, flatten
@@ -114,6 +115,7 @@ def git_commit() -> str | None:
             capture_output=True,
             text=True,
             timeout=5,
+            check=False,
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
