@@ -149,6 +149,9 @@ def test_gumbel_sampler_is_reproducible_and_follows_the_batch_size():
     a, b = run([5, 5, 5, 5, 5, 2]), run([5, 5, 5, 5, 5, 2])
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert [len(x) for x in a] == [5, 5, 5, 5, 5, 2]  # a new batch size draws a fresh block
+    big = GumbelSampler(torch.Generator().manual_seed(3), block=64, max_elements=100)
+    big(torch.zeros(5, 6))
+    assert big._noise is not None and big._noise.shape == (3, 5, 6)  # 3 steps of 30 numbers fit in 100
 
 
 @pytest.mark.parametrize("bias", [1e3, -1e3])

@@ -164,20 +164,25 @@ class GumbelSampler:
     argmax_v(logits_v + g_v) with g = −log(−log u), u ~ U[0, 1), is exactly a categorical draw.
 
     Temperature 1 is the model's own distribution; a lower or higher one would not be the free-running
-    behaviour §2.2 defines. The noise for `block` steps is drawn at once (one RNG call and two logs per
-    block, two small ops per step). With `generator` the uniforms come from it (a CPU generator, so draws
-    are reproducible on any device), else from torch's global RNG on the logits' device.
+    behaviour §2.2 defines. The noise for up to `block` steps (at most `max_elements` numbers) is drawn at
+    once: one RNG call and two logs per block, two small ops per step. With `generator` the uniforms come
+    from it (a CPU generator, so draws are reproducible on any device), else from torch's global RNG on the
+    logits' device.
     """
 
-    def __init__(self, generator: torch.Generator | None = None, block: int = 64) -> None:
+    def __init__(
+        self, generator: torch.Generator | None = None, block: int = 64, max_elements: int = 1 << 20
+    ) -> None:
         self.generator = generator
         self.block = block
+        self.max_elements = max_elements
         self._noise: torch.Tensor | None = None  # (block, B, V)
         self._next = 0
 
     def _draw(self, like: torch.Tensor) -> torch.Tensor:
-        """Gumbel noise (block, *like.shape) on like's device."""
-        shape = (self.block, *like.shape)
+        """Gumbel noise (steps, *like.shape) on like's device."""
+        steps = max(1, min(self.block, self.max_elements // max(1, like.numel())))
+        shape = (steps, *like.shape)
         if self.generator is None:
             u = torch.rand(shape, device=like.device)
         else:
