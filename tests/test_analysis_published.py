@@ -3,14 +3,13 @@ papers' (each value must occur in the paper's text file; a few are also spelled 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from analysis.published import published, published_frame, published_tables
+from tests.shared_data import SHARED_DATA
 
-PAPERS = Path("/work/shared/papers")
+PAPERS = SHARED_DATA.parent / "papers"
 
 # table id -> number of rows (TAB A.1: rows per sub-table), as printed in the papers (INVENTORY.md §4.1).
 EXPECTED_ROWS = {
@@ -99,7 +98,7 @@ def _printed_forms(x: float) -> set[str]:
     return forms
 
 
-@pytest.mark.skipif(not PAPERS.is_dir(), reason="paper texts not present at /work/shared/papers")
+@pytest.mark.skipif(not PAPERS.is_dir(), reason="paper texts not present in shared/papers beside the repository")
 def test_every_number_occurs_in_its_paper_text():
     missing = []
     for key, table in published_tables().items():

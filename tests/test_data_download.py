@@ -13,8 +13,9 @@ import pytest
 from raygen.data import DataConfig, DataError, load_dataset
 from raygen.data import idx as idx_mod
 from raygen.data.download import fetch, md5sum
+from tests.shared_data import SHARED_DATA
 
-SHARED_MNIST = Path("/work/shared/data/mnist")
+SHARED_MNIST = SHARED_DATA / "mnist"
 
 
 @pytest.fixture(autouse=True)

@@ -13,9 +13,10 @@ import pytest
 from raygen.data import DataConfig, DataError, load_dataset
 from raygen.data import idx as idx_mod
 from raygen.data.idx import read_idx
+from tests.shared_data import SHARED_DATA
 
-SHARED_MNIST = Path("/work/shared/data/mnist")
-T10K_MD5 = {  # from /work/shared/data/README.md
+SHARED_MNIST = SHARED_DATA / "mnist"
+T10K_MD5 = {  # from shared/data/README.md
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }

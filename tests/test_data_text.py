@@ -9,8 +9,9 @@ import torch
 
 from raygen.data import DataConfig, DataError, load_dataset
 from raygen.data.text import EMBEDDED_ALPHABET, is_ptb_char
+from tests.shared_data import SHARED_DATA
 
-SHARED_PTB = Path("/work/shared/data/ptb")
+SHARED_PTB = SHARED_DATA / "ptb"
 
 
 def decode(ds, split: str) -> list[str]:
