@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from analysis.common import NON_MODEL_CONFIG, MissingData, final, require
 from analysis.figures import new_figure
+from raygen.config import flatten
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +117,6 @@ def _members(runs: pd.DataFrame, sweep_id: str) -> pd.DataFrame:
     return runs[runs["sweep_id"].astype(object) == sweep_id]
 
 
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
 def _params_frame(members: pd.DataFrame, sweep_id: str) -> pd.DataFrame:
     """One column per sampled parameter (NaN where a trial did not sample it)."""
     if is_plain(sweep_id) or "params_json" not in members.columns or members["params_json"].isna().all():
@@ -138,7 +128,7 @@ def _params_frame(members: pd.DataFrame, sweep_id: str) -> pd.DataFrame:
     rows = []
     for text in members["params_json"]:
         try:
-            rows.append(_flatten(json.loads(text)) if isinstance(text, str) and text else {})
+            rows.append(flatten(json.loads(text)) if isinstance(text, str) and text else {})
         except json.JSONDecodeError:
             rows.append({})
     return pd.DataFrame(rows, index=range(len(rows)))
