@@ -29,7 +29,6 @@ of the listed values; it is absent (stored as null) otherwise.
 from __future__ import annotations
 
 import ast
-import copy
 import difflib
 import json
 import math
@@ -40,10 +39,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from raygen.config import ConfigError, RunConfig, build_config, flatten
+from raygen.config import ConfigError, RunConfig, build_config, flatten, load_yaml
 
 
 class SpecError(ValueError):
@@ -1041,13 +1039,10 @@ def resolve(raw: Mapping[str, Any], *, smoke: bool = False, source: str | None =
 
 def load_spec(path: str | Path, *, smoke: bool = False) -> ResolvedSweep:
     """Read and resolve a sweep YAML file; every problem raises SpecError naming the key."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"sweep spec not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path} is not valid YAML: {err}") from None
-    if raw is None:
+        raw = load_yaml(path)
+    except ConfigError as err:
+        raise SpecError(str(err).replace("config file", "sweep spec", 1)) from None
+    if not raw:
         raise SpecError(f"{path} is empty")
-    return resolve(copy.deepcopy(raw), smoke=smoke, source=str(path))
+    return resolve(raw, smoke=smoke, source=str(path))
