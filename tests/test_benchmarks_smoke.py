@@ -29,4 +29,4 @@ def test_benchmark_runs_and_prints_a_ratio(script, args, tmp_path):
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     text = (out.stdout + out.stderr).lower()
-    assert "ratio" in text or re.search(r"\d\s?[x×]", text), text[-2000:]
+    assert "ratio" in text or re.search(r"\d+\.\d+\s?[x×]", text), text[-2000:]
