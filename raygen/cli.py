@@ -179,6 +179,15 @@ def evaluate(
         typer.echo(f"{key}\t{value:.6g}")
 
 
+def _presence(info) -> str:
+    if info.present is None:
+        return "-"
+    if info.present:
+        return "yes"
+    # e.g. MNIST with only its t10k file: usable with data.mnist_split=test-only, so say which file is there
+    return "partial" if len(info.missing) < len(info.locations) else "no"
+
+
 @app.command()
 def datasets(
     root: Path | None = typer.Option(None, "--root", help="data directory (default $RAYGEN_DATA or ~/.raygen/data)"),
@@ -191,7 +200,7 @@ def datasets(
 
     table = Table("dataset", "kind", "present", "looked for at", "description")
     for info in list_datasets(DataConfig(root=str(root) if root else None)):
-        table.add_row(info.name, info.kind, {True: "yes", False: "no"}.get(info.present, "-"), "\n".join(info.locations), info.description)
+        table.add_row(info.name, info.kind, _presence(info), "\n".join(info.locations), info.description)
     Console(width=200).print(table)
 
 

@@ -62,3 +62,22 @@ def test_datasets_lists_presence(tmp_path):
     res = runner.invoke(app, ["datasets", "--root", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "digits" in res.output and "toy2d:swissroll" in res.output and "embedded" in res.output
+    assert row(res.output, "mnist")[2] == "no"
+
+
+def test_datasets_says_partial_when_only_some_files_are_there(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz").write_bytes(b"")
+    res = runner.invoke(app, ["datasets", "--root", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert row(res.output, "mnist")[2] == "partial"
+    assert row(res.output, "digits")[2] == "yes"
+
+
+def row(table: str, name: str) -> list[str]:
+    """The cells of the first line of a rich table whose first cell is `name`."""
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.split("│")]
+        if len(cells) > 2 and cells[1] == name:
+            return cells[1:]
+    raise AssertionError(f"no row {name!r} in:\n{table}")

@@ -63,7 +63,7 @@ _SOURCES: list[DatasetSource] = [
     DatasetSource(
         "mnist",
         "image",
-        "MNIST 28x28 in [0,1] (IDX files; data.download=true fetches them)",
+        "MNIST 28x28 in [0,1] (IDX files; data.download=true fetches them; data.mnist_split=test-only uses t10k alone)",
         "raygen.data.idx:load_mnist",
         names=("mnist",),
         files="raygen.data.idx:mnist_files",
