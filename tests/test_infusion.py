@@ -242,9 +242,14 @@ def test_full_evaluation_reports_lb_below_is_with_repeat_std_and_isotropic_varia
     algo.eval()
     out = algo.evaluate(data.splits["test"][:12], "test", full=True, generator=torch.Generator().manual_seed(9))
     expected = {"lower_bound", "lower_bound_std", "importance", "importance_std", "importance_isotropic",
-                "importance_isotropic_std", "isotropic_variance"}
+                "importance_isotropic_std", "isotropic_variance", "bits_per_dim", "bits_per_dim_std",
+                "bits_per_dim_importance", "bits_per_dim_importance_std"}
     assert set(out) == expected
     assert out["importance"] >= out["lower_bound"]
+    # Dequantised 8x8 images: bits/dim = −ℓ/(64 ln 2) + 8, and its spread over repeats scales the same way.
+    assert out["bits_per_dim"] == pytest.approx(-out["lower_bound"] / (64 * math.log(2)) + 8)
+    assert out["bits_per_dim_importance"] == pytest.approx(-out["importance"] / (64 * math.log(2)) + 8)
+    assert out["bits_per_dim_std"] == pytest.approx(out["lower_bound_std"] / (64 * math.log(2)))
     assert out["lower_bound_std"] > 0 and out["importance_std"] > 0  # repeats draw fresh chains and noise
     # The isotropic variance maximises E[log N(x; μ, s²I)]: the mean squared output error on the train set.
     assert 0 < out["isotropic_variance"] < 1

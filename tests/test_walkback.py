@@ -350,6 +350,26 @@ def test_lower_bound_is_below_importance_estimate():
     assert set(quick) == {"lower_bound", "loss", "walkback_steps"} and math.isfinite(quick["lower_bound"])
 
 
+def test_bits_per_dim_only_where_the_numbers_are_probabilities_of_discrete_pixels():
+    x = load_dataset("digits", _config("digits").data).splits["test"][:6]
+    gaussian = _algo("digits", **{"algo.k_mode": "fixed", "algo.walkback_steps": 2})
+    out = gaussian.evaluate(x, "test", full=True, generator=torch.Generator().manual_seed(0))
+    assert out["bits_per_dim"] == pytest.approx(-out["lower_bound"] / (64 * math.log(2)) + 8)
+    assert out["bits_per_dim_importance"] == pytest.approx(-out["importance"] / (64 * math.log(2)) + 8)
+    # Without the dequantisation noise a density at grid points bounds no probability: no bits/dim.
+    plain = _algo("digits", **{"algo.k_mode": "fixed", "algo.walkback_steps": 2, "eval.dequantize": False})
+    assert "bits_per_dim" not in plain.evaluate(x, "test", full=True, generator=torch.Generator().manual_seed(0))
+    # Bernoulli operator on binary pixels: the bound is on log P(x) itself, no cell width.
+    binary = _algo("digits", **{"algo.k_mode": "fixed", "algo.walkback_steps": 2, "algo.operator": "bernoulli",
+                                "data.binarize": "threshold"})
+    xb = (x > 0.5).float()
+    out = binary.evaluate(xb, "test", full=True, generator=torch.Generator().manual_seed(0))
+    assert out["bits_per_dim"] == pytest.approx(-out["lower_bound"] / (64 * math.log(2)))
+    toy = _algo(**{"algo.k_mode": "fixed", "algo.walkback_steps": 2})
+    points = load_dataset("toy2d:swissroll", _config().data).splits["test"][:6]
+    assert "bits_per_dim" not in toy.evaluate(points, "test", full=True, generator=torch.Generator().manual_seed(0))
+
+
 def test_reversibility_measure_against_closed_forms():
     # μ = a·s with a = 0.5 and a constant σ: a Gaussian AR(1), reversible, so the KL estimate is ≈ 0.
     over = {"algo.reversibility_steps": 400, "algo.reversibility_burn_in": 50, "algo.reversibility_chains": 400}

@@ -64,7 +64,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from raygen.algorithms.base import Algorithm, Artifact
 from raygen.config import AlgoConfig, RunConfig
 from raygen.data.base import Dataset
-from raygen.metrics.likelihood import dequantize, gaussian_log_prob, importance_estimates, summarise_repeats
+from raygen.metrics.likelihood import (
+    bits_per_dim_estimates,
+    dequantize,
+    gaussian_log_prob,
+    importance_estimates,
+    summarise_repeats,
+)
 from raygen.nets.mlp import MLPConfig, StepMLP
 
 log = logging.getLogger(__name__)
@@ -492,8 +498,9 @@ class Infusion(Algorithm):
         full: the App. A.1 statistics pass over the training set, then `eval.repeats` evaluations with
         k = `eval.likelihood_samples` chains per example: lower_bound = mean ℓ, importance = logsumexp ℓ −
         log k (footnote 4), averaged over examples; reported as the mean over repeats with `_std` keys.
-        Image data get fresh U(0, 1/256) noise per repeat when `eval.dequantize` (§3.5.1). With
-        `eval.isotropic`, also importance_isotropic(_std) and the fitted isotropic_variance (TAB 3.1).
+        Image data get fresh U(0, 1/256) noise per repeat when `eval.dequantize` (§3.5.1), and then also
+        bits_per_dim(_importance) (`raygen.metrics.bits_per_dim`). With `eval.isotropic`, also
+        importance_isotropic(_std) and the fitted isotropic_variance (TAB 3.1).
         """
         x = data.reshape(len(data), -1).to(self.device).float()
         if not full:
@@ -519,15 +526,18 @@ class Infusion(Algorithm):
             if self._iso_var is None:
                 self._iso_var = self.fit_isotropic_variance(generator)
             iso_var = self._iso_var
+        dequantized = ec.dequantize and self.data_kind == "image"
         repeats = []
         for _ in range(ec.repeats):
-            xr = _dequantize(x, generator) if (ec.dequantize and self.data_kind == "image") else x
+            xr = _dequantize(x, generator) if dequantized else x
             ell, ell_iso = self.log_weights(xr, ec.likelihood_samples, generator, iso_var)
             est = importance_estimates(ell)
             row = {
                 "lower_bound": float(est["lower_bound"].mean()),
                 "importance": float(est["importance"].mean()),
             }
+            if dequantized:  # a Gaussian density says nothing about discrete pixels without the noise
+                row.update(bits_per_dim_estimates(row, x.shape[1]))
             if ell_iso is not None:
                 row["importance_isotropic"] = float(importance_estimates(ell_iso)["importance"].mean())
             repeats.append(row)

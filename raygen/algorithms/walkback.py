@@ -53,6 +53,7 @@ from raygen.data.base import Dataset
 from raygen.metrics.chains import reversibility_ratio
 from raygen.metrics.likelihood import (
     bernoulli_log_prob,
+    bits_per_dim_estimates,
     dequantize,
     gaussian_log_prob,
     importance_estimates,
@@ -364,6 +365,7 @@ class Walkback(Algorithm):
         cfg = self.cfg
         self.dim = dataset.dim
         self.image = dataset.kind == "image"
+        self.binary_data = dataset.binary
         self.schedule = make_schedule(cfg)
         self.sampler = TrajectorySampler(cfg, self.schedule)
         out_dim = 2 * self.dim if cfg.operator == "gaussian" else self.dim
@@ -425,8 +427,20 @@ class Walkback(Algorithm):
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(len(x), self.dim).float()
 
+    def _dequantizes(self, enabled: bool) -> bool:
+        return enabled and self.image and self.cfg.operator == "gaussian"
+
+    def _bits_per_dim(self, estimates: dict[str, float], dequantized: bool) -> dict[str, float]:
+        """bits/dim where the estimates bound the probability of discrete pixels: a Bernoulli operator on binary
+        images, or a Gaussian one on dequantised 8-bit images. Anything else has no bits/dim."""
+        if self.image and self.cfg.operator == "bernoulli" and self.binary_data:
+            return bits_per_dim_estimates(estimates, self.dim, bin_width=None)
+        if self._dequantizes(dequantized):
+            return bits_per_dim_estimates(estimates, self.dim)
+        return {}
+
     def _dequantize(self, x: torch.Tensor, enabled: bool, generator: torch.Generator | None) -> torch.Tensor:
-        if enabled and self.image and self.cfg.operator == "gaussian":
+        if self._dequantizes(enabled):
             if generator is not None and generator.device != x.device:  # e.g. the loop's CPU generator, CUDA data
                 return dequantize(x.to(generator.device), generator).to(x.device)
             return dequantize(x, generator)
@@ -576,7 +590,8 @@ class Walkback(Algorithm):
 
         full: eq 5 and eq 10 from k = eval.likelihood_samples paths per example, repeated eval.repeats times
         (mean and `_std`), with U(0,1/256) dequantisation of real-valued images when eval.dequantize (fresh noise
-        per repeat), the isotropic-output variant when eval.isotropic, and the reversibility measure (§3.14).
+        per repeat), bits/dim where the numbers bound a probability of discrete pixels (Table 3.2), the
+        isotropic-output variant when eval.isotropic, and the reversibility measure (§3.14).
         """
         ec = self.run_config.eval
         with self._evaluating():
@@ -595,6 +610,7 @@ class Walkback(Algorithm):
                 terms = self._paths(x, ec.likelihood_samples, traj, generator, isotropic=isotropic)
                 est = importance_estimates(terms["log_weight"])
                 row = {"lower_bound": float(est["lower_bound"].mean()), "importance": float(est["importance"].mean())}
+                row.update(self._bits_per_dim(row, ec.dequantize))
                 if isotropic:
                     row["importance_isotropic"] = float(importance_estimates(terms["log_weight_isotropic"])
                                                         ["importance"].mean())

@@ -7,6 +7,8 @@ the raw quantities (samples, log-weights, per-step log-probabilities, hidden sta
 from raygen.metrics.chains import nearest_neighbours, reversibility_ratio
 from raygen.metrics.likelihood import (
     bernoulli_log_prob,
+    bits_per_dim,
+    bits_per_dim_estimates,
     dequantize,
     gaussian_log_prob,
     importance_estimates,
@@ -20,6 +22,8 @@ __all__ = [
     "DEFAULT_SIGMAS",
     "bernoulli_log_prob",
     "bits_per_char",
+    "bits_per_dim",
+    "bits_per_dim_estimates",
     "dequantize",
     "gaussian_log_prob",
     "hidden_state_distances",
