@@ -1,13 +1,14 @@
 """Dataset registry: `load_dataset(name, config)` and `list_datasets()`.
 
-Names are what users type: `digits`, `toy2d:swissroll`, `mnist`, `idx:PATH`, `npz:PATH`, `seqdigits`,
-`seqmnist`, `text:embedded`, `text:ptb`, `text:PATH`. Each name belongs to a `DatasetSource` (declared in
-`registry.py`; more can be added with `register`) that says what kind of data it gives, where it looks for
-files, and loads it. Importing this package imports neither torch nor numpy; loaders do, when called.
+Names are what users type: `digits`, `toy2d:swissroll`, `mnist`, `cifar10`, `idx:PATH`, `npz:PATH`,
+`seqdigits`, `seqmnist`, `text:embedded`, `text:ptb`, `text:PATH`. Each name belongs to a `DatasetSource`
+(declared in `registry.py`; more can be added with `register`) that says what kind of data it gives, where
+it looks for files, and loads it. Importing this package imports neither torch nor numpy; loaders do, when
+called.
 
 Modules: `base` (contract + DataConfig), `registry` (names), `transforms` (splits, scaling, binarization),
-`embedded` (digits, toy2d), `idx` (IDX format, mnist, idx:), `npz`, `text`, `sequences` (pixel sequences),
-`download` (explicit, checksummed downloads).
+`embedded` (digits, toy2d), `idx` (IDX format, mnist, idx:), `cifar` (CIFAR-10 binary), `npz`, `text`,
+`sequences` (pixel sequences), `download` (explicit, checksummed downloads).
 """
 
 from __future__ import annotations

@@ -69,6 +69,16 @@ _SOURCES: list[DatasetSource] = [
         files="raygen.data.idx:mnist_files",
     ),
     DatasetSource(
+        "cifar10",
+        "image",
+        "CIFAR-10 32x32 RGB in [0,1] (binary version: cifar-10-binary.tar.gz or its extracted .bin files; "
+        "first 45k train / last 5k of train as valid (common convention) / 10k test; data.download=true "
+        "fetches it)",
+        "raygen.data.cifar:load_cifar10",
+        names=("cifar10",),
+        files="raygen.data.cifar:cifar10_files",
+    ),
+    DatasetSource(
         "idx:",
         "image",
         "images from any IDX file (80/10/10 split) or a directory with train and test IDX files",
