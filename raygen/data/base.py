@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -20,6 +21,14 @@ if TYPE_CHECKING:
 
 class DataError(RuntimeError):
     """Missing, corrupt or unusable data; the message names the file and what to do."""
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """A data file's bytes; an unreadable file is a DataError naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
 class DataConfig(Section):

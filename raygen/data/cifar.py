@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raygen.data.base import DataConfig, DataError, Dataset
+from raygen.data.base import DataConfig, DataError, Dataset, read_file_bytes
 from raygen.data.download import fetch, md5sum
 from raygen.data.registry import data_root
 from raygen.data.transforms import to_unit_float
@@ -71,13 +71,6 @@ def parse_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     return records[:, 1:].reshape(RECORDS_PER_FILE, *CIFAR_SHAPE), labels.astype(np.int64)
 
 
-def _read_extracted(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
-
-
 def read_archive(path: Path) -> dict[str, bytes]:
     """The six batch files' bytes from the archive, by file name; the archive's md5 is checked first."""
     try:
@@ -122,17 +115,22 @@ def _extracted(directory: Path) -> list[Path]:
     return [directory / CIFAR_MEMBER_DIR / f for f in CIFAR_FILES]
 
 
+def _complete_extraction(directory: Path) -> list[Path] | None:
+    """The six extracted batch files when all are there (they are then read instead of the archive)."""
+    extracted = _extracted(directory)
+    return extracted if all(p.exists() for p in extracted) else None
+
+
 def cifar10_files(name: str, config: DataConfig) -> list[Path]:
     """What `cifar10` reads (for `raygen datasets`): the extracted files if all there, else the archive;
     a partial extraction with no archive lists the six files, so the missing ones show."""
     directory = cifar10_dir(config)
+    if (complete := _complete_extraction(directory)) is not None:
+        return complete
     extracted = _extracted(directory)
-    if all(p.exists() for p in extracted):
+    if not (directory / CIFAR_ARCHIVE).exists() and any(p.exists() for p in extracted):
         return extracted
-    archive = directory / CIFAR_ARCHIVE
-    if not archive.exists() and any(p.exists() for p in extracted):
-        return extracted
-    return [archive]
+    return [directory / CIFAR_ARCHIVE]
 
 
 def _missing_message(directory: Path) -> str:
@@ -158,8 +156,8 @@ def load_cifar10(name: str, config: DataConfig) -> Dataset:
     """
     directory = cifar10_dir(config)
     archive = directory / CIFAR_ARCHIVE
-    extracted = _extracted(directory)
-    use_extracted = all(p.exists() for p in extracted)
+    extracted = _complete_extraction(directory)
+    use_extracted = extracted is not None
     if not use_extracted and not archive.exists():
         if not config.download:
             raise DataError(_missing_message(directory))
@@ -171,10 +169,10 @@ def load_cifar10(name: str, config: DataConfig) -> Dataset:
             config.download_timeout,
         )
 
-    if not use_extracted and any(p.exists() for p in extracted):
+    if not use_extracted and any(p.exists() for p in _extracted(directory)):
         log.info("cifar10: %s is incomplete; reading %s instead", directory / CIFAR_MEMBER_DIR, archive)
-    if use_extracted:
-        raw = {p.name: _read_extracted(p) for p in extracted}
+    if extracted is not None:
+        raw = {p.name: read_file_bytes(p) for p in extracted}
         where = {p.name: str(p) for p in extracted}
         files = [str(p) for p in extracted]
     else:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raygen.data.base import DataConfig, DataError, Dataset
+from raygen.data.base import DataConfig, DataError, Dataset, read_file_bytes
 from raygen.data.download import fetch
 from raygen.data.registry import data_root
 from raygen.data.transforms import split_indices, to_unit_float
@@ -59,13 +59,6 @@ MNIST_VALID = 10_000  # standard: the last 10 000 training images are the valida
 
 
 # ------------------------------------------------------------------------------------------ IDX format
-
-
-def _file_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
 def _decompress(raw: bytes, path: Path) -> bytes:
@@ -111,7 +104,7 @@ def parse_idx(raw: bytes, where: str) -> np.ndarray:
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (gzipped or raw). Official MNIST file names are md5- and shape-checked."""
     path = Path(path)
-    raw = _file_bytes(path)
+    raw = read_file_bytes(path)
     want = MNIST_MD5.get(path.name)
     if want is not None:
         got = hashlib.md5(raw).hexdigest()
