@@ -1,9 +1,11 @@
-"""Metrics: Parzen windows, lower bounds and importance sampling, reversibility, BPC, hidden-state distances.
+"""Metrics: Parzen windows, lower bounds and importance sampling, reversibility, BPC, hidden-state distances,
+AIS for decoder-based models.
 
 Pure functions over tensors (most also take numpy arrays); no algorithm knowledge. The algorithms produce
 the raw quantities (samples, log-weights, per-step log-probabilities, hidden states) and call these.
 """
 
+from raygen.metrics.ais import AISConfig, AISResult, ais_log_likelihood, ais_schedule
 from raygen.metrics.chains import nearest_neighbours, reversibility_ratio
 from raygen.metrics.likelihood import (
     bernoulli_log_prob,
@@ -20,6 +22,10 @@ from raygen.metrics.sequence import bits_per_char, hidden_state_distances
 
 __all__ = [
     "DEFAULT_SIGMAS",
+    "AISConfig",
+    "AISResult",
+    "ais_log_likelihood",
+    "ais_schedule",
     "bernoulli_log_prob",
     "bits_per_char",
     "bits_per_dim",
