@@ -40,6 +40,22 @@ class TrainConfig(Section):
     eval_every: int = Field(500, ge=1, description="run the quick validation evaluation every N updates")
     eval_examples: int = Field(500, ge=1, description="validation examples used by the in-training evaluation")
     checkpoint_every: int = Field(1000, ge=1, description="write a checkpoint every N updates")
+    select_metric: str | None = Field(
+        None,
+        description="validation metric (a valid/ key without the prefix) whose best value picks the model the "
+        "final evaluation scores (VW Algorithm 1: early stopping on the validation bound; Infusion TAB A.1: "
+        "'best lower bound value on the validation set'). None: the algorithm's validation objective "
+        "(lower_bound for walkback/infusion, nll for sequence models)",
+    )
+    select_mode: Literal["max", "min"] | None = Field(
+        None, description="whether a larger or smaller select_metric is better (None: the algorithm's default)"
+    )
+    select_best: bool = Field(
+        True, description="evaluate the best-on-validation state; false: the last update (no model selection)"
+    )
+    patience: int | None = Field(
+        None, ge=1, description="stop after this many validation evaluations without improvement (None: never)"
+    )
     progress: bool = Field(True, description="show a progress bar when run in a terminal")
     deterministic: bool = Field(True, description="torch.use_deterministic_algorithms on CPU runs")
     threads: int | None = Field(

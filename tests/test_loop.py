@@ -45,12 +45,13 @@ def test_fits_closed_form_mean_and_reports_on_cadence(toy_algorithm):
     train_steps = [s for s, m, *_ in report.reports if "train/nll" in m]
     valid_steps = [s for s, m, *_ in report.reports if "valid/nll" in m]
     ckpt_steps = [s for s, m, c, a in report.reports if c is not None]
-    # Running averages every 100 updates, then the final evaluation of the train split (eval.splits).
-    assert train_steps == [100, 200, 300, 400, 400]
+    # Running averages every 100 updates; the final evaluation of the train split (eval.splits) is train_eval/.
+    assert train_steps == [100, 200, 300, 400]
     assert valid_steps == [200, 400]
     assert ckpt_steps == [200, 400]
     final = report.reports[-1][1]
-    assert {"test/nll", "train/nll", "test/parzen_ll", "test/parzen_ll_se", "test/parzen_sigma"} <= set(final)
+    assert {"test/nll", "train_eval/nll", "test/parzen_ll", "test/parzen_ll_se", "test/parzen_sigma"} <= set(final)
+    assert not any(k.startswith("train/") for k in final)
     assert [a.name for a in report.reports[-1][3]] == ["params.txt"]
 
 
@@ -78,3 +79,72 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(toy_algorithm):
 def test_nan_loss_raises_named_error(toy_algorithm):
     with pytest.raises(NonFiniteLossError, match="nan"):
         train(_config(toy_algorithm, **{"train.steps": 20, "algo.explode_at": 5}), Collect())
+
+
+def _scripted_validation(monkeypatch, values):
+    """Replace MeanFit.evaluate: the quick evaluation returns values[update]; the full one reports which model
+    it scores (its mean). Returns {update: the model's mean at that validation evaluation}."""
+    from tests.toy_algorithm import MeanFit
+
+    seen = {}
+
+    def evaluate(self, data, split, *, full, generator):
+        if full:
+            return {"nll": 0.0, "mean0": float(self.mean[0])}
+        seen[self.updates] = float(self.mean[0])
+        return {"nll": values[self.updates]}
+
+    monkeypatch.setattr(MeanFit, "evaluate", evaluate)
+    return seen
+
+
+def test_final_evaluation_scores_the_best_on_validation_state(toy_algorithm, monkeypatch):
+    seen = _scripted_validation(monkeypatch, {10: 5.0, 20: 3.0, 30: 4.0, 40: 3.5, 50: 6.0})
+    report = Collect()
+    cfg = _config(toy_algorithm, **{"train.steps": 50, "train.eval_every": 10, "train.lr": 0.05,
+                                    "eval.parzen": False})
+    train(cfg, report)
+    step, final, *_ = report.reports[-1]
+    assert step == 50  # the rows are stored at the last update ...
+    assert final["test/mean0"] == seen[20] != seen[50]  # ... but score the state of update 20 (nll 3, minimum)
+    assert final["selection/step"] == 20 and final["selection/nll"] == 3.0
+
+
+def test_select_mode_max_and_no_selection(toy_algorithm, monkeypatch):
+    seen = _scripted_validation(monkeypatch, {10: 5.0, 20: 3.0, 30: 4.0})
+    base = {"train.steps": 30, "train.eval_every": 10, "train.lr": 0.05, "eval.parzen": False}
+    report = Collect()
+    train(_config(toy_algorithm, **base, **{"train.select_metric": "nll", "train.select_mode": "max"}), report)
+    assert report.reports[-1][1]["test/mean0"] == seen[10] and report.reports[-1][1]["selection/step"] == 10
+    report = Collect()
+    train(_config(toy_algorithm, **base, **{"train.select_best": False}), report)
+    assert report.reports[-1][1]["test/mean0"] == seen[30] and report.reports[-1][1]["selection/step"] == 30
+
+
+def test_early_stop_after_patience_evaluations_without_improvement(toy_algorithm, monkeypatch):
+    seen = _scripted_validation(monkeypatch, {10: 5.0, 20: 3.0, 30: 4.0, 40: 3.0, 50: 1.0, 60: 0.5})
+    report = Collect()
+    cfg = _config(toy_algorithm, **{"train.steps": 60, "train.eval_every": 10, "train.patience": 2,
+                                    "eval.parzen": False})
+    algo = train(cfg, report)
+    # 30 and 40 do not improve on 20 (equal is not better): stop at 40, never see the better 50.
+    assert sorted(seen) == [10, 20, 30, 40] and algo.updates == 40
+    assert report.reports[-1][0] == 40 and report.reports[-1][1]["selection/step"] == 20
+    assert [c for _, _, c, _ in report.reports if c is not None][-1]["selection"]["best_step"] == 20
+
+
+def test_selection_survives_resume(toy_algorithm, monkeypatch):
+    seen = _scripted_validation(monkeypatch, {10: 1.0, 20: 3.0, 30: 4.0, 40: 5.0})
+    base = {"train.eval_every": 10, "train.checkpoint_every": 20, "train.lr": 0.05, "eval.parzen": False}
+    first = Collect()
+    train(_config(toy_algorithm, **base, **{"train.steps": 20, "eval.final": False}), first)
+    checkpoint = [c for _, _, c, _ in first.reports if c is not None][-1]
+    report = Collect()
+    train(_config(toy_algorithm, **base, **{"train.steps": 40}), report, resume=checkpoint)
+    assert report.reports[-1][1]["selection/step"] == 10 and report.reports[-1][1]["test/mean0"] == seen[10]
+
+
+def test_unknown_select_metric_is_a_clear_error(toy_algorithm):
+    with pytest.raises(ValueError, match="select_metric='bogus'.*reports \\['nll'\\]"):
+        train(_config(toy_algorithm, **{"train.steps": 10, "train.eval_every": 10, "train.select_metric": "bogus"}),
+              Collect())

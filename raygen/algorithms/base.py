@@ -35,6 +35,13 @@ class Artifact:
 class Algorithm(nn.Module):
     name: ClassVar[str]
     Config: ClassVar[type[AlgoConfig]]
+    # The validation objective the loop selects the evaluated model by: (valid/ metric name, "max" | "min").
+    # None: the loop takes lower_bound (max), nll (min) or loss (min), whichever the quick evaluation reports.
+    selection: ClassVar[tuple[str, str] | None] = None
+    # Metric names (glob patterns) the algorithm reports, so a sweep spec's metric is checked before any trial
+    # runs: "train" = train_step's keys (the train/ split), "quick" = evaluate(full=False) (valid/ during
+    # training), "full" = evaluate(full=True) (the final evaluation of every eval.splits). {} = undeclared.
+    metric_names: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @classmethod
     def presets(cls, dataset_kind: str) -> dict[str, Any]:
@@ -122,8 +129,13 @@ class Algorithm(nn.Module):
             "updates": self.updates,
         }
 
+    def load_model(self, model_state: dict[str, Any]) -> None:
+        """Load parameters and buffers (a checkpoint, or the best-on-validation state before the final
+        evaluation). Algorithms with caches derived from the weights clear them here."""
+        self.load_state_dict(model_state)
+
     def load_state(self, state: dict[str, Any]) -> None:
-        self.load_state_dict(state["model"])
+        self.load_model(state["model"])
         for key, opt in self.optimizers().items():
             if key in state.get("optimizers", {}):
                 opt.load_state_dict(state["optimizers"][key])

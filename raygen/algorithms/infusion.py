@@ -53,7 +53,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -188,6 +188,13 @@ class Infusion(Algorithm):
 
     name = "infusion"
     Config = InfusionConfig
+    metric_names: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train": ("loss", "nll_step*", "lower_bound"),
+        "quick": ("lower_bound",),
+        "full": ("lower_bound", "importance", "importance_isotropic", "isotropic_variance", "bits_per_dim",
+                 "bits_per_dim_importance", "*_std"),
+    }
+    selection = ("lower_bound", "max")  # model selection on the validation bound (VW Algorithm 1; TAB A.1)
     cfg: InfusionConfig
 
     @classmethod
@@ -254,9 +261,9 @@ class Infusion(Algorithm):
         self._stats_ready = False
         self._iso_var = None
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
-        self._stats_ready = False  # the checkpoint's running statistics are training (EMA) ones
+    def load_model(self, model_state: dict[str, Any]) -> None:
+        super().load_model(model_state)
+        self._stats_ready = False  # the loaded running statistics are training (EMA) ones
         self._iso_var = None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:

@@ -341,6 +341,13 @@ class Walkback(Algorithm):
 
     name = "walkback"
     Config = WalkbackConfig
+    metric_names: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train": ("loss", "nll_step_*", "walkback_steps", "t_max", "noise_std", "pstar_std"),
+        "quick": ("lower_bound", "loss", "walkback_steps"),
+        "full": ("lower_bound", "importance", "importance_isotropic", "bits_per_dim", "bits_per_dim_importance",
+                 "*_std", "walkback_steps", "reversibility_kl", "entropy_rate", "reversibility_ratio"),
+    }
+    selection = ("lower_bound", "max")  # model selection on the validation bound (VW Algorithm 1; TAB A.1)
     cfg: WalkbackConfig
 
     @classmethod
@@ -476,8 +483,8 @@ class Walkback(Algorithm):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"operator": self._opt}
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
+    def load_model(self, model_state: dict[str, Any]) -> None:
+        super().load_model(model_state)
         self._reversibility_cache = None
 
     # ------------------------------------------------------------------ training (Algorithm 1)

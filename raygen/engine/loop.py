@@ -104,13 +104,99 @@ def build(config: RunConfig, dataset: Dataset | None = None, device: torch.devic
     return algo, dataset
 
 
-def checkpoint_payload(algo: Algorithm, config: RunConfig, batches: Batches | None = None) -> dict[str, Any]:
+def checkpoint_payload(
+    algo: Algorithm, config: RunConfig, batches: Batches | None = None, selection: Selection | None = None
+) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
         "algorithm": algo.state(),
         "batches": batches.state() if batches else None,
         "torch_rng": torch.get_rng_state(),
+        "selection": selection.state() if selection is not None else None,
     }
+
+
+_FALLBACK_SELECTION = (("lower_bound", "max"), ("nll", "min"), ("loss", "min"))
+
+
+class Selection:
+    """Model selection and early stopping on the quick validation evaluation.
+
+    VW Algorithm 1 trains "until convergence monitoring L on a validation set and doing early stopping", and
+    Infusion TAB A.1 reports "the models that obtained the best lower bound value on the validation set": the
+    best state seen at a validation evaluation is kept (in memory and in checkpoints) and is the one the final
+    evaluation scores. The value compared is the mean over data-parallel workers, so every worker takes the
+    same decision (each draws its own evaluation noise).
+    """
+
+    def __init__(self, config: RunConfig, algo: Algorithm) -> None:
+        tc = config.train
+        self.metric, self.mode = tc.select_metric, tc.select_mode
+        if self.metric is None and algo.selection is not None:
+            self.metric, default_mode = algo.selection
+            self.mode = self.mode or default_mode
+        self.patience = tc.patience
+        self.keep = tc.select_best
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+        self.best_model: dict[str, torch.Tensor] | None = None
+        self.stale = 0  # evaluations since the last improvement
+
+    def _resolve(self, evaluation: dict[str, float]) -> None:
+        if self.metric is None:
+            for name, mode in _FALLBACK_SELECTION:
+                if name in evaluation:
+                    self.metric, self.mode = name, self.mode or mode
+                    break
+            else:
+                raise ValueError(
+                    f"no validation metric to select the model by (none of {[n for n, _ in _FALLBACK_SELECTION]} "
+                    f"among {sorted(evaluation)}): set train.select_metric"
+                )
+        if self.metric not in evaluation:
+            raise ValueError(
+                f"train.select_metric='{self.metric}' is not a validation metric of this algorithm; it reports "
+                f"{sorted(evaluation)}"
+            )
+        if self.mode is None:
+            raise ValueError(f"train.select_mode is needed to select on '{self.metric}' (max or min)")
+
+    def observe(self, step: int, evaluation: dict[str, float], algo: Algorithm) -> bool:
+        """Record one validation evaluation; True when patience has run out (stop training)."""
+        self._resolve(evaluation)
+        value = float(algo.ctx.all_reduce_mean(torch.tensor([evaluation[self.metric]], device=algo.device))[0])
+        better = self.best_value is None or (value > self.best_value if self.mode == "max" else value < self.best_value)
+        if better:
+            self.best_value, self.best_step, self.stale = value, step, 0
+            if self.keep:
+                self.best_model = {k: v.detach().clone() for k, v in algo.state_dict().items()}
+        else:
+            self.stale += 1
+        return self.patience is not None and self.stale >= self.patience
+
+    def restore_best(self, algo: Algorithm) -> dict[str, float]:
+        """Load the selected state into `algo` (if it is not the current one); the `selection/` metric rows."""
+        if self.best_step is None:
+            return {}
+        if self.keep and self.best_model is not None and self.best_step != algo.updates:
+            log.info("evaluating the update selected on valid/%s: %d (of %d)", self.metric, self.best_step,
+                     algo.updates)
+            algo.load_model(self.best_model)
+        step = self.best_step if self.keep else algo.updates
+        out = {"selection/step": float(step)}
+        if self.keep:
+            out[f"selection/{self.metric}"] = float(self.best_value)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"metric": self.metric, "mode": self.mode, "best_value": self.best_value, "best_step": self.best_step,
+                "best_model": self.best_model, "stale": self.stale}
+
+    def load(self, state: dict[str, Any] | None) -> None:
+        if state:
+            self.metric, self.mode = state["metric"], state["mode"]
+            self.best_value, self.best_step = state["best_value"], state["best_step"]
+            self.best_model, self.stale = state["best_model"], state["stale"]
 
 
 class _Mean:
@@ -165,8 +251,12 @@ def train(
     generator = torch.Generator(device="cpu").manual_seed(config.seed + 17 * ctx.rank)
     valid = dataset.splits["valid"][: tc.eval_examples].to(device)
     means = _Mean()
+    selection = Selection(config, algo)
+    if resume is not None:
+        selection.load(resume.get("selection"))
+    stop = False
 
-    while algo.updates < tc.steps:
+    while algo.updates < tc.steps and not stop:
         batch = dataset.prepare_batch(next(batches), generator).to(device)
         algo.train()
         before = algo.updates
@@ -183,14 +273,20 @@ def train(
             with torch.no_grad():
                 evaluation = algo.evaluate(valid, "valid", full=False, generator=generator)
             metrics.update({f"valid/{k}": v for k, v in evaluation.items()})
+            stop = selection.observe(step, evaluation, algo)
+            if stop:
+                log.info("early stop at update %d: valid/%s has not improved for %d evaluations (best: update %d)",
+                         step, selection.metric, selection.stale, selection.best_step)
         checkpoint = None
-        if _crossed(before, step, tc.checkpoint_every) or step >= tc.steps:
-            checkpoint = checkpoint_payload(algo, config, batches)
+        if _crossed(before, step, tc.checkpoint_every) or step >= tc.steps or stop:
+            checkpoint = checkpoint_payload(algo, config, batches, selection)
         if metrics or checkpoint is not None:
             report(step, metrics, checkpoint=checkpoint)
         if progress is not None:
             progress(step, tc.steps, metrics)
     if config.eval.final and ctx.rank == 0:
+        step = algo.updates
+        chosen = selection.restore_best(algo)
         metrics, artifacts = evaluation_suite(algo, dataset, config, generator)
-        report(algo.updates, metrics, artifacts=artifacts)
+        report(step, {**metrics, **chosen}, artifacts=artifacts)
     return algo
