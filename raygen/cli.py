@@ -48,6 +48,64 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _expected_failure(err: BaseException) -> tuple[str, int] | None:
+    """(one-line message, exit code) for failures a user causes or meets (bad input, no GPU, NaN loss, no
+    memory, a read-only or full store); None for anything else, which keeps its traceback (a bug)."""
+    import errno
+
+    from raygen.algorithms.base import NonFiniteLossError
+    from raygen.data import DataError
+    from raygen.engine.local import (
+        CheckpointError,
+        RunSetupError,
+        describe_os_error,
+        first_line,
+        is_out_of_memory,
+    )
+
+    if isinstance(err, (ConfigError, DataError, RunSetupError, CheckpointError, FileNotFoundError)):
+        message, code = str(err), 2
+    elif isinstance(err, KeyError):  # find_run: unknown or ambiguous run
+        message, code = str(err.args[0]), 2
+    elif isinstance(err, NonFiniteLossError):
+        message, code = f"the loss became NaN or infinite ({err}); try a lower train.lr or train.grad_clip", 1
+    elif is_out_of_memory(err):
+        message, code = f"out of memory ({first_line(err)}); make the networks or train.batch_size smaller", 1
+    elif isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                                    errno.EPERM):
+        message, code = f"cannot write the results store: {describe_os_error(err)}", 1
+    elif isinstance(err, KeyboardInterrupt):
+        message, code = "interrupted; the run is recorded as stopped", 130
+    elif getattr(err, "worker_failures", None) is not None:  # Ray Train: name the worker's error, not Ray's
+        from raygen.engine.ray_train import root_cause
+
+        message, code = first_line(RuntimeError(root_cause(err))), 1
+    else:
+        return None
+    run_id = getattr(err, "raygen_run_id", None)
+    return (f"run {run_id} failed: {message}" if run_id and code != 130 else message), code
+
+
+class _OneLine:
+    """`with _OneLine(verbose):` turns expected failures into one red line (`--verbose`: the traceback too)."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if err is None or isinstance(err, (typer.Exit, typer.Abort, SystemExit)):
+            return False
+        expected = _expected_failure(err)
+        if expected is None or self.verbose:
+            return False  # the traceback
+        message, code = expected
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code)
+
+
 def _train_overrides(
     overrides: list[str] | None, steps: int | None, seed: int | None, device: str | None
 ) -> dict[str, Any]:
@@ -65,7 +123,7 @@ def _train_overrides(
 
 @app.command()
 def train(
-    algorithm: str = typer.Argument(..., help="walkback | infusion | professor | teacher | scheduled"),
+    algorithm: str | None = typer.Argument(None, help="walkback | infusion | professor | teacher | scheduled"),
     overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="dataset name (see `raygen datasets`)"),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
@@ -73,31 +131,44 @@ def train(
     seed: int | None = typer.Option(None, "--seed"),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda | auto"),
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
+    resume: str | None = typer.Option(None, "--resume", metavar="RUN", help="continue a lost, failed or stopped "
+                                      "local run from its last checkpoint, under the same run id (no other "
+                                      "arguments: its config is in the checkpoint)"),
     workers: int | None = typer.Option(None, "--workers", help="data-parallel Ray Train workers"),
     gpu: bool = typer.Option(False, "--gpu", help="one GPU per Ray Train worker (nccl)"),
     max_failures: int = typer.Option(2, "--max-failures", help="with --workers: restarts from the last "
                                      "checkpoint after a worker or node failure (-1: unlimited)"),
     address: str | None = typer.Option(None, "--address", help="with --workers: Ray cluster address "
                                           "(default: $RAY_ADDRESS, else a private local Ray)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging, and tracebacks of errors"),
 ) -> None:
     """Train ALGORITHM; results, checkpoint and pictures land in the results store."""
     _setup_logging(verbose)
+    if resume is not None:
+        given = [name for name, value in (("ALGORITHM", algorithm), ("overrides", overrides), ("--dataset", dataset),
+                                          ("--config", config), ("--steps", steps), ("--seed", seed),
+                                          ("--device", device), ("--workers", workers)) if value]
+        if given:
+            _fail(f"--resume takes the run's config from its checkpoint; drop {', '.join(given)}")
+        from raygen.engine.local import resume_local
+
+        _stop_on_sigterm()
+        with _OneLine(verbose):
+            typer.echo(resume_local(results, resume))
+        return
+    if algorithm is None:
+        _fail("missing ALGORITHM (or --resume RUN)")
     from raygen.config import build_config
 
-    try:
+    with _OneLine(verbose):
         cfg = build_config(
             algorithm=algorithm,
             dataset=dataset,
             file=config,
             overrides=_train_overrides(overrides, steps, seed, device),
         )
-    except (ConfigError, KeyError) as err:
-        _fail(str(err.args[0] if isinstance(err, KeyError) else err))
-    from raygen.data import DataError
-
     _stop_on_sigterm()
-    try:
+    with _OneLine(verbose):
         if workers is None:
             from raygen.engine.local import run_local
 
@@ -107,8 +178,6 @@ def train(
 
             run_id = run_distributed(cfg, results, workers=workers, use_gpu=gpu, max_failures=max_failures,
                                      address=address)
-    except DataError as err:
-        _fail(str(err))
     typer.echo(run_id)
 
 
@@ -120,30 +189,31 @@ def sample(
     seed: int = typer.Option(0, "--seed"),
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
     device: str | None = typer.Option(None, "--device"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging, and tracebacks of errors"),
 ) -> None:
     """Draw new samples and chains from a run's checkpoint; writes pictures next to the run's files."""
-    _setup_logging()
+    _setup_logging(verbose)
     import torch
 
-    from raygen.engine.local import restore
-    from raygen.results import RunRecorder
+    from raygen.engine.local import check_writable, restore
+    from raygen.results import RunRecorder, find_run
 
     overrides: dict[str, Any] = {"eval.sample_count": n}
     if chain_steps is not None:
         overrides["eval.chain_steps"] = chain_steps
-    try:
+    with _OneLine(verbose):
+        find_run(results, run)  # a store that does not exist is not created by the check below
+        check_writable(results)  # before the work, not after it
         algo, dataset, cfg, run_id = restore(results, run, device=device, overrides=overrides)
-    except (KeyError, FileNotFoundError, RuntimeError, ConfigError) as err:
-        _fail(str(err.args[0] if isinstance(err, KeyError) else err))
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    algo.eval()
-    with torch.no_grad():
-        artifacts = algo.artifacts(dataset, generator=generator)
-    recorder = RunRecorder(results, cfg, run_id=run_id)
-    for artifact in artifacts:
-        name = f"sample-seed{seed}-{artifact.name}"
-        typer.echo(recorder.save_file(algo.updates, name, artifact.kind, artifact.data))
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        algo.eval()
+        with torch.no_grad():
+            artifacts = algo.artifacts(dataset, generator=generator)
+        recorder = RunRecorder(results, cfg, run_id=run_id)
+        for artifact in artifacts:
+            name = f"sample-seed{seed}-{artifact.name}"
+            typer.echo(recorder.save_file(algo.updates, name, artifact.kind, artifact.data))
 
 
 @app.command()
@@ -153,28 +223,30 @@ def evaluate(
     seed: int = typer.Option(0, "--seed"),
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
     device: str | None = typer.Option(None, "--device"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging, and tracebacks of errors"),
 ) -> None:
     """Run the evaluation suite on the test split (and eval.splits) and append the numbers to the store."""
-    _setup_logging()
+    _setup_logging(verbose)
     import torch
 
     from raygen.config import parse_override
     from raygen.engine.evaluate import evaluation_suite
-    from raygen.engine.local import restore
+    from raygen.engine.local import check_writable, restore
     from raygen.engine.report import StoreReporter
-    from raygen.results import RunRecorder
+    from raygen.results import RunRecorder, find_run
 
     parsed = dict(parse_override(o) for o in overrides or [])
     bad = [k for k in parsed if not k.startswith("eval.")]
     if bad:
         _fail(f"evaluate accepts only eval.* overrides, got {', '.join(bad)}")
-    try:
+    with _OneLine(verbose):
+        find_run(results, run)  # a store that does not exist is not created by the check below
+        check_writable(results)  # before the evaluation, which can take long, not after it
         algo, dataset, cfg, run_id = restore(results, run, device=device, overrides=parsed)
-    except (KeyError, FileNotFoundError, RuntimeError, ConfigError) as err:
-        _fail(str(err.args[0] if isinstance(err, KeyError) else err))
-    torch.manual_seed(seed)
-    metrics, artifacts = evaluation_suite(algo, dataset, cfg, torch.Generator().manual_seed(seed), pictures=False)
-    StoreReporter(RunRecorder(results, cfg, run_id=run_id))(algo.updates, metrics, artifacts=artifacts)
+        torch.manual_seed(seed)
+        metrics, artifacts = evaluation_suite(algo, dataset, cfg, torch.Generator().manual_seed(seed),
+                                              pictures=False)
+        StoreReporter(RunRecorder(results, cfg, run_id=run_id))(algo.updates, metrics, artifacts=artifacts)
     for key, value in sorted(metrics.items()):
         typer.echo(f"{key}\t{value:.6g}")
 
@@ -205,17 +277,39 @@ def datasets(
 
 
 @app.command()
-def runs(results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP)) -> None:
-    """List the runs in a results store."""
+def runs(
+    results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
+    lost_after: float | None = typer.Option(None, "--lost-after", metavar="SECONDS", help="a running run whose "
+                                            "heartbeat is older than this is shown lost (default: "
+                                            "$RAYGEN_LOST_AFTER_S, else 600)"),
+    repair: bool = typer.Option(False, "--repair", help="mark lost runs failed for good (error: lost since ...); "
+                                "`raygen train --resume RUN` can then continue them"),
+) -> None:
+    """List the runs in a results store (a running run whose heartbeat stopped is shown `lost`)."""
+    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
+    from raygen.lifecycle import effective_status
+    from raygen.lifecycle import repair as repair_lost
     from raygen.results import read_runs
 
+    if lost_after is not None and lost_after <= 0:
+        _fail("--lost-after must be positive")
+    if repair:
+        for run_id in repair_lost(results, after_s=lost_after):
+            typer.echo(f"marked lost run {run_id} failed", err=True)
     frame = read_runs(results)
     table = Table("run_id", "algorithm", "dataset", "status", "steps", "wall_time_s")
-    for row in frame.sort_values("started_at").itertuples() if not frame.empty else []:
-        table.add_row(row.run_id, row.algorithm, row.dataset, row.status, str(row.steps), f"{row.wall_time_s or 0:.1f}")
+    if not frame.empty:
+        frame = frame.assign(shown=effective_status(frame, after_s=lost_after)).sort_values("started_at")
+    for row in frame.itertuples() if not frame.empty else []:
+        steps, wall = row.steps, row.wall_time_s
+        if row.status == "running" and pd.notna(getattr(row, "heartbeat_at", None)):  # not ended: as of its heartbeat
+            steps = getattr(row, "heartbeat_step", steps)
+            wall = (pd.Timestamp(row.heartbeat_at) - pd.Timestamp(row.started_at)).total_seconds()
+        table.add_row(row.run_id, row.algorithm, row.dataset, row.shown, str(steps),
+                      f"{wall if pd.notna(wall) else 0:.1f}")
     Console(width=200).print(table)
 
 

@@ -1,9 +1,17 @@
-"""In-process runner (`raygen train` without --workers): no Ray at all."""
+"""In-process runner (`raygen train` without --workers): no Ray at all.
+
+A run row is written only after everything that can be checked before training has been checked (`prepare`):
+the store is writable, the device exists, the dataset loads and validates, the batch fits the training split,
+and the algorithm builds on the dataset. Bad inputs therefore leave no `failed` rows behind (nor a `latest`).
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
+import pickle
 import sys
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,57 +21,136 @@ from tqdm.auto import tqdm
 
 from raygen.algorithms import Algorithm
 from raygen.config import RunConfig
-from raygen.data import Dataset
-from raygen.engine.loop import build, resolve_device, train
+from raygen.data import Dataset, load_dataset
+from raygen.engine.loop import build, train
 from raygen.engine.report import CHECKPOINT_NAME, StoreReporter
+from raygen.lifecycle import effective_status, recorded, reopen_run, run_row
 from raygen.results import RunRecorder, find_run
 
 log = logging.getLogger(__name__)
 
 
-def run_recorded(config: RunConfig, recorder: RunRecorder, body) -> None:
-    """Mark the run running, execute `body()`, and record how it ended (completed, stopped or failed)."""
-    recorder.write_run("running")
+class RunSetupError(ValueError):
+    """A run that cannot start: caught before its row is written, reported in one line."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, or that holds more than tensors and plain data."""
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def check_writable(results: str | Path) -> Path:
+    """Create the store's folders and write (then delete) a probe file in each, so that a read-only or full
+    store is refused before hours of work are done for nothing. Permission bits alone do not tell (root
+    ignores them; a read-only mount does not show in them), hence a real write."""
+    root = Path(results)
+    for sub in ("", "runs", "metrics", "artifacts", "files"):
+        directory = root / sub
+        probe = directory / f".probe-{uuid.uuid4().hex}"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with open(probe, "xb") as f:
+                f.write(b"raygen")
+        except OSError as err:
+            raise RunSetupError(f"results store {root} is not writable: {describe_os_error(err)}") from None
+        finally:
+            probe.unlink(missing_ok=True)
+    return root
+
+
+def describe_os_error(err: OSError) -> str:
+    reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+              errno.EROFS: "read-only file system"}.get(err.errno or 0, err.strerror or str(err))
+    return f"{reason} ({err.filename})" if err.filename else reason
+
+
+def check_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        body()
-    except KeyboardInterrupt:
-        recorder.flush()
-        recorder.write_run("stopped", error="interrupted by the user")
-        raise
-    except BaseException as err:
-        recorder.flush()
-        recorder.write_run("failed", error=f"{type(err).__name__}: {err}")
-        raise
-    recorder.flush()
-    recorder.write_run("completed")
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise RunSetupError(f"unknown device '{name}' ({err})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RunSetupError(f"device '{name}' was requested but no CUDA GPU is available (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RunSetupError(f"device '{name}' does not exist ({torch.cuda.device_count()} CUDA GPU(s))")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise RunSetupError("device 'mps' was requested but is not available (use --device cpu)")
+    return device
 
 
-def run_local(
-    config: RunConfig,
-    results: str | Path,
-    *,
-    run_id: str | None = None,
-    extra: Mapping[str, Any] | None = None,
-    progress: bool | None = None,
-) -> str:
-    """Train in this process, writing the run into the results store. Returns the run id."""
-    device = resolve_device(config.device)
-    recorder = RunRecorder(results, config, run_id=run_id, extra={"device": str(device), **(extra or {})})
-    show = config.train.progress if progress is None else progress
-    bar = tqdm(total=config.train.steps, desc=recorder.run_id, unit="upd", disable=not show or not sys.stderr.isatty())
+def is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
-    def on_progress(step: int, total: int, metrics: dict[str, float]) -> None:
-        bar.update(step - bar.n)
-        shown = {k.split("/", 1)[-1]: f"{v:.4g}" for k, v in metrics.items() if k.startswith(("train/", "valid/"))}
-        if shown:
-            bar.set_postfix(dict(list(shown.items())[:4]), refresh=False)
 
+def prepare(config: RunConfig, *, workers: int = 1, build_model: bool = True) -> Dataset:
+    """Everything that can fail before training, in the order a person would fix it. Returns the dataset
+    (loaded once: the runner passes it on). Raises RunSetupError, DataError or ConfigError."""
+    if build_model:
+        check_device(config.device)
+    dataset = load_dataset(config.dataset, config.data)
+    for split in ("train", "valid"):
+        if split not in dataset.splits or len(dataset.splits[split]) == 0:
+            raise RunSetupError(f"dataset '{config.dataset}' has no {split} examples")
+    per_worker = len(dataset.splits["train"]) // workers  # Batches shards the training split by rank
+    if config.train.batch_size > per_worker:
+        where = f"of each of {workers} workers" if workers > 1 else "in the training split"
+        raise RunSetupError(
+            f"train.batch_size={config.train.batch_size} is larger than the {per_worker} examples {where} "
+            f"of '{config.dataset}' (lower train.batch_size)"
+        )
+    if build_model:  # the algorithm accepts the data and its networks fit in memory
+        try:
+            algo, _ = build(config, dataset)
+        except Exception as err:
+            if is_out_of_memory(err):
+                raise RunSetupError(f"out of memory building {config.algorithm}'s networks on {config.device}: "
+                                    f"{first_line(err)} (make the networks smaller)") from None
+            raise
+        del algo
+    return dataset
+
+
+def first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint without running code: `weights_only=True` lets the unpickler build only tensors and
+    plain containers/numbers/strings, which is all raygen writes (the config travels as a dict, the RNG state
+    as a tensor). A file that asks for anything else (a pickled `os.system`, say) is refused unread."""
+    path = Path(path)
     try:
-        run_recorded(config, recorder, lambda: train(config, StoreReporter(recorder), progress=on_progress))
-    finally:
-        bar.close()
-    log.info("run %s written to %s", recorder.run_id, results)
-    return recorder.run_id
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {path} refused: it holds objects other than tensors and plain data ({unpickling_reason(err)})"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - truncated, foreign or unreadable: say which file
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(err)}") from None
+    if not isinstance(payload, dict) or not {"config", "algorithm"} <= payload.keys():
+        raise CheckpointError(f"checkpoint {path} is not a raygen checkpoint (no config and algorithm state)")
+    return payload
+
+
+def unpickling_reason(err: BaseException) -> str:
+    """The one informative line of torch's multi-paragraph 'Weights only load failed' message."""
+    for line in str(err).splitlines():
+        line = line.strip()
+        if line.startswith(("WeightsUnpickler error:", "Unsupported")):
+            return line.removeprefix("WeightsUnpickler error:").strip()
+    return first_line(err)
 
 
 def checkpoint_path(results: str | Path, run: str) -> Path:
@@ -79,15 +166,89 @@ def restore(
 ) -> tuple[Algorithm, Dataset, RunConfig, str]:
     """Rebuild a trained algorithm from its checkpoint (the config travels inside the checkpoint)."""
     path = checkpoint_path(results, run)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - a truncated or foreign file: say which one
-        raise RuntimeError(f"cannot read checkpoint {path}: {err}") from None
+    payload = read_checkpoint(path)
     config = RunConfig.model_validate(payload["config"])
     if device is not None:
         overrides = {**(overrides or {}), "device": device}
     if overrides:
         config = config.with_overrides(overrides)
+    check_device(config.device)
     algo, dataset = build(config)
     algo.load_state(payload["algorithm"])
     return algo, dataset, config, path.parent.name
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def _train_recorded(config: RunConfig, recorder: RunRecorder, dataset: Dataset, *, resume: dict[str, Any] | None,
+                    progress: bool | None) -> None:
+    show = config.train.progress if progress is None else progress
+    bar = tqdm(total=config.train.steps, initial=recorder.steps, desc=recorder.run_id, unit="upd",
+               disable=not show or not sys.stderr.isatty())
+
+    def on_progress(step: int, total: int, metrics: dict[str, float]) -> None:
+        bar.update(step - bar.n)
+        beat.beat(step)
+        shown = {k.split("/", 1)[-1]: f"{v:.4g}" for k, v in metrics.items() if k.startswith(("train/", "valid/"))}
+        if shown:
+            bar.set_postfix(dict(list(shown.items())[:4]), refresh=False)
+
+    try:
+        with recorded(recorder) as beat:
+            train(config, StoreReporter(recorder), resume=resume, dataset=dataset,
+                  progress=on_progress)
+    except BaseException as err:
+        err.raygen_run_id = recorder.run_id  # type: ignore[attr-defined]  # the CLI names the failed run
+        raise
+    finally:
+        bar.close()
+
+
+def run_local(
+    config: RunConfig,
+    results: str | Path,
+    *,
+    run_id: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    progress: bool | None = None,
+) -> str:
+    """Train in this process, writing the run into the results store. Returns the run id."""
+    check_writable(results)
+    dataset = prepare(config)
+    device = check_device(config.device)
+    recorder = RunRecorder(results, config, run_id=run_id, extra={"device": str(device), **(extra or {})})
+    _train_recorded(config, recorder, dataset, resume=None, progress=progress)
+    log.info("run %s written to %s", recorder.run_id, results)
+    return recorder.run_id
+
+
+def resume_local(results: str | Path, run: str, *, progress: bool | None = None) -> str:
+    """Continue a lost, failed or stopped local run from its last checkpoint, under the same run id.
+
+    The rows the run wrote after that checkpoint are rewound first (`RunRecorder.rewind`, the same rewind a
+    Ray Train restart does), so no (run_id, step, split, metric) key is stored twice.
+    """
+    check_writable(results)
+    run_id = find_run(results, run)
+    row = run_row(results, run_id)
+    assert row is not None
+    import pandas as pd
+
+    status = effective_status(pd.DataFrame([row]))[0]
+    if status == "completed":
+        raise RunSetupError(f"run {run_id} is completed; there is nothing to resume")
+    if status == "running":
+        raise RunSetupError(f"run {run_id} is still running (its heartbeat is recent); stop it first, or wait "
+                            "until `raygen runs` shows it lost")
+    if int(row.get("workers") or 1) > 1 or row.get("sweep_id"):
+        raise RunSetupError(f"run {run_id} ran on Ray (workers or a sweep): Ray resumes it, not --resume")
+    payload = read_checkpoint(checkpoint_path(results, run_id))
+    config = RunConfig.model_validate(payload["config"])
+    dataset = prepare(config)
+    step = int(payload["algorithm"]["updates"])
+    recorder = reopen_run(results, run_id, step=step)
+    assert recorder is not None
+    log.info("resuming %s from its checkpoint at update %d (was %s)", run_id, step, status)
+    _train_recorded(config, recorder, dataset, resume=payload, progress=progress)
+    return run_id

@@ -19,7 +19,7 @@ there the caller adds `TuneReportCallback` so rank 0's metrics reach Tune.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import math
 import os
@@ -33,13 +33,16 @@ import torch
 
 from raygen.algorithms import Artifact
 from raygen.config import RunConfig
+from raygen.engine.local import RunSetupError, check_writable, prepare, read_checkpoint
 from raygen.engine.report import CHECKPOINT_NAME, StoreReporter, checkpoint_bytes
+
+# The run-row helpers live in raygen.lifecycle (no torch or Ray); drivers (sweep.py) import them from here.
+from raygen.lifecycle import error_text, mark_run, recorded, reopen_run, run_status  # noqa: F401
 from raygen.results import RunRecorder
 from raygen.results.store import new_run_id
 
 log = logging.getLogger(__name__)
 
-ERROR_TEXT_LIMIT = 4000
 
 
 # ---------------------------------------------------------------------------------------------- Ray session
@@ -65,69 +68,39 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> bo
         # A private local cluster, never someone else's (`ray.init()` alone would join any cluster started on
         # this machine). The dashboard stays on: its State API frees the placement groups of trials stopped
         # early (notes/ray.md); it listens on the loopback interface only.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 log_to_driver=True)
+        _init_loopback(num_cpus)
     return True
+
+
+def _init_loopback(num_cpus: int | None) -> None:
+    """Start a private cluster whose every socket (GCS, raylet, object manager, workers, agents, dashboard)
+    listens on 127.0.0.1 only.
+
+    Ray binds its servers to all interfaces unless the node's IP is 127.0.0.1, and `ray.init` turns a
+    `_node_ip_address` of 127.0.0.1 into the machine's routable IP unless Ray clusters are disabled
+    (`ray_constants.ENABLE_RAY_CLUSTER`, read from RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when Ray is imported:
+    too late to set here). So the flag is lowered for the duration of `ray.init` only; the node IP it then
+    passes to the processes it starts is the loopback address. tests/test_lifecycle_ray.py lists the
+    listening sockets of the started processes.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=True, _node_ip_address="127.0.0.1")
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
 
 
 # ---------------------------------------------------------------------------------------------- store helpers
 
 
-def error_text(err: BaseException) -> str:
-    text = f"{type(err).__name__}: {err}"
-    return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + " ..."
-
-
-def reopen_run(results: str | Path, run_id: str) -> RunRecorder | None:
-    """A recorder for an existing run row (to change its status from the driver), or None if absent."""
-    import pyarrow.parquet as pq
-
-    path = Path(results) / "runs" / f"{run_id}.parquet"
-    if not path.is_file():
-        return None
-    row = pq.read_table(path).to_pylist()[0]
-    config = RunConfig.model_validate(json.loads(row["config_json"]))
-    extra: dict[str, Any] = {"workers": row.get("workers") or 1, "device": row.get("device"),
-                             "stopped_early": bool(row.get("stopped_early"))}
-    for key in ("sweep_id", "trial_id"):
-        if row.get(key) is not None:
-            extra[key] = row[key]
-    for key in ("params", "resources"):
-        if row.get(f"{key}_json"):
-            extra[key] = json.loads(row[f"{key}_json"])
-    recorder = RunRecorder(results, config, run_id=run_id, extra=extra)
-    recorder.rewind(None)
-    recorder.node = row.get("node") or recorder.node
-    return recorder
-
-
-def run_status(results: str | Path, run_id: str) -> tuple[str | None, str | None]:
-    """(status, error) of a run row, or (None, None)."""
-    import pyarrow.parquet as pq
-
-    path = Path(results) / "runs" / f"{run_id}.parquet"
-    if not path.is_file():
-        return None, None
-    row = pq.read_table(path, columns=["status", "error"]).to_pylist()[0]
-    return row["status"], row["error"]
-
-
-def mark_run(results: str | Path, run_id: str, status: str, *, error: str | None = None,
-             stopped_early: bool | None = None, only_if: Sequence[str] | None = None) -> bool:
-    """Rewrite a run row's status from a driver (keeping its node, start time and final values)."""
-    recorder = reopen_run(results, run_id)
-    if recorder is None:
-        return False
-    if only_if is not None and run_status(results, run_id)[0] not in only_if:
-        return False
-    if stopped_early is not None:
-        recorder.extra["stopped_early"] = stopped_early
-    recorder.write_run(status, error=error)
-    return True
-
-
 def load_payload(directory: str | Path) -> dict[str, Any]:
-    return torch.load(Path(directory) / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    """The checkpoint payload in a Ray checkpoint directory (read without running code: `read_checkpoint`)."""
+    return read_checkpoint(Path(directory) / CHECKPOINT_NAME)
 
 
 def resume_step(payload: dict[str, Any] | None) -> int:
@@ -170,6 +143,7 @@ class _WorkerReporter:
         self.reports = 0
         self.reached_end = start >= steps  # resumed from the final checkpoint: only post-training reports remain
         self.held: list[tuple[dict[str, Any], bytes | None, int]] = []
+        self.heartbeat = None  # rank 0: the run's Heartbeat (raygen.lifecycle), told the latest update
 
     def __call__(
         self,
@@ -180,6 +154,8 @@ class _WorkerReporter:
         artifacts: Sequence[Artifact] = (),
     ) -> None:
         data = None
+        if self.heartbeat is not None:
+            self.heartbeat.beat(step)
         if self.store is not None:
             self.store(step, metrics, artifacts=artifacts)
             if checkpoint is not None:
@@ -251,21 +227,14 @@ def train_worker(job: dict[str, Any]) -> None:
         extra = {**job["extra"], "workers": ctx.world_size, "device": job["device"]}
         recorder = RunRecorder(job["results"], config, run_id=job["run_id"], extra=extra)
         recorder.rewind(resume_step(resume))
-        recorder.write_run("running")
     reporter = _WorkerReporter(recorder, config.train.steps, resume_step(resume))
     if recorder is not None:
         reporter.latest.values.update(recorder.final)  # a resumed run carries what it measured before
-    try:
+    # Rank 0 records the run: `running` with a heartbeat while it trains, then how it ended.
+    with recorded(recorder) if recorder is not None else contextlib.nullcontext() as beat:
+        reporter.heartbeat = beat
         train(config, reporter, ctx=ctx, resume=resume)
         reporter.finish()
-    except BaseException as err:
-        if recorder is not None:
-            recorder.flush()
-            recorder.write_run("failed", error=error_text(err))
-        raise
-    if recorder is not None:
-        recorder.flush()
-        recorder.write_run("completed")
 
 
 # ---------------------------------------------------------------------------------------------- the driver
@@ -318,10 +287,21 @@ def run_distributed(
         raise ValueError("device 'cuda' needs --gpu with --workers (each worker then gets one GPU)")
     if config.device == "auto":
         config = config.with_overrides({"device": "cpu"})
+    # Bad inputs fail here, in the driver, before any worker starts or any run row exists (engine/local.py).
+    check_writable(results)
+    prepare(config, workers=workers, build_model=not use_gpu)
+    private = not (address or os.environ.get("RAY_ADDRESS"))
     # The controller collects each worker's pending report when it polls (every 2 s by default) and a worker
     # blocks on its next report until then; poll more often so that checkpoint reports do not stall training.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     ensure_ray(address)
+    if use_gpu and private:
+        import ray
+
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        needed = workers * (gpus_per_worker if gpus_per_worker is not None else 1.0)
+        if gpus < needed:  # Train would wait for them forever
+            raise RunSetupError(f"--gpu with {workers} workers needs {needed:g} GPU(s); this machine has {gpus:g}")
     device = "cuda" if use_gpu else "cpu"
     resources = {"CPU": cpus_per_worker}
     if use_gpu:

@@ -224,6 +224,9 @@ class RunRecorder:
             "ended_at": ended,
             "wall_time_s": (ended - self.started_at).total_seconds() if ended else None,
             "steps": self.steps,
+            # last sign of life: a `running` row whose heartbeat is stale is shown `lost` (raygen.lifecycle)
+            "heartbeat_at": now(),
+            "heartbeat_step": self.steps,
             "config_json": json.dumps(self.config.to_dict(), sort_keys=True),
             "versions_json": json.dumps(package_versions(), sort_keys=True),
             "git_commit": git_commit(),
@@ -239,7 +242,16 @@ class RunRecorder:
         table = table.set_column(
             table.schema.get_field_index("ended_at"), "ended_at", pa.array([ended], pa.timestamp("us", tz="UTC"))
         )
+        table = table.set_column(
+            table.schema.get_field_index("heartbeat_at"), "heartbeat_at",
+            pa.array([row["heartbeat_at"]], pa.timestamp("us", tz="UTC")),
+        )
         atomic_write_table(self.root / "runs" / f"{self.run_id}.parquet", table)
+
+    def heartbeat(self, step: int) -> None:
+        """Rewrite the `running` row with the time and the latest update (called periodically while training)."""
+        self.steps = max(self.steps, int(step))
+        self.write_run("running")
 
     # ------------------------------------------------------------------ metrics
     def log(self, step: int, metrics: Mapping[str, float]) -> None:

@@ -1,0 +1,246 @@
+"""How a run's row lives in the store: `running` with a heartbeat, then how it ended; `lost` when it died hard.
+
+A run that is SIGKILLed, loses its node or its driver, or fills the disk cannot write how it ended, so its row
+would say `running` forever. While a run trains, a heartbeat thread rewrites its row every
+`heartbeat_interval()` seconds with the time and the latest update (`heartbeat_at`, `heartbeat_step`).
+Readers call a `running` row whose heartbeat is older than `lost_after()` seconds `lost` (`effective_status`);
+`repair` rewrites such rows for good as `failed` with an error that says the run was lost, and
+`raygen train --resume RUN` continues a lost, failed or stopped local run from its last checkpoint.
+
+Knobs (environment, so that every process of a run and every reader agree without a config file):
+RAYGEN_HEARTBEAT_S (default 30 s) and RAYGEN_LOST_AFTER_S (default 600 s; it must exceed the heartbeat
+interval by a wide margin, since a heartbeat is only a file rename but a loaded machine can delay it).
+
+Only pandas and pyarrow here (no torch): analysis code and `raygen runs` import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from raygen.config import RunConfig
+from raygen.results import RunRecorder
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 30.0
+LOST_AFTER_S = 600.0
+RESERVE_BYTES = 4 << 20  # room for the last run row and metric file when the disk fills up
+LOST_ERROR = "lost: no heartbeat since {since} (the process was killed, or its node, driver or disk failed)"
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def heartbeat_interval() -> float:
+    return _env_seconds("RAYGEN_HEARTBEAT_S", HEARTBEAT_S)
+
+
+def lost_after() -> float:
+    return _env_seconds("RAYGEN_LOST_AFTER_S", LOST_AFTER_S)
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+
+def effective_status(runs: pd.DataFrame, *, after_s: float | None = None, now: datetime | None = None) -> pd.Series:
+    """Each row's status, with `lost` for a `running` row whose last sign of life (heartbeat, else its start)
+    is older than `after_s` seconds (default `lost_after()`)."""
+    if runs.empty:
+        return pd.Series([], dtype=object, index=runs.index)
+    after_s = lost_after() if after_s is None else after_s
+    now = now or datetime.now(timezone.utc)
+    started = pd.to_datetime(runs["started_at"], utc=True)
+    alive = (
+        pd.to_datetime(runs["heartbeat_at"], utc=True).fillna(started) if "heartbeat_at" in runs else started
+    )
+    stale = (pd.Timestamp(now) - alive).dt.total_seconds() > after_s
+    status = runs["status"].astype(object).copy()
+    status[(status == "running") & stale] = "lost"
+    return status
+
+
+def run_row(results: str | Path, run_id: str) -> dict[str, Any] | None:
+    import pyarrow.parquet as pq
+
+    path = Path(results) / "runs" / f"{run_id}.parquet"
+    if not path.is_file():
+        return None
+    return pq.read_table(path).to_pylist()[0]
+
+
+def run_status(results: str | Path, run_id: str) -> tuple[str | None, str | None]:
+    """(status, error) of a run row, or (None, None)."""
+    row = run_row(results, run_id)
+    return (row["status"], row["error"]) if row else (None, None)
+
+
+def reopen_run(results: str | Path, run_id: str, *, step: int | None = None) -> RunRecorder | None:
+    """A recorder for an existing run row, keeping its node, start time, extras and final values (rebuilt from
+    the metric rows); with `step`, the rows after that step are rewound (see `RunRecorder.rewind`)."""
+    row = run_row(results, run_id)
+    if row is None:
+        return None
+    config = RunConfig.model_validate(json.loads(row["config_json"]))
+    extra: dict[str, Any] = {"workers": row.get("workers") or 1, "device": row.get("device"),
+                             "stopped_early": bool(row.get("stopped_early"))}
+    for key in ("sweep_id", "trial_id"):
+        if row.get(key) is not None:
+            extra[key] = row[key]
+    for key in ("params", "resources"):
+        if row.get(f"{key}_json"):
+            extra[key] = json.loads(row[f"{key}_json"])
+    recorder = RunRecorder(results, config, run_id=run_id, extra=extra)
+    recorder.rewind(step)
+    recorder.node = row.get("node") or recorder.node
+    return recorder
+
+
+def mark_run(results: str | Path, run_id: str, status: str, *, error: str | None = None,
+             stopped_early: bool | None = None, only_if: Sequence[str] | None = None) -> bool:
+    """Rewrite a run row's status from outside the run (a driver, `repair`)."""
+    if only_if is not None and run_status(results, run_id)[0] not in only_if:
+        return False
+    recorder = reopen_run(results, run_id)
+    if recorder is None:
+        return False
+    if stopped_early is not None:
+        recorder.extra["stopped_early"] = stopped_early
+    recorder.write_run(status, error=error)
+    return True
+
+
+def repair(results: str | Path, *, after_s: float | None = None) -> list[str]:
+    """Mark every lost run `failed` (error: lost since its last heartbeat). Returns their run ids."""
+    from raygen.results import read_runs
+
+    runs = read_runs(results)
+    if runs.empty:
+        return []
+    lost = runs[effective_status(runs, after_s=after_s) == "lost"]
+    repaired = []
+    for row in lost.itertuples():
+        since = getattr(row, "heartbeat_at", None)
+        since = row.started_at if since is None or pd.isna(since) else since
+        error = LOST_ERROR.format(since=pd.Timestamp(since).strftime("%Y-%m-%d %H:%M:%S UTC"))
+        # only_if: a run that came back to life (a heartbeat since we read) is left alone
+        if mark_run(results, row.run_id, "failed", error=error, only_if=("running",)):
+            repaired.append(row.run_id)
+    return repaired
+
+
+# ---------------------------------------------------------------------------------------------- writers
+
+
+class Heartbeat:
+    """Rewrites the run row (`RunRecorder.heartbeat`) every `interval` seconds from a thread, so a run busy in
+    a long evaluation, between two reports, still looks alive. `beat(step)` only records the latest update."""
+
+    def __init__(self, recorder: RunRecorder, interval: float | None = None) -> None:
+        self.recorder = recorder
+        self.interval = heartbeat_interval() if interval is None else interval
+        self.step = recorder.steps
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{recorder.run_id}", daemon=True)
+
+    def beat(self, step: int) -> None:
+        self.step = max(self.step, int(step))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.recorder.heartbeat(self.step)
+            except Exception as err:  # noqa: BLE001 - a missed heartbeat must not kill the run
+                log.warning("heartbeat of %s not written: %s", self.recorder.run_id, err)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+class Reserve:
+    """A dot file of RESERVE_BYTES written when a run starts and deleted when it ends: if the disk fills up,
+    deleting it first leaves room to write the run's last metrics and its `failed` row (which would otherwise
+    stay `running`). Readers skip dot files."""
+
+    def __init__(self, root: str | Path, run_id: str) -> None:
+        self.path = Path(root) / "runs" / f".{run_id}.{uuid.uuid4().hex[:8]}.reserve"
+
+    def take(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "wb") as f:
+                f.write(b"\0" * RESERVE_BYTES)  # real blocks (a sparse file would free nothing)
+        except OSError as err:
+            self.release()
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            log.warning("no space reserved for the end of the run: %s", err)
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def error_text(err: BaseException, limit: int = 4000) -> str:
+    text = f"{type(err).__name__}: {err}"
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+@contextlib.contextmanager
+def recorded(recorder: RunRecorder, *, heartbeat: float | None = None) -> Iterator[Heartbeat]:
+    """Mark the run `running`, keep its heartbeat while the body runs, and record how it ended: `completed`,
+    `stopped` (KeyboardInterrupt, SIGTERM via the CLI) or `failed` with the error. Yields the Heartbeat, whose
+    `beat(step)` the caller feeds with the latest update."""
+    reserve = Reserve(recorder.root, recorder.run_id)
+    reserve.take()
+    try:
+        recorder.write_run("running")
+    except BaseException:
+        reserve.release()
+        raise
+    beat = Heartbeat(recorder, heartbeat).start()
+    try:
+        yield beat
+    except BaseException as err:
+        beat.stop()
+        reserve.release()  # first: on a full disk this is the room the lines below need
+        try:
+            recorder.flush()
+        except OSError as flush_err:
+            log.error("run %s: metrics not written: %s", recorder.run_id, flush_err)
+        if isinstance(err, KeyboardInterrupt):
+            recorder.write_run("stopped", error="interrupted by the user")
+        else:
+            recorder.write_run("failed", error=error_text(err))
+        raise
+    beat.stop()
+    reserve.release()
+    recorder.flush()
+    recorder.write_run("completed")
