@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 CASES = [
+    ("bench_ais.py", ["--smoke"]),
     ("bench_infusion_step.py", ["--smoke"]),
     ("bench_parzen.py", ["--samples", "300", "--points", "200", "--dim", "16", "--subset", "20"]),
     ("bench_professor.py", ["--smoke"]),
