@@ -157,7 +157,7 @@ def test_gumbel_sampler_is_reproducible_and_follows_the_batch_size():
 @pytest.mark.parametrize("bias", [1e3, -1e3])
 def test_discriminator_outputs_are_clipped(bias):
     torch.manual_seed(0)
-    cfg = DiscriminatorConfig(width=4, clip=10.0, conv_channels=(3, 3))
+    cfg = DiscriminatorConfig(width=4, clip=10.0, conv_channels=(3, 3), output="step")
     bigru = BiGRUDiscriminator(5, cfg)
     nn.init.constant_(bigru.mlp[-1].bias, bias)
     out = bigru(torch.randn(2, 7, 5))
@@ -171,12 +171,38 @@ def test_discriminator_outputs_are_clipped(bias):
 
 def test_unclipped_outputs_pass_unchanged():
     torch.manual_seed(0)
-    d = BiGRUDiscriminator(5, DiscriminatorConfig(width=4, clip=10.0))
+    d = BiGRUDiscriminator(5, DiscriminatorConfig(width=4, clip=10.0, output="step"))
     x = torch.randn(2, 7, 5)
     states, _ = d.rnn(x)
     raw = d.mlp(states).squeeze(-1)
     assert raw.abs().max() < 10
     assert torch.equal(d(x), raw)
+
+
+def test_per_sequence_discriminator_gives_one_output_per_sequence_from_time_averaged_states():
+    """Default (thesis' D(B)): (N, 1), the MLP applied once to the bi-GRU states averaged over time; the
+    per-step option gives (N, T). Both on the same weights."""
+    torch.manual_seed(0)
+    per_sequence = BiGRUDiscriminator(5, DiscriminatorConfig(width=4, clip=10.0))
+    assert DiscriminatorConfig().output == "sequence"
+    per_step = BiGRUDiscriminator(5, DiscriminatorConfig(width=4, clip=10.0, output="step"))
+    per_step.load_state_dict(per_sequence.state_dict())
+    x = torch.randn(3, 7, 5)
+    out = per_sequence(x)
+    assert out.shape == (3, 1) and per_step(x).shape == (3, 7)
+    forward = nn.GRU(5, 4, batch_first=True)
+    backward = nn.GRU(5, 4, batch_first=True)
+    rnn = per_sequence.rnn
+    forward.load_state_dict(
+        {k.replace("_reverse", ""): v for k, v in rnn.state_dict().items() if "reverse" not in k}
+    )
+    backward.load_state_dict(
+        {k.replace("_reverse", ""): v for k, v in rnn.state_dict().items() if "reverse" in k}
+    )
+    with torch.no_grad():
+        states = torch.cat([forward(x)[0], backward(x.flip(1))[0].flip(1)], -1)  # (3, 7, 8)
+        expected = per_sequence.mlp(states.mean(1))  # (3, 1)
+    assert torch.allclose(out, expected.clamp(-10, 10), atol=1e-6)
 
 
 def test_conv_discriminator_sees_the_image_grid():
@@ -205,3 +231,21 @@ def test_build_checks_input_size_and_names_keys():
         build_discriminator(DiscriminatorConfig(arch="conv"), 12, seq_len=5, image_shape=(1, 2, 2))
     auto = build_discriminator(DiscriminatorConfig(conv_channels=(2,)), 12, seq_len=4, image_shape=(1, 2, 2))
     assert isinstance(auto, ConvDiscriminator)
+    with pytest.raises(ConfigError, match=r"algo\.discriminator\.output"):
+        build_discriminator(DiscriminatorConfig(output="step"), 12, seq_len=4, image_shape=(1, 2, 2))
+
+
+def test_teacher_forced_with_a_carried_state_continues_the_run():
+    """Two pieces, the second started from the first's final_state and last symbol, give the logits and
+    states of one teacher-forced run over the concatenation."""
+    g = _generator()
+    y = torch.randint(0, V, (2, 9))
+    whole = g.teacher_forced(y)
+    first = g.teacher_forced(y[:, :4])
+    second = g.teacher_forced(y[:, 4:], state=g.final_state(first), previous=y[:, 3])
+    assert torch.allclose(torch.cat([first.logits, second.logits], 1), whole.logits, atol=1e-6)
+    assert torch.allclose(torch.cat([first.hidden, second.hidden], 1), whole.hidden, atol=1e-6)
+    fresh = g.teacher_forced(y[:, 4:])
+    assert not torch.allclose(fresh.logits, second.logits, atol=1e-3)
+    with pytest.raises(ValueError, match="previous"):
+        g.teacher_forced(y, state=g.final_state(first))

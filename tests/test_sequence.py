@@ -168,7 +168,76 @@ def test_full_evaluation_reports_drift_and_hidden_state_distances():
     assert {"nll", "bpc", "early_drift", "late_drift", "centroid_distance", "nearest_free_distance"} <= set(
         out
     )
+    assert {"centroid_distance_rel", "centroid_distance_rel_std", "nearest_baseline_rel", "spread"} <= set(
+        out
+    )
     assert all(math.isfinite(v) and v >= 0 for v in out.values())
+
+
+def test_hidden_distances_are_relative_to_the_spread_with_a_teacher_baseline_over_repeats():
+    """hidden_distances = mean and std over repeats of scipy-computed distances on the clouds each repeat
+    used (recorded by spies): two disjoint random subsets of the data, teacher forced, and a free cloud."""
+    from scipy.spatial.distance import cdist
+
+    data = text_dataset()
+    torch.manual_seed(0)
+    model = TeacherForcing(config("teacher", {"hidden_repeats": 3, "hidden_sequences": 5}), data)
+    x = torch.tensor([[(i // 3**k) % 3 for k in range(10)] for i in range(24)])  # 24 distinct sequences
+    subsets, clouds = [], []
+    teacher_states, free_states = model._teacher_states, model._free_states
+    model._teacher_states = lambda d, t: subsets.append(d) or teacher_states(d, t)
+    model._free_states = lambda n, t, sampler: clouds.append(free_states(n, t, sampler)) or clouds[-1]
+    out = model.hidden_distances(x, torch.Generator().manual_seed(3))
+    assert len(subsets) == 6 and len(clouds) == 3 and clouds[0].shape == (5, 8)
+    expected = {
+        k: []
+        for k in (
+            "centroid_distance_rel",
+            "nearest_free_distance_rel",
+            "centroid_baseline_rel",
+            "nearest_baseline_rel",
+        )
+    }
+    for i, free in enumerate(clouds):
+        sa, sb = subsets[2 * i], subsets[2 * i + 1]
+        assert len(sa) == len(sb) == 5
+        assert not {tuple(r.tolist()) for r in sa} & {tuple(r.tolist()) for r in sb}  # disjoint
+        with torch.no_grad():
+            a = model.generator.teacher_forced(sa).hidden[:, -1].double().numpy()
+            b = model.generator.teacher_forced(sb).hidden[:, -1].double().numpy()
+        f = free.detach().double().numpy()
+        spread = ((a - a.mean(0)) ** 2).sum(1).mean() ** 0.5
+        expected["centroid_distance_rel"].append(((a.mean(0) - f.mean(0)) ** 2).sum() ** 0.5 / spread)
+        expected["nearest_free_distance_rel"].append(cdist(a, f).min(1).mean() / spread)
+        expected["centroid_baseline_rel"].append(((a.mean(0) - b.mean(0)) ** 2).sum() ** 0.5 / spread)
+        expected["nearest_baseline_rel"].append(cdist(a, b).min(1).mean() / spread)
+    assert not all(torch.equal(subsets[0], s) for s in subsets[2::2])  # fresh subsets per repeat
+    for key, values in expected.items():
+        v = torch.tensor(values, dtype=torch.float64)
+        assert out[key] == pytest.approx(float(v.mean()), rel=1e-6), key
+        assert out[f"{key}_std"] == pytest.approx(float(v.std()), rel=1e-6), key
+
+
+def test_stream_evaluation_carries_the_state_and_differs_from_resetting():
+    """On a tiny stream of 3 sequences: nll_stream equals one hand-stepped run over the concatenated text
+    (the cell-by-cell path fed the data, begin symbol only at the start), and differs from the reset nll."""
+    data = text_dataset(n=3, length=5)
+    torch.manual_seed(0)
+    model = TeacherForcing(config("teacher", {"eval_stream": True, "eval_batch": 2}), data)
+    x = data.splits["test"]  # (3, 5): chunks of 2 sequences, so the state crosses a chunk boundary too
+    out = model.evaluate(x, "test", full=False, generator=torch.Generator())
+    stream = x.reshape(1, -1)
+    with torch.no_grad():
+        steps = model.generator.steps(
+            1, stream.shape[1], truth=stream, feed_truth=torch.ones_like(stream, dtype=torch.bool)
+        )
+        logits = torch.stack([s.logits for s in steps], 1)
+    expected = -torch.distributions.Categorical(logits=logits).log_prob(stream).double().mean()
+    assert out["nll_stream"] == pytest.approx(float(expected), rel=1e-5)
+    assert out["bpc_stream"] == pytest.approx(float(expected) / math.log(2), rel=1e-5)
+    assert abs(out["nll_stream"] - out["nll"]) > 1e-4
+    with pytest.raises(ConfigError, match=r"algo\.eval_stream"):
+        TeacherForcing(config("teacher", {"eval_stream": True}), image_dataset())
 
 
 def test_drift_is_zero_when_free_running_cannot_differ_from_teacher_forcing():
@@ -327,6 +396,43 @@ def test_moving_average_gate_follows_the_original_code():
     assert "accuracy_ema" in model.state_dict()
 
 
+class ScriptedAccuracy(LocalContext):
+    """A worker context whose reduction returns the next value of a script: the accuracies every worker
+    would see after reducing, one per step."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = list(values)
+
+    def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(self.values.pop(0), dtype=torch.float64)
+
+
+def test_window_gate_opens_and_closes_exactly_when_the_moving_average_crosses():
+    script = [0.9, 0.6, 0.8, 0.8, 0.8, 0.7, 0.6, 1.0, 1.0, 1.0]
+    window = 3
+    model = professor(gate="window", gate_window=window, gate_generator=0.75, gate_discriminator=0.9)
+    model.ctx = ScriptedAccuracy(script)
+    y = batch()
+    for i in range(len(script)):
+        recent = script[max(0, i + 1 - window) : i + 1]
+        average = sum(recent) / len(
+            recent
+        )  # 0.9, 0.75, 0.7667, 0.7333, 0.8, 0.7667, 0.7, 0.7667, 0.8667, 1.0
+        before_d = params(model.discriminator)
+        metrics = model.train_step(y)
+        assert metrics["disc_accuracy"] == script[i]
+        assert metrics["disc_accuracy_smoothed"] == pytest.approx(average)
+        assert metrics["gate_generator_open"] == float(average > 0.75), i
+        assert metrics["gate_discriminator_open"] == float(average <= 0.9), i
+        # The generator stepped on the NLL alone (T × the per-symbol NLL, thesis normalisation) iff closed:
+        nll_alone = metrics["loss_generator"] == pytest.approx(y.shape[1] * metrics["nll"], rel=1e-6)
+        assert nll_alone == (average <= 0.75), i
+        assert same(params(model.discriminator), before_d) == (average > 0.9), i
+    state = model.state_dict()
+    assert int(state["accuracy_seen"]) == len(script)
+    assert sorted(state["accuracy_window"].tolist()) == [1.0, 1.0, 1.0]
+
+
 def test_unknown_gate_is_rejected_by_config():
     with pytest.raises(Exception, match="gate"):
         config("professor", {"gate": "percentile"})
@@ -365,15 +471,46 @@ def test_adversarial_costs_move_only_the_generator(teacher_cost):
     assert same(params(model.discriminator), d_before)
 
 
-@pytest.mark.parametrize("teacher_cost", [False, True])
-def test_shared_graph_gradients_equal_separate_forwards(teacher_cost):
-    """The step's two gradients (one discriminator forward shared by both backward passes) equal an
-    independent formulation: C_d from a forward on detached behaviour, the generator's terms from a second
-    forward through a copy of D whose parameters are constants (torch.func.functional_call)."""
+def _hand_objective(model, y, b_teacher, b_free, constants, normalization, teacher_cost, weight=1.0):
+    """Eqs 2.2 + 2.3 [+ 2.4] written out independently with torch.distributions: per sequence, the NLL is
+    −Σ_t log P(y_t | y_<t) (thesis) or its mean over t (per_symbol); C_f is −log D(B_free) per sequence
+    (the mean over t of −log D_t for a per-step D); both averaged over the sequences."""
+    G, D = model.generator, model.discriminator
+    log_p = torch.distributions.Categorical(logits=G.teacher_forced(y).logits).log_prob(y)  # (N, T)
+    per_sequence = -log_p.sum(1) if normalization == "thesis" else -log_p.mean(1)
+    nll = per_sequence.mean()
+    d_free = torch.func.functional_call(D, constants, (b_free,))  # (N, K) with parameters as constants
+    c_f = -torch.distributions.Bernoulli(logits=d_free).log_prob(torch.ones_like(d_free)).mean(1).mean()
+    adversarial = c_f
+    if teacher_cost:
+        d_teacher = torch.func.functional_call(D, constants, (b_teacher,))
+        c_t = -torch.distributions.Bernoulli(logits=d_teacher).log_prob(torch.zeros_like(d_teacher))
+        adversarial = adversarial + c_t.mean(1).mean()
+    return nll + weight * adversarial
+
+
+@pytest.mark.parametrize(
+    "teacher_cost, normalization, output",
+    [
+        (False, "thesis", "sequence"),
+        (True, "thesis", "sequence"),
+        (False, "per_symbol", "sequence"),
+        (False, "thesis", "step"),
+        (True, "per_symbol", "step"),
+    ],
+)
+def test_generator_objective_and_gradients_equal_a_hand_computation(teacher_cost, normalization, output):
+    """The step's objective value and both gradients (one discriminator forward shared by both backward
+    passes) equal an independent formulation: eqs 2.2/2.3/2.4 by hand (`_hand_objective`) through a copy
+    of D whose parameters are constants, and C_d from a forward on detached behaviour."""
     torch.manual_seed(0)
-    model = ProfessorForcing(
-        config("professor", {"teacher_cost": teacher_cost}, grad_clip=None), text_dataset()
-    )
+    algo = {
+        "teacher_cost": teacher_cost,
+        "normalization": normalization,
+        "adversarial_weight": 0.7,
+        "discriminator": {"width": 6, "output": output},
+    }
+    model = ProfessorForcing(config("professor", algo, grad_clip=None), text_dataset())
     model.ctx = FixedAccuracy(0.8)  # both gates open
     y = batch()
     G, D = model.generator, model.discriminator
@@ -381,28 +518,47 @@ def test_shared_graph_gradients_equal_separate_forwards(teacher_cost):
     teacher, free = G.teacher_forced(y), G.free_running(len(y), y.shape[1])
     b_teacher, b_free = G.behaviour(teacher), G.behaviour(free)
     d = D(torch.cat([b_teacher.detach(), b_free.detach()]))
-    targets = torch.cat([torch.ones(len(y), y.shape[1]), torch.zeros(len(y), y.shape[1])])
+    assert d.shape == ((2 * len(y), 1) if output == "sequence" else (2 * len(y), y.shape[1]))
+    targets = torch.cat([torch.ones(len(y), d.shape[1]), torch.zeros(len(y), d.shape[1])])
     c_d = 2 * torch.nn.functional.binary_cross_entropy_with_logits(d, targets)  # mean per half, summed
     expected_d = torch.autograd.grad(c_d, list(D.parameters()))
     constants = {k: v.detach() for k, v in D.named_parameters()}
-    adversarial = torch.nn.functional.binary_cross_entropy_with_logits(
-        torch.func.functional_call(D, constants, (b_free,)), torch.ones(len(y), y.shape[1])
-    )
-    if teacher_cost:
-        adversarial = adversarial + torch.nn.functional.binary_cross_entropy_with_logits(
-            torch.func.functional_call(D, constants, (b_teacher,)), torch.zeros(len(y), y.shape[1])
-        )
-    nll = -torch.log_softmax(teacher.logits, -1).gather(-1, y[..., None]).mean()
-    expected_g = torch.autograd.grad(nll + adversarial, list(G.parameters()))
+    objective = _hand_objective(model, y, b_teacher, b_free, constants, normalization, teacher_cost, 0.7)
+    expected_g = torch.autograd.grad(objective, list(G.parameters()))
 
     log = _record_grads(model)
     torch.manual_seed(5)
-    model.train_step(y)
+    metrics = model.train_step(y)
+    assert metrics["loss_generator"] == pytest.approx(float(objective.detach()), rel=1e-5)
     assert [e["optimizer"] for e in log] == ["generator", "discriminator"]
     got_g = [log[0]["grads"][f"generator.{n}"] for n, _ in G.named_parameters()]
     got_d = [log[1]["grads"][f"discriminator.{n}"] for n, _ in D.named_parameters()]
     for got, expected in zip(got_g + got_d, list(expected_g) + list(expected_d)):
         assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_thesis_normalisation_weighs_the_nll_T_times_the_per_symbol_one_and_reports_per_symbol():
+    """Under both normalisations the metrics' nll is the per-symbol mean (BPC keeps its meaning); the
+    objective with the gate shut is the NLL alone: T × that mean (thesis) or the mean (per_symbol)."""
+    y = batch()
+    values = {}
+    for normalization in ("thesis", "per_symbol"):
+        model = professor(ctx_accuracy=0.5, normalization=normalization)
+        log_p = torch.distributions.Categorical(logits=model.generator.teacher_forced(y).logits).log_prob(y)
+        metrics = model.train_step(y)
+        assert metrics["nll"] == pytest.approx(float(-log_p.mean()), rel=1e-6)
+        assert metrics["bpc"] == pytest.approx(float(-log_p.mean()) / math.log(2), rel=1e-6)
+        values[normalization] = metrics["loss_generator"]
+    assert values["thesis"] == pytest.approx(y.shape[1] * values["per_symbol"], rel=1e-6)
+
+
+def test_normalisation_and_weight_are_config_fields_with_the_thesis_defaults():
+    cfg = build_config(algorithm="professor", dataset="seqdigits", overrides={"algo.discriminator.width": 16})
+    assert cfg.algo.normalization == "thesis" and cfg.algo.adversarial_weight == 1.0
+    assert cfg.algo.discriminator.output == "sequence"
+    assert cfg.algo.gate == "window" and cfg.algo.gate_window == 10
+    with pytest.raises(Exception, match="normalization"):
+        config("professor", {"normalization": "per_token"})
 
 
 def test_teacher_cost_changes_the_generator_update():

@@ -10,6 +10,18 @@ variant overrides only how its training step feeds the generator and what it opt
 - `ProfessorForcing`: C_d (eq 2.1) for the discriminator; NLL (2.2) + C_f (2.3) [+ C_t (2.4)] for the
   generator; separate optimizers and backward passes, gated by the discriminator's accuracy (§2.4.1).
 
+How the objectives are normalised (`algo.normalization`; the reported `nll`/`bpc` metrics are always per
+symbol, whatever the objective):
+- `thesis` (default, eqs 2.2–2.4 read literally): NLL = E[−log P(y)] over whole sequences, i.e. the sum of
+  −log P(y_t | y_<t) over the T symbols of a sequence, averaged over the minibatch's sequences; C_f (and
+  C_t) = one −log D(B) per sequence, averaged over sequences (a per-step discriminator's outputs are first
+  averaged over the sequence's steps, so each sequence still counts once); generator objective
+  NLL + adversarial_weight · (C_f [+ C_t]).
+- `per_symbol` (raygen before issue 8): NLL averaged over every symbol (T times smaller), C_f as above;
+  with the per-step discriminator this is the old objective (C_f averaged over every output).
+So under `thesis` C_f weighs T times less against the NLL than under `per_symbol`. Gradient clipping
+(`train.grad_clip`) acts on the gradient of whichever objective is chosen.
+
 Paper settings the presets cannot know from the data kind alone ("sequence" covers text and digits):
 `PAPER_SETTINGS["ptb"]` and `PAPER_SETTINGS["seqmnist"]` below give them as config overrides.
 """
@@ -22,7 +34,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch.nn import functional as F
 
 from raygen.algorithms.base import Algorithm, Artifact
@@ -83,6 +95,22 @@ class SequenceConfig(AlgoConfig):
         200, ge=2, description="hidden states per cloud (teacher-forced, free-running)"
     )
     long_samples: int = Field(2, ge=0, description="generate_factor × L long samples written to samples.txt")
+    hidden_repeats: int = Field(
+        5,
+        ge=1,
+        description="Fig 2.3 distances: repeats, each on a fresh random pair of disjoint teacher-forced subsets "
+        "and fresh free-running draws; mean and std over repeats are reported",
+    )
+    normalization: Literal["thesis", "per_symbol"] = Field(
+        "thesis",
+        description="training NLL: thesis = −log P of whole sequences (sum over the T symbols, eq 2.2) averaged "
+        "over sequences; per_symbol = mean over every symbol. Reported nll/bpc stay per symbol",
+    )
+    eval_stream: bool = Field(
+        False,
+        description="also report nll_stream/bpc_stream: the split read as one text, the state carried from "
+        "each sequence into the next (nll/bpc reset the state at every sequence, as in training)",
+    )
 
 
 class TeacherForcingConfig(SequenceConfig):
@@ -109,12 +137,22 @@ class ProfessorForcingConfig(SequenceConfig):
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
     teacher_cost: bool = Field(False, description="add C_t (eq 2.4) to the generator's NLL + C_f (eq 2.3)")
     adversarial_weight: float = Field(
-        1.0, ge=0, description="weight of C_f (+ C_t); the thesis uses NLL + C_f"
+        1.0,
+        ge=0,
+        description="weight of C_f (+ C_t) against the NLL; the thesis steps on NLL + C_f (weight 1), "
+        "normalised as algo.normalization says",
     )
-    gate: Literal["accuracy", "moving_average"] = Field(
-        "accuracy",
-        description="accuracy: the thesis' gates on the minibatch accuracy (§2.4.1); moving_average: the "
-        "original code's gate (LM_GANS): the discriminator pauses while an EMA of accuracy > ema_threshold",
+    gate: Literal["window", "accuracy", "moving_average"] = Field(
+        "window",
+        description="window: the thesis' thresholds (§2.4.1) on the mean accuracy of the last gate_window "
+        "minibatches; accuracy: on the current minibatch's accuracy alone; moving_average: the original "
+        "code's gate (LM_GANS): the discriminator pauses while an EMA of accuracy > ema_threshold",
+    )
+    gate_window: int = Field(
+        10,
+        ge=1,
+        description="window gate: minibatches averaged (not given in the thesis; 10 damps the ±0.05 "
+        "minibatch noise of a 32-sequence batch while following a trend within ~10 updates)",
     )
     gate_generator: float = Field(
         0.75, ge=0, le=1, description="adversarial gradient reaches the generator only while accuracy > this"
@@ -132,6 +170,17 @@ class ProfessorForcingConfig(SequenceConfig):
         0.1, gt=0, description="discriminator lr = disc_lr_scale × train.lr (common setting)"
     )
     disc_beta1: float = Field(0.5, ge=0, lt=1, description="discriminator Adam β1 (common setting)")
+
+    @model_validator(mode="after")
+    def _gates_ordered(self) -> ProfessorForcingConfig:
+        # A generator gate above the discriminator's would train the generator only against a frozen
+        # discriminator (§2.4.1 uses 0.75 < 0.99); refused rather than silently meaningless.
+        if self.gate_generator > self.gate_discriminator:
+            raise ValueError(
+                f"gate_generator ({self.gate_generator}) exceeds gate_discriminator "
+                f"({self.gate_discriminator}): the generator would only learn while D is frozen"
+            )
+        return self
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -174,6 +223,12 @@ class SequenceModel(Algorithm):
 
     name: ClassVar[str] = "sequence"
     Config: ClassVar[type[AlgoConfig]] = SequenceConfig
+    # (ProfessorForcing adds its gate and discriminator terms to these; see its own metric_names)
+    metric_names: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train": ("nll", "bpc", "loss*", "truth_prob"),
+        "quick": ("nll", "bpc", "nll_image"),
+        "full": ("nll", "bpc", "nll_image", "early_drift", "late_drift", "spread", "*_distance", "*_rel"),
+    }
 
     @classmethod
     def presets(cls, dataset_kind: str) -> dict[str, Any]:
@@ -201,6 +256,11 @@ class SequenceModel(Algorithm):
         self.seq_len = int(dataset.shape[0])
         self.image_shape = dataset.image_shape  # (C, H, W) for sequential images, else None
         cfg = self.cfg
+        if cfg.eval_stream and self.image_shape is not None:
+            raise ConfigError(
+                f"config key 'algo.eval_stream' is true but dataset '{dataset.name}' holds separate images, "
+                "not pieces of one text; set algo.eval_stream=false"
+            )
         if cfg.hidden_step is not None and cfg.hidden_step > self.seq_len:
             raise ConfigError(
                 f"config key 'algo.hidden_step' is {cfg.hidden_step} but teacher-forced states exist only for "
@@ -222,12 +282,23 @@ class SequenceModel(Algorithm):
         """Logits (B, T, V) predicting y under this algorithm's input feeding; teacher forcing here."""
         return self.generator.teacher_forced(y, pre_tanh=False).logits, {}
 
+    def nll_objective(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(training NLL under algo.normalization, its per-symbol value for the metrics). Every sequence of a
+        batch has T symbols, so eq 2.2's mean over sequences of Σ_t −log P(y_t | y_<t) is T × the mean
+        over symbols."""
+        per_symbol = sequence_nll(logits, y).mean()
+        value = float(per_symbol.detach())
+        if self.cfg.normalization == "thesis":
+            return per_symbol * y.shape[1], value
+        if self.cfg.normalization == "per_symbol":
+            return per_symbol, value
+        raise NotImplementedError(self.cfg.normalization)
+
     def train_step(self, batch: torch.Tensor) -> dict[str, float]:
         y = batch.long()
         logits, extra = self.training_logits(y)
-        nll = sequence_nll(logits, y).mean()
-        self.update(self.optimizers()["generator"], nll, params=self.generator.parameters())
-        nll = float(nll.detach())
+        loss, nll = self.nll_objective(logits, y)
+        self.update(self.optimizers()["generator"], loss, params=self.generator.parameters())
         return {"nll": nll, "bpc": _bpc(nll), **extra}
 
     # ------------------------------------------------------------------ generation
@@ -254,6 +325,20 @@ class SequenceModel(Algorithm):
             total += float(per_example.double().sum()) * chunk.shape[1]
             count += chunk.numel()
         return total / count
+
+    @torch.no_grad()
+    def stream_nll(self, data: torch.Tensor) -> float:
+        """NLL in nats per symbol of `data` (N, L) read as one text: row i+1 continues row i (text splits are
+        cut into consecutive non-overlapping pieces), so the state and the preceding symbol carry over
+        instead of restarting at the begin symbol with zero states. Only the stream's first symbol is
+        predicted from the begin symbol."""
+        stream = data.long().reshape(1, -1)
+        state, previous, total = None, None, 0.0
+        for chunk in stream.split(self.cfg.eval_batch * self.seq_len, 1):
+            out = self.generator.teacher_forced(chunk, pre_tanh=False, state=state, previous=previous)
+            total += float(F.cross_entropy(out.logits[0], chunk[0], reduction="sum").double())
+            state, previous = self.generator.final_state(out), chunk[:, -1]
+        return total / stream.shape[1]
 
     @torch.no_grad()
     def drift(self, data: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
@@ -295,6 +380,21 @@ class SequenceModel(Algorithm):
             "late_drift": float((late - mu).norm() / spread),
         }
 
+    def _teacher_states(self, data: torch.Tensor, t: int) -> torch.Tensor:
+        """h_t (all layers) of teacher-forced runs over `data` (n, ≥ t): (n, layers*H)."""
+        return torch.cat(
+            [
+                self.generator.teacher_forced(c[:, :t], pre_tanh=False).hidden[:, t - 1]
+                for c in _chunks(data.long(), 100)
+            ]
+        )
+
+    def _free_states(self, n: int, t: int, sampler: Any) -> torch.Tensor:
+        """h_t (all layers) of n free-running runs: (n, layers*H)."""
+        return torch.cat(
+            [_last(self.generator.steps(m, t, sampler=sampler)).hidden for m in _take(n, self.cfg.eval_batch)]
+        )
+
     @torch.no_grad()
     def hidden_clouds(
         self, data: torch.Tensor, generator: torch.Generator
@@ -302,35 +402,64 @@ class SequenceModel(Algorithm):
         """Hidden states h_t (all layers, (n, layers*H)) at step t = hidden_step (Fig 2.3): teacher-forced on
         `hidden_sequences` data sequences, and free-running on as many of the model's own sequences."""
         t = self.cfg.hidden_step or self.seq_len
-        data = data[: self.cfg.hidden_sequences].long()
-        teacher = torch.cat(
-            [
-                self.generator.teacher_forced(c[:, :t], pre_tanh=False).hidden[:, t - 1]
-                for c in _chunks(data, 100)
-            ]
-        )
+        data = data[: self.cfg.hidden_sequences]
+        teacher = self._teacher_states(data, t)
+        free = self._free_states(len(data), t, default_sampler(generator))
+        return teacher.cpu(), free.cpu()
+
+    @torch.no_grad()
+    def hidden_distances(self, data: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
+        """Fig 2.3's distances with their noise floor and uncertainty, `hidden_repeats` times.
+
+        Each repeat draws 2n sequences of `data` (n = min(hidden_sequences, N // 2)) at random and splits
+        them into two disjoint teacher-forced clouds A and B at step t = hidden_step, and draws n fresh
+        free-running runs F. `metrics.sequence.hidden_state_distances(A, F, B)` gives the raw TF-vs-free
+        distances, the same divided by A's spread (`*_rel`), and the teacher-vs-teacher baseline A-vs-B
+        (`*_baseline_rel`). Reported: the mean over repeats under each name, and for the relative ones
+        also `<name>_std`, the standard deviation over repeats (ddof 1; 0 for a single repeat).
+        """
+        from raygen.metrics.sequence import hidden_state_distances
+
+        t = self.cfg.hidden_step or self.seq_len
+        n = min(self.cfg.hidden_sequences, len(data) // 2)
+        if n < 2:
+            raise ValueError(
+                f"hidden-state distances need at least 4 sequences (two disjoint teacher-forced clouds of 2), "
+                f"got {len(data)}"
+            )
         sampler = default_sampler(generator)
-        free = [
-            _last(self.generator.steps(m, t, sampler=sampler)).hidden
-            for m in _take(len(data), self.cfg.eval_batch)
-        ]
-        return teacher.cpu(), torch.cat(free).cpu()
+        repeats = []
+        for _ in range(self.cfg.hidden_repeats):
+            order = torch.randperm(len(data), generator=generator)[: 2 * n].to(data.device)
+            a, b = self._teacher_states(data[order[:n]], t), self._teacher_states(data[order[n:]], t)
+            repeats.append(hidden_state_distances(a.cpu(), self._free_states(n, t, sampler).cpu(), b.cpu()))
+        out = {}
+        for key in repeats[0]:
+            values = torch.tensor([r[key] for r in repeats], dtype=torch.float64)
+            out[key] = float(values.mean())
+            if key.endswith("_rel"):
+                out[f"{key}_std"] = float(values.std()) if len(values) > 1 else 0.0
+        return out
 
     def evaluate(
         self, data: torch.Tensor, split: str, *, full: bool, generator: torch.Generator
     ) -> dict[str, float]:
-        """nll (nats/symbol), bpc (= nll / ln 2), nll_image (nats per image, sequential images); with
-        `full`, also early/late_drift and the hidden-state distances of Fig 2.3."""
-        from raygen.metrics.sequence import bits_per_char, hidden_state_distances
+        """nll (nats/symbol), bpc (= nll / ln 2), both with the state reset at every sequence; nll_image
+        (nats per image, sequential images); with algo.eval_stream, nll_stream / bpc_stream (state carried
+        across the split's sequences); with `full`, also early/late_drift and the hidden-state distances of
+        Fig 2.3 (`hidden_distances`)."""
+        from raygen.metrics.sequence import bits_per_char
 
         nll = self.nll(data)
         out = {"nll": nll, "bpc": float(bits_per_char(nll))}
         if self.image_shape is not None:
             out["nll_image"] = nll * self.seq_len  # Table 2.1 reports nats per image
+        if self.cfg.eval_stream:
+            stream = self.stream_nll(data)
+            out.update(nll_stream=stream, bpc_stream=float(bits_per_char(stream)))
         if full:
             out.update(self.drift(data, generator))
-            teacher, free = self.hidden_clouds(data, generator)
-            out.update({k: float(v) for k, v in hidden_state_distances(teacher, free).items()})
+            out.update(self.hidden_distances(data, generator))
         return out
 
     # ------------------------------------------------------------------ artifacts
@@ -454,6 +583,11 @@ class ProfessorForcing(SequenceModel):
 
     name = "professor"
     Config = ProfessorForcingConfig
+    metric_names: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train": (*SequenceModel.metric_names["train"], "c_d", "c_f", "c_t", "disc_accuracy*", "gate_*"),
+        "quick": (*SequenceModel.metric_names["quick"], "disc_accuracy"),
+        "full": (*SequenceModel.metric_names["full"], "disc_accuracy"),
+    }
 
     def __init__(self, config: RunConfig, dataset: Dataset) -> None:
         super().__init__(config, dataset)
@@ -463,9 +597,12 @@ class ProfessorForcing(SequenceModel):
             seq_len=self.seq_len,
             image_shape=self.image_shape,
         )
-        # Moving-average gate state: starts at chance; updated from reduced accuracies only, so it is
-        # identical on every worker; a buffer, so checkpoints carry it.
+        # Gate state, updated from reduced accuracies only, so it is identical on every worker; buffers, so
+        # checkpoints carry it. EMA (moving_average) starts at chance; the window holds the last
+        # gate_window accuracies (slot i % gate_window), accuracy_seen counts the filled slots' writes.
         self.register_buffer("accuracy_ema", torch.tensor(0.5, dtype=torch.float64))
+        self.register_buffer("accuracy_window", torch.zeros(self.cfg.gate_window, dtype=torch.float64))
+        self.register_buffer("accuracy_seen", torch.tensor(0, dtype=torch.int64))
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c, train = self.cfg, self.run_config.train
@@ -478,10 +615,21 @@ class ProfessorForcing(SequenceModel):
             ),
         }
 
+    def smoothed_accuracy(self, accuracy: float) -> float:
+        """Record this minibatch's (reduced) accuracy; return the mean of the last gate_window ones (of all
+        so far while fewer have been seen)."""
+        size = self.cfg.gate_window
+        self.accuracy_window[int(self.accuracy_seen) % size] = accuracy
+        self.accuracy_seen += 1
+        return float(self.accuracy_window[: min(int(self.accuracy_seen), size)].mean())
+
     def gates(self, accuracy: float) -> tuple[bool, bool]:
         """(generator receives the adversarial gradient, discriminator is updated) from the accuracy
         already reduced across workers, so every worker takes the same branch."""
         c = self.cfg
+        if c.gate == "window":  # §2.4.1's thresholds on a smoothed accuracy (issue 8: one batch is noisy)
+            smoothed = self.smoothed_accuracy(accuracy)
+            return smoothed > c.gate_generator, smoothed <= c.gate_discriminator
         if c.gate == "accuracy":  # §2.4.1: "greater than 75%" / "greater than 99%, we do not update"
             return accuracy > c.gate_generator, accuracy <= c.gate_discriminator
         if c.gate == "moving_average":  # original code: the generator trains alone while the EMA is high
@@ -495,7 +643,7 @@ class ProfessorForcing(SequenceModel):
         G, D = self.generator, self.discriminator
         teacher = G.teacher_forced(y, pre_tanh=True)  # one run: NLL and D's teacher-forced input
         free = G.free_running(n, length)  # samples from the model's own distribution, temperature 1
-        nll = sequence_nll(teacher.logits, y).mean()
+        nll, nll_value = self.nll_objective(teacher.logits, y)  # eq 2.2, normalised per algo.normalization
 
         # One discriminator forward per behaviour (N, T, F), its graph shared by both updates below. Without
         # C_t nothing goes back into the generator through the teacher-forced half, so it enters detached.
@@ -504,7 +652,7 @@ class ProfessorForcing(SequenceModel):
             b_teacher = b_teacher.detach()
         d_teacher, d_free = D(b_teacher), D(b_free)
         c_d = _bce(d_teacher, 1.0) + _bce(d_free, 0.0)  # eq 2.1
-        c_f, c_t = _bce(d_free, 1.0), _bce(d_teacher, 0.0)  # eqs 2.3, 2.4
+        c_f, c_t = _bce(d_free, 1.0), _bce(d_teacher, 0.0)  # eqs 2.3, 2.4: one term per sequence
         local_accuracy = self._accuracy(d_teacher.detach(), d_free.detach())
         accuracy = float(self.ctx.all_reduce_mean(local_accuracy))
         generator_open, discriminator_open = self.gates(accuracy)
@@ -527,10 +675,10 @@ class ProfessorForcing(SequenceModel):
         if discriminator_open:
             self.update(self.optimizers()["discriminator"], c_d, params=D.parameters(), counts=False)
 
-        nll_value = float(nll.detach())
         metrics = {
             "nll": nll_value,
             "bpc": _bpc(nll_value),
+            "loss_generator": float(loss.detach()),
             "c_d": float(c_d.detach()),
             "c_f": float(c_f.detach()),
             "c_t": float(c_t.detach()),
@@ -540,6 +688,10 @@ class ProfessorForcing(SequenceModel):
         }
         if self.cfg.gate == "moving_average":
             metrics["disc_accuracy_ema"] = float(self.accuracy_ema)
+        if self.cfg.gate == "window":
+            metrics["disc_accuracy_smoothed"] = float(
+                self.accuracy_window[: min(int(self.accuracy_seen), self.cfg.gate_window)].mean()
+            )
         return metrics
 
     @staticmethod
@@ -564,5 +716,7 @@ class ProfessorForcing(SequenceModel):
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    """Mean of −log D (target 1) or −log(1 − D) (target 0) over every output, D = sigmoid(logits)."""
+    """−log D (target 1) or −log(1 − D) (target 0), D = sigmoid(logits (N, K)): one term per sequence (the
+    mean over its K outputs: K = 1 for a per-sequence discriminator, T for a per-step one), averaged over
+    the N sequences. All sequences have K outputs, so this is the mean over every output."""
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))

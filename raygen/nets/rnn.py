@@ -249,21 +249,39 @@ class GRUGenerator(nn.Module):
             parts.append(out.embedded)
         return torch.cat(parts, -1) if len(parts) > 1 else pre
 
-    def teacher_forced(self, y: torch.Tensor, *, pre_tanh: bool = True) -> SequenceOutput:
+    def teacher_forced(
+        self,
+        y: torch.Tensor,
+        *,
+        pre_tanh: bool = True,
+        state: list[torch.Tensor] | None = None,
+        previous: torch.Tensor | None = None,
+    ) -> SequenceOutput:
         """y (B, T) int64 data -> outputs with logits[:, t] = log-odds of P(y_t | y_<t). Without `pre_tanh`
-        (plain NLL) the fused GRU kernel runs and `pre_tanh` is None."""
+        (plain NLL) the fused GRU kernel runs and `pre_tanh` is None.
+
+        By default every sequence starts afresh (zero states, begin symbol). To continue a stream, pass the
+        per-layer `state` the previous piece ended in (`final_state`) and the symbol `previous` (B,) that
+        preceded y[:, 0]: the result is then that of one run over the concatenated pieces."""
         n, _ = y.shape
-        begin = torch.full((n, 1), self.begin, dtype=y.dtype, device=y.device)
-        inputs = torch.cat([begin, y[:, :-1]], 1)  # (B, T): y_0 = begin, y_1 .. y_{T-1}
+        if (state is None) != (previous is None):
+            raise ValueError("pass both `state` and `previous` (continuing a stream) or neither")
+        if previous is None:
+            previous = torch.full((n,), self.begin, dtype=y.dtype, device=y.device)
+        inputs = torch.cat([previous.reshape(n, 1).to(y.dtype), y[:, :-1]], 1)  # (B, T): y_0, y_1 .. y_{T-1}
         embedded = self.embedding(inputs)  # (B, T, E)
         x, pre, hidden = embedded, [], []
-        for layer, h0 in zip(self.layers, self.initial_state(n, y.device)):
+        for layer, h0 in zip(self.layers, state or self.initial_state(n, y.device)):
             x, a = layer(x, h0, pre_tanh=pre_tanh)  # (B, T, H) each
             pre.append(a)
             hidden.append(x)
         return SequenceOutput(
             self.head(x), _concat(pre) if pre_tanh else None, _concat(hidden), embedded, inputs
         )
+
+    def final_state(self, out: SequenceOutput) -> list[torch.Tensor]:
+        """The per-layer states (B, H) a run ended in: the `state` that continues it (`teacher_forced`)."""
+        return list(out.hidden[:, -1].split(self.config.width, -1))
 
     def steps(
         self,
@@ -352,6 +370,12 @@ class DiscriminatorConfig(Section):
     width: int = Field(
         2048, ge=1, description="GRU and MLP width (PTB: 'All the layers ... 2048 hidden units')"
     )
+    output: Literal["sequence", "step"] = Field(
+        "sequence",
+        description="sequence: one probability D(B) per behaviour sequence (eq 2.1's D; the bi-GRU states "
+        "are averaged over time before the MLP, as in the authors' code); step: one per time step (the MLP "
+        "applied at every step, each output seeing the whole sequence through the bi-GRU)",
+    )
     mlp_layers: int = Field(
         3, ge=0, description="affine+ReLU layers of the MLP shared across time (§2.4.1: 3)"
     )
@@ -375,10 +399,13 @@ def _mlp(in_dim: int, width: int, layers: int) -> nn.Sequential:
 
 
 class BiGRUDiscriminator(nn.Module):
-    """B (N, T, F) -> clipped pre-sigmoid outputs (N, T): one teacher-forcing logit per step.
+    """B (N, T, F) -> clipped pre-sigmoid outputs: (N, 1) with `output="sequence"`, (N, T) with "step".
 
-    Forward and backward GRU states are concatenated at each step and fed to an MLP shared across time
-    (§2.4.1), so every step's output sees the whole behaviour sequence.
+    Forward and backward GRU states are concatenated at each step (§2.4.1). Per sequence (default): the
+    thesis' D(B) is one probability per behaviour sequence (eq 2.1), and §2.4.1 does not say how the
+    time steps are pooled; we average the concatenated states over time and apply the MLP once, as the
+    authors' code (LM_GANS) does. Per step: the MLP, shared across time, gives every step its own
+    output, each of which sees the whole sequence through the two GRUs.
     """
 
     def __init__(self, input_size: int, config: DiscriminatorConfig) -> None:
@@ -390,7 +417,9 @@ class BiGRUDiscriminator(nn.Module):
 
     def forward(self, behaviour: torch.Tensor) -> torch.Tensor:
         states, _ = self.rnn(behaviour)  # (N, T, 2W)
-        logits = self.mlp(states).squeeze(-1)  # (N, T)
+        if self.config.output == "sequence":
+            states = states.mean(1, keepdim=True)  # (N, 1, 2W): pooled over time, then one MLP output
+        logits = self.mlp(states).squeeze(-1)  # (N, 1) or (N, T)
         return logits.clamp(-self.config.clip, self.config.clip)
 
 
@@ -454,6 +483,12 @@ def build_discriminator(
         raise ConfigError(
             f"config key '{prefix}.discriminator.arch' is 'conv' but the dataset has no image shape "
             "(meta['image_shape']); use arch 'bigru' for non-image sequences"
+        )
+    if config.output != "sequence":
+        raise ConfigError(
+            f"config key '{prefix}.discriminator.output' is '{config.output}' but the convolutional "
+            "discriminator judges whole images (one output per sequence); use output 'sequence' or arch "
+            "'bigru'"
         )
     c, h, w = image_shape
     if c != 1 or h * w != seq_len:
