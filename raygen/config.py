@@ -148,7 +148,11 @@ class RunConfig(Section):
         data = values.get("data", {})
         data_cls = _data_config_cls()
         if not isinstance(data, data_cls):
-            values["data"] = _validate_section("data", data_cls, data)
+            data = _validate_section("data", data_cls, data)
+        # What the dataset itself fixes (binarized MNIST's binarization) is recorded in the stored config.
+        from raygen.data.registry import with_dataset_defaults
+
+        values["data"] = with_dataset_defaults(values.get("dataset"), data)
         return values
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,6 +19,9 @@ KINDS = {
     "mnist": "image",
     "idx:/x.gz": "image",
     "npz:/x.npz": "image",
+    "folder:/x": "image",
+    "binarized_mnist": "image",
+    "seqbinarized_mnist": "sequence",
     "toy2d:swissroll": "points",
     "seqdigits": "sequence",
     "seqmnist": "sequence",
@@ -162,9 +165,10 @@ def test_npz_x_split_with_labels_and_layouts(tmp_path):
     "arrays, match",
     [
         ({"x": np.full((10, 3, 3), 2.0)}, r"\[0, 1\]"),
-        ({"x": np.zeros((10, 3, 3), np.int32)}, "dtype int32"),
+        ({"x": np.full((10, 3, 3), 300, np.int32)}, r"integer pixels range over \[300, 300\]"),
+        ({"x": np.zeros((10, 3, 3), np.complex64)}, "dtype complex64 is not supported"),
         ({"x": np.zeros((10, 7), np.uint8)}, "not square"),
-        ({"images": np.zeros((10, 3, 3), np.uint8)}, "expected train, valid and test, or x"),
+        ({"images": np.zeros((10, 3, 3), np.uint8), "data": np.zeros((10, 3, 3))}, "several candidate image"),
         (
             {"train": np.zeros((4, 3, 3)), "valid": np.zeros((2, 3, 3)), "test": np.zeros((2, 4, 4))},
             "different example shapes",

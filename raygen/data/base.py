@@ -31,6 +31,23 @@ def read_file_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
+def decompress(raw: bytes, path: Path) -> bytes:
+    """gzip data (detected by its magic bytes, not the name) decompressed; other bytes returned as they are."""
+    import gzip
+    import zlib
+
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except EOFError:
+            raise DataError(f"{path}: truncated gzip file (the download was probably cut short)") from None
+        except (OSError, zlib.error) as err:
+            raise DataError(f"{path}: corrupt gzip data ({err})") from None
+    if path.suffix == ".gz":
+        raise DataError(f"{path}: named .gz but is not a gzip file (first bytes {raw[:4].hex()})")
+    return raw
+
+
 class DataConfig(Section):
     root: str | None = Field(
         None, description="directory searched for data files (default: $RAYGEN_DATA, then ~/.raygen/data)"
@@ -49,6 +66,12 @@ class DataConfig(Section):
         "auto = none for image datasets, threshold for pixel-sequence datasets (seqdigits, seqmnist)",
     )
     threshold: float = Field(0.5, ge=0, le=1, description="pixel > threshold is 1 (binarize=threshold)")
+    binarization: str | None = Field(
+        None,
+        description="the binarization the dataset's own files carry, recorded with the run so analysis can "
+        "check it: filled in from the dataset (binarized_mnist, seqbinarized_mnist: "
+        "'larochelle-murray-2011 fixed'), None for data that come unbinarized; not set by hand",
+    )
     mnist_split: Literal["official", "test-only"] = Field(
         "official",
         description="official: 50k train / last 10k of train as valid / 10k t10k test; test-only: only the "
@@ -63,6 +86,25 @@ class DataConfig(Section):
         500, ge=2, description="length of the non-overlapping sequences cut from a text (PF PTB char: 500)"
     )
     max_train: int | None = Field(None, ge=1, description="cap on training examples (quick runs)")
+    channels: Literal["auto", "first", "last"] = Field(
+        "auto",
+        description="channel axis of 4-D image arrays (npz:, idx:): auto = the one of axis 1 and axis 3 whose "
+        "size is 1-4 (refused when both or neither are); first = (N, C, H, W); last = (N, H, W, C)",
+    )
+    color: Literal["auto", "gray", "rgb"] = Field(
+        "auto",
+        description="folder: images as one grey channel or three RGB channels (alpha dropped); auto = gray "
+        "when every image is grey (R = G = B), else rgb",
+    )
+    center_crop: int | None = Field(
+        None, ge=1, description="folder: first cut the central center_crop x center_crop square of each image"
+    )
+    image_size: int | None = Field(
+        None,
+        ge=1,
+        description="folder: then resize the shorter side to image_size (Lanczos) and cut the central "
+        "image_size x image_size square; None = keep the size (all images must then share one size)",
+    )
     toy_samples: int = Field(10_000, ge=10, description="points drawn per split for toy2d datasets")
     toy_noise: float = Field(0.05, ge=0, description="std of the Gaussian noise around toy2d manifolds")
     split_seed: int = Field(

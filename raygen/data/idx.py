@@ -15,20 +15,18 @@ MNIST name with the wrong md5 — raises `DataError` naming the file and the pro
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import math
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from raygen.data.base import DataConfig, DataError, Dataset, read_file_bytes
+from raygen.data.base import DataConfig, DataError, Dataset, decompress, read_file_bytes
 from raygen.data.download import fetch
 from raygen.data.registry import data_root
-from raygen.data.transforms import split_indices, to_unit_float
+from raygen.data.transforms import as_images, pixel_scale, split_indices, to_unit_float
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +57,6 @@ MNIST_VALID = 10_000  # standard: the last 10 000 training images are the valida
 
 
 # ------------------------------------------------------------------------------------------ IDX format
-
-
-def _decompress(raw: bytes, path: Path) -> bytes:
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except EOFError:
-            raise DataError(f"{path}: truncated gzip file (the download was probably cut short)") from None
-        except (OSError, zlib.error) as err:
-            raise DataError(f"{path}: corrupt gzip data ({err})") from None
-    if path.suffix == ".gz":
-        raise DataError(f"{path}: named .gz but is not a gzip file (first bytes {raw[:4].hex()})")
-    return raw
 
 
 def parse_idx(raw: bytes, where: str) -> np.ndarray:
@@ -113,23 +98,39 @@ def read_idx(path: str | Path) -> np.ndarray:
                 f"{path}: md5 {got} does not match the official {path.name} ({want}); the file is corrupt "
                 "or not the official one. Delete it and fetch it again (data.download=true)"
             )
-    array = parse_idx(_decompress(raw, path), str(path))
+    array = parse_idx(decompress(raw, path), str(path))
     shape = MNIST_SHAPES.get(path.name.removesuffix(".gz"))
     if shape is not None and array.shape != shape:
         raise DataError(f"{path}: holds shape {array.shape}, the official file has {shape}")
     return array
 
 
-def idx_images(array: np.ndarray, where: str) -> np.ndarray:
-    """(N, H, W) -> (N, 1, H, W); (N, C, H, W) kept; scaled to float32 [0, 1]."""
-    if array.ndim == 3:
-        array = array[:, None]
-    elif array.ndim != 4:
+def idx_images(array: np.ndarray, where: str, channels: str = "auto", scale: str | None = None) -> np.ndarray:
+    """An IDX array as float32 images (N, C, H, W) in [0, 1] (layouts: `transforms.as_images`; values:
+    `transforms.pixel_scale`, so a file of 0/1 bytes stays binary)."""
+    if array.ndim == 1:
+        raise DataError(f"{where}: holds a 1-D array of shape {array.shape}, which is a labels file, not images")
+    return to_unit_float(as_images(array, where, channels), where, scale)
+
+
+def labels_file(images_path: Path) -> Path | None:
+    """The labels file beside an images file: its name with 'images' -> 'labels' and 'idx3' -> 'idx1'
+    (as MNIST's train-images-idx3-ubyte / train-labels-idx1-ubyte), gzipped or not; None when absent."""
+    stem = images_path.name.removesuffix(".gz")
+    base = stem.replace("images", "labels").replace("idx3", "idx1")
+    if base == stem:
+        return None
+    return _existing(images_path.parent, base)
+
+
+def read_labels(path: Path, n: int) -> np.ndarray:
+    """int64 (n,) labels from an IDX labels file, checked against the number of images."""
+    labels = read_idx(path)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(
-            f"{where}: holds an array of shape {array.shape}; images need (N, H, W) or (N, C, H, W) "
-            "(a 1-D IDX file is usually a labels file)"
+            f"{path}: a labels file must hold {n} integers (one per image), holds {labels.dtype} {labels.shape}"
         )
-    return to_unit_float(array, where)
+    return labels.astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------ mnist
@@ -176,10 +177,9 @@ def _download_mnist(bases: list[str], directory: Path, config: DataConfig) -> No
                 fetch(filename, directory, MNIST_MD5[filename], mirrors, config.download_timeout)
 
 
-def _labels(images_path: Path) -> np.ndarray | None:
-    base = images_path.name.removesuffix(".gz").replace("images-idx3", "labels-idx1")
-    path = _existing(images_path.parent, base)
-    return read_idx(path).astype(np.int64) if path is not None else None
+def _labels(images_path: Path, n: int) -> np.ndarray | None:
+    path = labels_file(images_path)
+    return read_labels(path, n) if path is not None else None
 
 
 def load_mnist(name: str, config: DataConfig) -> Dataset:
@@ -200,13 +200,13 @@ def load_mnist(name: str, config: DataConfig) -> Dataset:
     test_path = _existing(directory, MNIST_TEST)
     assert test_path is not None
     test = idx_images(read_idx(test_path), str(test_path))
-    test_labels = _labels(test_path)
+    test_labels = _labels(test_path, len(test))
     meta: dict = {"source": "MNIST IDX", "directory": str(directory), "scale": "pixel/255"}
     if config.mnist_split == "official":
         train_path = _existing(directory, MNIST_TRAIN)
         assert train_path is not None
         train = idx_images(read_idx(train_path), str(train_path))
-        train_labels = _labels(train_path)
+        train_labels = _labels(train_path, len(train))
         n = len(train) - MNIST_VALID
         splits = {"train": train[:n], "valid": train[n:], "test": test}
         labels = None
@@ -267,36 +267,57 @@ def _idx_split_files(directory: Path) -> dict[str, Path]:
 
 
 def load_idx(name: str, config: DataConfig) -> Dataset:
-    """`idx:FILE` split 80/10/10 by a fixed permutation; `idx:DIR` with train/test files, valid = last 10%
-    of train (contiguous, like MNIST's standard split)."""
+    """Images from any IDX file, with class labels when a labels file lies beside it (`labels_file`).
+
+    `idx:FILE`: split 80/10/10 by a fixed permutation of `data.split_seed`. `idx:DIR`: the one image file
+    with 'train' and the one with 'test' (or 't10k') in its name; valid = the last 10% of train (contiguous,
+    like MNIST's standard split). Labels are used only when every image file has its labels file.
+    Layouts and values as for `npz:` (`transforms.as_images`, `transforms.pixel_scale`)."""
     raw = name.split(":", 1)[1]
     if not raw:
         raise DataError("idx: needs a path, e.g. idx:/data/my-images-idx3-ubyte.gz")
     path = Path(raw).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such IDX file or directory (from dataset name '{name}')")
+    files = _idx_split_files(path) if path.is_dir() else {"all": path}
+    arrays = {k: read_idx(f) for k, f in files.items()}
+    scale = pixel_scale(arrays, str(path))
+    images = {k: idx_images(a, str(files[k]), config.channels, scale) for k, a in arrays.items()}
+    found_labels = {k: labels_file(f) for k, f in files.items()}
+    labels = (
+        {k: read_labels(lf, len(images[k])) for k, lf in found_labels.items() if lf is not None}
+        if all(found_labels.values())
+        else None
+    )
     if path.is_dir():
-        files = _idx_split_files(path)
-        train = idx_images(read_idx(files["train"]), str(files["train"]))
-        test = idx_images(read_idx(files["test"]), str(files["test"]))
+        train, test = images["train"], images["test"]
         if train.shape[1:] != test.shape[1:]:
             raise DataError(f"{path}: train images {train.shape[1:]} and test images {test.shape[1:]} differ")
         n_valid = max(1, len(train) // 10)
-        splits = {"train": train[:-n_valid], "valid": train[-n_valid:], "test": test}
+        cut = {"train": slice(None, -n_valid), "valid": slice(-n_valid, None)}
+        splits = {"train": train[cut["train"]], "valid": train[cut["valid"]], "test": test}
+        if labels is not None:
+            labels = {"train": labels["train"][cut["train"]], "valid": labels["train"][cut["valid"]],
+                      "test": labels["test"]}
         meta = {
             "split": "directory: train file minus its last 10% / last 10% of train / test file",
             "files": [str(files["train"]), str(files["test"])],
         }
     else:
-        images = idx_images(read_idx(path), str(path))
-        idx = split_indices(len(images), (0.8, 0.1, 0.1), config.split_seed)
-        splits = {k: images[v] for k, v in idx.items()}
+        idx = split_indices(len(images["all"]), (0.8, 0.1, 0.1), config.split_seed)
+        splits = {k: images["all"][v] for k, v in idx.items()}
+        if labels is not None:
+            labels = {k: labels["all"][v] for k, v in idx.items()}
         meta = {"split": "fixed permutation 80/10/10", "split_seed": config.split_seed, "files": [str(path)]}
+    if labels is not None:
+        meta["label_files"] = [str(f) for f in found_labels.values()]
     shape = tuple(int(s) for s in splits["train"].shape[1:])
     return Dataset(
         name=name,
         kind="image",
         shape=shape,
         splits={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in splits.items()},
-        meta={"source": "IDX", "scale": "uint8/255 or float kept", **meta},
+        binary=scale == "binary",
+        labels={k: torch.from_numpy(v) for k, v in labels.items()} if labels is not None else None,
+        meta={"source": "IDX", "scale": scale, **meta},
     )

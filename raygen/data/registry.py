@@ -30,6 +30,9 @@ class DatasetSource:
     load: LoadFn | str  # callable or "module:function"
     names: tuple[str, ...] = ()  # concrete names listed by `raygen datasets` ("idx:PATH" = templated)
     files: FilesFn | str | None = None  # files looked for (None = nothing to look for: embedded)
+    # The binarization the source's files already carry (e.g. binarized MNIST's fixed draw); recorded in the
+    # run config as data.binarization, and data.binarize cannot re-binarize such data.
+    binarization: str | None = None
 
     def matches(self, name: str) -> bool:
         return name == self.prefix or (self.prefix.endswith(":") and name.startswith(self.prefix))
@@ -69,6 +72,16 @@ _SOURCES: list[DatasetSource] = [
         files="raygen.data.idx:mnist_files",
     ),
     DatasetSource(
+        "binarized_mnist",
+        "image",
+        "the standard binarized MNIST (Larochelle & Murray 2011 fixed binarization; .amat or .amat.gz; "
+        "official 50k train / 10k valid / 10k test)",
+        "raygen.data.binarized_mnist:load_binarized_mnist",
+        names=("binarized_mnist",),
+        files="raygen.data.binarized_mnist:binarized_mnist_files",
+        binarization="larochelle-murray-2011 fixed",
+    ),
+    DatasetSource(
         "cifar10",
         "image",
         "CIFAR-10 32x32 RGB in [0,1] (binary version: cifar-10-binary.tar.gz or its extracted .bin files; "
@@ -81,14 +94,23 @@ _SOURCES: list[DatasetSource] = [
     DatasetSource(
         "idx:",
         "image",
-        "images from any IDX file (80/10/10 split) or a directory with train and test IDX files",
+        "images from any IDX file (80/10/10 split) or a directory with train and test IDX files; labels "
+        "from a *labels-idx1* file beside each images file when there is one",
         "raygen.data.idx:load_idx",
     ),
     DatasetSource(
         "npz:",
         "image",
-        "images from a .npz (arrays train/valid/test, or x split 80/10/10)",
+        "images from a .npz: arrays train/valid/test or x_train/x_test (+ y_*), or one array (arr_0, images, "
+        "data, x) split 80/10/10; uint8 0..255 or float [0,1] (0/1 stays binary); channels inferred",
         "raygen.data.npz:load_npz",
+    ),
+    DatasetSource(
+        "folder:",
+        "image",
+        "a directory of PNG/JPEG images (train/ test/ subdirectories or split 80/10/10; class subdirectories "
+        "give labels), cropped/resized by data.center_crop / data.image_size",
+        "raygen.data.folder:load_folder",
     ),
     DatasetSource(
         "seqdigits",
@@ -105,6 +127,15 @@ _SOURCES: list[DatasetSource] = [
         "raygen.data.sequences:load_seqmnist",
         names=("seqmnist",),
         files="raygen.data.idx:mnist_files",
+    ),
+    DatasetSource(
+        "seqbinarized_mnist",
+        "sequence",
+        "the standard binarized MNIST as 784-step pixel sequences (PF Table 2.1)",
+        "raygen.data.sequences:load_seqbinarized_mnist",
+        names=("seqbinarized_mnist",),
+        files="raygen.data.binarized_mnist:binarized_mnist_files",
+        binarization="larochelle-murray-2011 fixed",
     ),
     DatasetSource(
         "text:",
@@ -149,6 +180,18 @@ def dataset_kind(name: str) -> str:
     return find_source(name).kind
 
 
+def with_dataset_defaults(name: object, config: DataConfig) -> DataConfig:
+    """`config` with what the dataset itself determines filled in (data.binarization), so that the stored run
+    config says it. Called while a run config is validated; unknown names are left to the dataset check."""
+    try:
+        source = find_source(name) if isinstance(name, str) else None
+    except KeyError:
+        source = None
+    if source is None or source.binarization is None or config.binarization is not None:
+        return config
+    return config.model_copy(update={"binarization": source.binarization})
+
+
 def load_dataset(name: str, config: DataConfig | None = None) -> Dataset:
     """Load `name`, then apply what is common to every source (binarization, max_train, contract checks)."""
     from raygen.data.transforms import finish
@@ -158,6 +201,17 @@ def load_dataset(name: str, config: DataConfig | None = None) -> Dataset:
         source = find_source(name)
     except KeyError as err:
         raise DataError(err.args[0]) from None
+    if config.binarization not in (None, source.binarization):
+        raise DataError(
+            f"data.binarization={config.binarization!r}, but dataset '{name}' carries "
+            + (repr(source.binarization) if source.binarization else "no binarization of its own")
+            + "; data.binarization records what the dataset is, it is filled in from the dataset: leave it unset"
+        )
+    if source.binarization is not None and config.binarize not in ("auto", "none"):
+        raise DataError(
+            f"dataset '{name}' is already binary (its files carry the {source.binarization} binarization); "
+            f"data.binarize={config.binarize} would change nothing but the record: leave data.binarize=auto"
+        )
     return finish(_resolve(source.load)(name, config), config)
 
 

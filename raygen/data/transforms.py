@@ -17,6 +17,8 @@ evaluation always use the same one.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -41,25 +43,111 @@ def split_indices(n: int, fractions: tuple[float, float, float], seed: int) -> d
     }
 
 
-def to_unit_float(array: np.ndarray, what: str) -> np.ndarray:
-    """uint8 pixels / 255; floats (and bools) already in [0, 1] kept; anything else is a clear error."""
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / np.float32(255.0)
-    if array.dtype == np.bool_:
-        return array.astype(np.float32)
-    if np.issubdtype(array.dtype, np.floating):
-        if array.size and not np.isfinite(array).all():
-            raise DataError(f"{what}: contains NaN or infinite values")
-        if array.size and (array.min() < 0 or array.max() > 1):
+def pixel_scale(arrays: Mapping[str, np.ndarray], what: str) -> str:
+    """How the pixel values of one source are read, decided once for all its arrays (splits or files).
+
+    * ``binary``: bool arrays, and integer arrays (uint8 or any other integer dtype) whose values all lie
+      in {0, 1}: kept as 0/1 (never divided by 255: a pre-binarized file stays binary whatever its dtype);
+    * ``/255``: integer arrays with values in 0..255 (8-bit pixels);
+    * ``float``: float arrays, which must already lie in [0, 1].
+
+    One decision for the whole source, so that every split is scaled alike; a source whose arrays disagree
+    (one split of 0/1 integers beside another of 0..255 pixels, or integers beside floats) is refused.
+    """
+    kinds: dict[str, str] = {}
+    for key, array in arrays.items():
+        where = f"{what}[{key}]" if len(arrays) > 1 else what
+        if array.dtype == np.bool_:
+            kinds[key] = "binary"
+        elif np.issubdtype(array.dtype, np.integer):
+            lo, hi = (int(array.min()), int(array.max())) if array.size else (0, 0)
+            if lo < 0 or hi > 255:
+                raise DataError(
+                    f"{where}: integer pixels range over [{lo}, {hi}]; expected 0/1 (binary) or 0..255 "
+                    "(8-bit, divided by 255). Rescale them (16-bit images: divide by 257) or store floats in [0, 1]"
+                )
+            kinds[key] = "binary" if hi <= 1 else "/255"
+        elif np.issubdtype(array.dtype, np.floating):
+            if array.size and not np.isfinite(array).all():
+                raise DataError(f"{where}: contains NaN or infinite values")
+            if array.size and (array.min() < 0 or array.max() > 1):
+                raise DataError(
+                    f"{where}: float values must lie in [0, 1] but range over [{array.min():g}, "
+                    f"{array.max():g}]; rescale them (or store uint8 pixels 0..255, which are divided by 255)"
+                )
+            kinds[key] = "float"
+        else:
             raise DataError(
-                f"{what}: float values must lie in [0, 1] but range over [{array.min():g}, {array.max():g}]; "
-                "rescale them (or store uint8 pixels 0..255, which are divided by 255)"
+                f"{where}: dtype {array.dtype} is not supported; images must be uint8 (0..255, divided by "
+                "255, or 0/1 kept binary), other integers with those values, bool, or float in [0, 1]"
             )
-        return array.astype(np.float32)
-    raise DataError(
-        f"{what}: dtype {array.dtype} is not supported; images must be uint8 (0..255, divided by 255) "
-        "or float in [0, 1]"
-    )
+    found = set(kinds.values())
+    if found <= {"binary"}:
+        return "binary"
+    if found <= {"binary", "/255"}:
+        # A split of 0/1 integers that holds a 1 beside a split of 0..255 pixels: binary data and 8-bit
+        # data are mixed (an all-zero split is harmless and simply scaled with the rest).
+        mixed = [k for k, kind in kinds.items() if kind == "binary" and arrays[k].size and arrays[k].max() == 1]
+        if mixed:
+            other = next(k for k, kind in kinds.items() if kind == "/255")
+            raise DataError(
+                f"{what}: {', '.join(mixed)} holds only 0/1 values but {other} holds 8-bit pixels up to "
+                f"{int(arrays[other].max())}; store every split on the same scale"
+            )
+        return "/255"
+    if found <= {"binary", "float"}:
+        return "float"  # float 0/1 and integer 0/1 are the same binary values
+    raise DataError(f"{what}: arrays mix integer pixels and floats ({kinds}); store every split alike")
+
+
+def to_unit_float(array: np.ndarray, what: str, scale: str | None = None) -> np.ndarray:
+    """float32 in [0, 1] by `pixel_scale`'s rule (decided here from `array` alone unless `scale` is given)."""
+    scale = scale or pixel_scale({what: array}, what)
+    out = array.astype(np.float32)
+    if scale == "/255":
+        out /= np.float32(255.0)
+    return out
+
+
+CHANNEL_COUNTS = (1, 2, 3, 4)  # grey, grey+alpha, RGB, RGBA
+
+
+def as_images(array: np.ndarray, where: str, channels: str = "auto") -> np.ndarray:
+    """Any usual layout of a batch of images as (N, C, H, W) (values untouched).
+
+    (N, H, W) is one channel; (N, D) with D a perfect square is a flattened square one-channel image;
+    (N, A, B, C) is channels-last when only its last axis has a channel count (1-4), channels-first when
+    only its second axis has one. When both or neither do, the layout is ambiguous and `channels`
+    (data.channels = first | last) decides; with `auto` it is refused, naming the shape.
+    """
+    if array.ndim == 2:
+        side = math.isqrt(array.shape[1])
+        if side * side != array.shape[1]:
+            raise DataError(
+                f"{where}: flat examples of length {array.shape[1]} are not square images; "
+                "store them as (N, H, W), (N, H, W, C) or (N, C, H, W)"
+            )
+        return array.reshape(len(array), 1, side, side)
+    if array.ndim == 3:
+        return array[:, None]
+    if array.ndim != 4:
+        raise DataError(
+            f"{where}: array of shape {array.shape} is not a batch of images; expected (N, H, W), "
+            "(N, H, W, C), (N, C, H, W) or (N, H*W)"
+        )
+    first, last = array.shape[1] in CHANNEL_COUNTS, array.shape[3] in CHANNEL_COUNTS
+    if channels == "auto":
+        if first == last:
+            raise DataError(
+                f"{where}: cannot tell the channel axis of shape {array.shape} ("
+                + ("both" if first else "neither")
+                + f" axis 1 and axis 3 could hold {'/'.join(map(str, CHANNEL_COUNTS))} channels); "
+                "set data.channels=first (N, C, H, W) or data.channels=last (N, H, W, C)"
+            )
+        channels = "first" if first else "last"
+    if channels == "last":
+        array = array.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(array)
 
 
 # --------------------------------------------------------------------------------------- binarization
