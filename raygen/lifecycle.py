@@ -97,9 +97,26 @@ def run_status(results: str | Path, run_id: str) -> tuple[str | None, str | None
     return (row["status"], row["error"]) if row else (None, None)
 
 
+def checkpoint_saved_at(results: str | Path, run_id: str, step: int) -> datetime | None:
+    """When the run's checkpoint of update `step` was saved (its artifact row), or None."""
+    from raygen.results import read_artifacts
+
+    arts = read_artifacts(results)
+    mine = arts[(arts["run_id"] == run_id) & (arts["kind"] == "checkpoint") & (arts["step"] == step)]
+    return None if mine.empty else pd.Timestamp(mine["time"].max()).to_pydatetime()
+
+
+def rewind_to_checkpoint(recorder: RunRecorder, step: int) -> dict[str, Any] | None:
+    """`recorder.rewind` to the checkpoint a restarted run resumes from: rows after its step go, and rows at its
+    step written after it was saved (a final evaluation the run was killed in) go too. The one rewind of every
+    restart: Ray Train worker restarts, `raygen train --resume`."""
+    after = checkpoint_saved_at(recorder.root, recorder.run_id, step) if step > 0 else None
+    return recorder.rewind(step, after=after)
+
+
 def reopen_run(results: str | Path, run_id: str, *, step: int | None = None) -> RunRecorder | None:
     """A recorder for an existing run row, keeping its node, start time, extras and final values (rebuilt from
-    the metric rows); with `step`, the rows after that step are rewound (see `RunRecorder.rewind`)."""
+    the metric rows); with `step`, the rows after that checkpoint are rewound (`rewind_to_checkpoint`)."""
     row = run_row(results, run_id)
     if row is None:
         return None
@@ -113,7 +130,10 @@ def reopen_run(results: str | Path, run_id: str, *, step: int | None = None) -> 
         if row.get(f"{key}_json"):
             extra[key] = json.loads(row[f"{key}_json"])
     recorder = RunRecorder(results, config, run_id=run_id, extra=extra)
-    recorder.rewind(step)
+    if step is None:
+        recorder.rewind(None)
+    else:
+        rewind_to_checkpoint(recorder, step)
     recorder.node = row.get("node") or recorder.node
     return recorder
 

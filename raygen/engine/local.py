@@ -8,10 +8,12 @@ and the algorithm builds on the dataset. Bad inputs therefore leave no `failed` 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import pickle
 import sys
 import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -132,7 +134,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     as a tensor). A file that asks for anything else (a pickled `os.system`, say) is refused unread."""
     path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"checkpoint {path} refused: it holds objects other than tensors and plain data ({unpickling_reason(err)})"
@@ -146,10 +150,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def unpickling_reason(err: BaseException) -> str:
     """The one informative line of torch's multi-paragraph 'Weights only load failed' message."""
-    for line in str(err).splitlines():
-        line = line.strip()
-        if line.startswith(("WeightsUnpickler error:", "Unsupported")):
-            return line.removeprefix("WeightsUnpickler error:").strip()
+    for line in str(err).splitlines()[1:]:
+        line = line.strip().removeprefix("Please file an issue with the following so that we can make "
+                                         "`weights_only=True` compatible with your use case:").strip()
+        line = line.removeprefix("WeightsUnpickler error:").strip()
+        if line and not line.startswith("Check the documentation"):
+            return line
     return first_line(err)
 
 
@@ -243,12 +249,16 @@ def resume_local(results: str | Path, run: str, *, progress: bool | None = None)
                             "until `raygen runs` shows it lost")
     if int(row.get("workers") or 1) > 1 or row.get("sweep_id"):
         raise RunSetupError(f"run {run_id} ran on Ray (workers or a sweep): Ray resumes it, not --resume")
-    payload = read_checkpoint(checkpoint_path(results, run_id))
-    config = RunConfig.model_validate(payload["config"])
+    path = Path(results) / "files" / run_id / CHECKPOINT_NAME
+    if path.is_file():
+        payload: dict[str, Any] | None = read_checkpoint(path)
+        config = RunConfig.model_validate(payload["config"])
+        step = int(payload["algorithm"]["updates"])
+    else:  # died before its first checkpoint: start again from update 0
+        payload, config, step = None, RunConfig.model_validate(json.loads(row["config_json"])), 0
     dataset = prepare(config)
-    step = int(payload["algorithm"]["updates"])
     recorder = reopen_run(results, run_id, step=step)
     assert recorder is not None
-    log.info("resuming %s from its checkpoint at update %d (was %s)", run_id, step, status)
+    log.info("resuming %s from update %d (it was %s)", run_id, step, status)
     _train_recorded(config, recorder, dataset, resume=payload, progress=progress)
     return run_id

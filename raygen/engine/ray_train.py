@@ -37,7 +37,14 @@ from raygen.engine.local import RunSetupError, check_writable, prepare, read_che
 from raygen.engine.report import CHECKPOINT_NAME, StoreReporter, checkpoint_bytes
 
 # The run-row helpers live in raygen.lifecycle (no torch or Ray); drivers (sweep.py) import them from here.
-from raygen.lifecycle import error_text, mark_run, recorded, reopen_run, run_status  # noqa: F401
+from raygen.lifecycle import (  # noqa: F401
+    error_text,
+    mark_run,
+    recorded,
+    reopen_run,
+    rewind_to_checkpoint,
+    run_status,
+)
 from raygen.results import RunRecorder
 from raygen.results.store import new_run_id
 
@@ -48,7 +55,7 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------- Ray session
 
 
-def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = True) -> bool:
     """Connect to the Ray cluster at `address` (or $RAY_ADDRESS), or start a private local one. True if this
     call connected or started Ray.
 
@@ -63,16 +70,17 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> bo
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)  # "auto": the cluster `ray start` made on this machine
+        # "auto": the cluster `ray start` made on this machine
+        ray.init(address=address, log_to_driver=log_to_driver)
     else:
         # A private local cluster, never someone else's (`ray.init()` alone would join any cluster started on
         # this machine). The dashboard stays on: its State API frees the placement groups of trials stopped
         # early (notes/ray.md); it listens on the loopback interface only.
-        _init_loopback(num_cpus)
+        _init_loopback(num_cpus, log_to_driver)
     return True
 
 
-def _init_loopback(num_cpus: int | None) -> None:
+def _init_loopback(num_cpus: int | None, log_to_driver: bool = True) -> None:
     """Start a private cluster whose every socket (GCS, raylet, object manager, workers, agents, dashboard)
     listens on 127.0.0.1 only.
 
@@ -90,7 +98,7 @@ def _init_loopback(num_cpus: int | None) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 log_to_driver=True, _node_ip_address="127.0.0.1")
+                 log_to_driver=log_to_driver, _node_ip_address="127.0.0.1")
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = enabled
 
@@ -226,7 +234,7 @@ def train_worker(job: dict[str, Any]) -> None:
     if ctx.rank == 0:
         extra = {**job["extra"], "workers": ctx.world_size, "device": job["device"]}
         recorder = RunRecorder(job["results"], config, run_id=job["run_id"], extra=extra)
-        recorder.rewind(resume_step(resume))
+        rewind_to_checkpoint(recorder, resume_step(resume))
     reporter = _WorkerReporter(recorder, config.train.steps, resume_step(resume))
     if recorder is not None:
         reporter.latest.values.update(recorder.final)  # a resumed run carries what it measured before
@@ -302,6 +310,14 @@ def run_distributed(
         needed = workers * (gpus_per_worker if gpus_per_worker is not None else 1.0)
         if gpus < needed:  # Train would wait for them forever
             raise RunSetupError(f"--gpu with {workers} workers needs {needed:g} GPU(s); this machine has {gpus:g}")
+    if not callbacks:  # (a sweep checked its trials' requests, drivers included, before starting them)
+        from raygen.engine.resources import ResourceError, preflight, train_bundles
+
+        try:  # Train would otherwise wait for the workers forever
+            preflight(train_bundles(workers, cpus_per_worker, (gpus_per_worker or 1.0) if use_gpu else 0.0),
+                      what=f"--workers {workers}")
+        except ResourceError as err:
+            raise RunSetupError(str(err)) from None
     device = "cuda" if use_gpu else "cpu"
     resources = {"CPU": cpus_per_worker}
     if use_gpu:

@@ -35,6 +35,7 @@ class StoreReporter:
         artifacts: Sequence[Artifact] = (),
     ) -> None:
         self.recorder.log(step, metrics)
+        self.recorder.flush()  # before the checkpoint: a run killed in between resumes from an earlier one
         if checkpoint is not None:
             self.recorder.save_file(step, CHECKPOINT_NAME, "checkpoint", checkpoint_bytes(checkpoint))
         for artifact in artifacts:

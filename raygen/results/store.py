@@ -161,12 +161,14 @@ class RunRecorder:
             if p.stem[len(prefix):].isdigit()  # not another run whose id extends this one
         )
 
-    def rewind(self, step: int | None = None) -> dict[str, Any] | None:
+    def rewind(self, step: int | None = None, *, after: datetime | None = None) -> dict[str, Any] | None:
         """Reopen this run id after a restart (Ray Train worker restart, Tune trial retry or restore).
 
         Keeps the first start time. With `step` (the checkpoint the run restarts from; 0 = from scratch) the
         metric and artifact rows logged after it are dropped, because the restarted run logs them again: the
         store never holds a step twice. Final values and the step count are rebuilt from what remains.
+        With `after` (when the checkpoint was saved), rows at `step` itself written after it go too: the
+        final evaluation reports at the checkpoint's step, and a run killed during it evaluates again.
         Returns the previous run row, or None for a new run.
         """
         previous = None
@@ -178,6 +180,10 @@ class RunRecorder:
             for part in self._own_parts(sub) if step is not None else []:
                 table = pq.read_table(part)
                 keep = pa.compute.less_equal(table["step"], step)
+                if after is not None:
+                    later = pa.compute.greater(table["time"], pa.scalar(after, pa.timestamp("us", tz="UTC")))
+                    keep = pa.compute.and_(keep, pa.compute.invert(
+                        pa.compute.and_(pa.compute.equal(table["step"], step), later)))
                 if pa.compute.all(keep).as_py():
                     continue
                 kept = table.filter(keep)

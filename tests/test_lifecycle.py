@@ -1,0 +1,216 @@
+"""Run lifecycle through the `raygen` command: nothing is recorded for inputs that cannot train, expected
+failures are one line naming the cause, checkpoints never run code, and a full or read-only store is met
+before any work and never leaves a `running` row. (Kills and resume: test_lifecycle_kill.py.)"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from raygen.cli import app
+from raygen.engine.local import CheckpointError, read_checkpoint
+from raygen.engine.ray_train import load_payload
+from raygen.results import read_metrics, read_runs
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["eval.parzen_samples=50", "eval.test_examples=50", "eval.train_examples=50", "data.toy_samples=200",
+         "train.batch_size=20", "train.log_every=5", "train.eval_every=5", "train.checkpoint_every=5"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def train(toy, store, *extra, steps=10):
+    return invoke("train", toy, "--dataset", "toy2d:circle", "--steps", steps, "--results", store,
+                  "--device", "cpu", *SMALL, *extra)
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.strip().splitlines() if line.strip()]
+
+
+def assert_one_line(res, *needles, code=2):
+    assert res.exit_code == code, res.output
+    lines = error_lines(res.output)
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert "Traceback" not in res.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def no_runs(store: Path) -> bool:
+    return not (store / "runs").exists() or read_runs(store).empty
+
+
+# ---------------------------------------------------------------------------------------------- item 8
+
+
+class _System:
+    """Unpickling this calls os.system(command): what an edited checkpoint can smuggle in."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("variant", ["torch.save", "pickle"])
+def test_a_checkpoint_carrying_code_is_refused_unrun(toy_algorithm, tmp_path, variant):
+    store = tmp_path / "store"
+    res = train(toy_algorithm, store)
+    assert res.exit_code == 0, res.output
+    run_id = res.output.strip().splitlines()[-1]
+    checkpoint = store / "files" / run_id / "checkpoint.pt"
+    marker = tmp_path / "marker"
+    hostile = {"config": _System(f"touch {marker}"), "algorithm": {}}
+    if variant == "torch.save":
+        torch.save(hostile, checkpoint)
+    else:
+        checkpoint.write_bytes(pickle.dumps(hostile))
+    (tmp_path / "ray-ckpt").mkdir()
+    shutil.copy(checkpoint, tmp_path / "ray-ckpt" / "checkpoint.pt")
+
+    for command in (["sample", run_id], ["evaluate", run_id]):
+        res = invoke(*command, "--results", store)
+        assert_one_line(res, "refused", str(checkpoint), "posix.system" if variant == "torch.save" else "")
+    with pytest.raises(CheckpointError, match="refused"):
+        load_payload(tmp_path / "ray-ckpt")  # Ray Train resume and sweep trial resume read through this
+    assert not marker.exists()
+    # the check is what keeps the marker away: an unrestricted load of the same file runs the command
+    torch.load(checkpoint, weights_only=False) if variant == "torch.save" else pickle.loads(checkpoint.read_bytes())
+    assert marker.exists()
+
+
+def test_a_raygen_checkpoint_loads_and_a_truncated_one_is_named(toy_algorithm, tmp_path):
+    res = train(toy_algorithm, tmp_path)
+    run_id = res.output.strip().splitlines()[-1]
+    checkpoint = tmp_path / "files" / run_id / "checkpoint.pt"
+    payload = read_checkpoint(checkpoint)
+    assert payload["algorithm"]["updates"] == 10 and payload["config"]["algorithm"] == "meanfit"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    assert_one_line(invoke("sample", run_id, "--results", tmp_path), "cannot read checkpoint", str(checkpoint))
+
+
+# ---------------------------------------------------------------------------------------------- items 7, 11
+
+
+def test_a_corrupt_data_file_leaves_no_run(toy_algorithm, tmp_path):
+    data = tmp_path / "images.npz"
+    data.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    res = invoke("train", toy_algorithm, "--dataset", f"npz:{data}", "--results", tmp_path / "store")
+    assert_one_line(res, str(data))
+    assert no_runs(tmp_path / "store")
+
+
+def test_a_batch_larger_than_the_data_leaves_no_run(toy_algorithm, tmp_path):
+    res = train(toy_algorithm, tmp_path, "train.batch_size=5000")
+    assert_one_line(res, "train.batch_size=5000", "200 examples")
+    assert no_runs(tmp_path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line_and_no_run(toy_algorithm, tmp_path):
+    res = invoke("train", toy_algorithm, "--dataset", "toy2d:circle", "--device", "cuda", "--results", tmp_path)
+    assert_one_line(res, "no CUDA GPU")
+    assert no_runs(tmp_path)
+    res = invoke("train", toy_algorithm, "--dataset", "toy2d:circle", "--device", "cuda", "--results", tmp_path,
+                 "--verbose")
+    assert res.exit_code != 0 and isinstance(res.exception, Exception)  # --verbose: the exception itself
+
+
+def test_a_network_too_large_for_memory_is_one_line_and_no_run(tmp_path):
+    # 2 x 10^6 x 10^6 float32 weights: 8 TB, refused by the allocator at once
+    res = invoke("train", "walkback", "--dataset", "toy2d:circle", "--device", "cpu", "--results", tmp_path,
+                 "algo.net.hidden=[1000000,1000000]")
+    assert_one_line(res, "out of memory")
+    assert no_runs(tmp_path)
+
+
+def test_a_nan_loss_is_one_line_and_a_failed_row(toy_algorithm, tmp_path):
+    res = train(toy_algorithm, tmp_path, "algo.explode_at=7")
+    assert_one_line(res, "failed", "NaN or infinite", "at update 7", code=1)
+    row = read_runs(tmp_path).iloc[0]
+    assert row.status == "failed" and "NonFiniteLossError" in row.error
+    assert row.run_id in error_lines(res.output)[0]
+
+
+def _as_non_root(args, cwd):
+    """Run `raygen ARGS` as root without the capability that lets root ignore file permissions."""
+    return subprocess.run(
+        ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search",
+         "--", sys.executable, "-m", "raygen.cli", *map(str, args)],
+        check=False, capture_output=True, text=True, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_a_read_only_store_is_refused_before_any_work(tmp_path):
+    store = tmp_path / "store"
+    res = invoke("train", "walkback", "--dataset", "toy2d:circle", "--steps", 4, "--results", store, "--device", "cpu",
+                 "train.batch_size=20", "data.toy_samples=200", "eval.final=false", "algo.net.hidden=[8]")
+    assert res.exit_code == 0, res.output
+    before = len(read_metrics(store))
+    for path in [store, *store.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o555)
+    try:
+        for args in (["evaluate", "latest"], ["sample", "latest"],
+                     ["train", "walkback", "--dataset", "toy2d:circle", "--steps", "4"]):
+            out = _as_non_root([*args, "--results", store], tmp_path)
+            lines = error_lines(out.stderr)
+            # the up-front check's message, not the one a failed write after the work would give
+            assert out.returncode == 2 and len(lines) == 1 and "is not writable" in lines[0], out.stderr
+            assert "Permission denied" in lines[0] and "Traceback" not in out.stderr
+    finally:
+        for path in [store, *store.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)
+    assert len(read_metrics(store)) == before and len(read_runs(store)) == 1
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A real 8 MiB file system (tmpfs), so the disk really fills up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                                           check=False, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_line_and_the_row_says_failed(toy_algorithm, tiny_disk, monkeypatch):
+    from raygen import lifecycle
+
+    start = lifecycle.Heartbeat.start
+
+    def start_then_fill(self):  # the run is recorded `running`: now fill the disk to the last byte
+        with open(tiny_disk / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        return start(self)
+
+    monkeypatch.setattr(lifecycle.Heartbeat, "start", start_then_fill)
+    store = tiny_disk / "store"
+    res = train(toy_algorithm, store, steps=20)
+    assert_one_line(res, "failed", "cannot write the results store", "no space left", code=1)
+    row = read_runs(store).iloc[0]
+    assert row.status == "failed" and "No space left" in row.error
+    assert not list((store / "runs").glob(".*"))  # the reserve and the temporary files are gone
