@@ -12,6 +12,7 @@ _ALGORITHMS = {
     "professor": "raygen.algorithms.sequence:ProfessorForcing",
     "teacher": "raygen.algorithms.sequence:TeacherForcing",
     "scheduled": "raygen.algorithms.sequence:ScheduledSampling",
+    "vae": "raygen.algorithms.vae:VAE",
 }
 
 
