@@ -31,6 +31,7 @@ NON_MODEL_CONFIG = (
     "config.data.download",
 )
 OK_STATUSES = ("completed",)
+SMOKE = "smoke"  # run-row column: a smoke run (pipeline check, tiny budget), never in a paper table by default
 
 
 class MissingData(LookupError):
@@ -47,14 +48,31 @@ class Cell:
     mean: float = math.nan
     pm: float = math.nan
     n: int = 0
-    pm_kind: str = ""  # "runs": std over the n runs; "evals"/"se": one run's own std / standard error
+    pm_kind: str = ""  # "seeds": std over the n runs; "evals"/"se": one run's own std / standard error
+    repeats: int = 0  # with pm_kind "evals": how many evaluations the run's std is over (0: not recorded)
+
+    @property
+    def spread(self) -> str:
+        """What the ± is over, in words ("" for no ±): the `± over` column of the tables."""
+        if not math.isfinite(self.pm):
+            return ""
+        if self.pm_kind == "seeds":
+            return f"std over {self.n} runs (seeds)"
+        if self.pm_kind == "evals":
+            return f"std over {self.repeats} evaluations of 1 run" if self.repeats else "std over repeated evaluations of 1 run"
+        if self.pm_kind == "se":
+            return "standard error (1 run)"
+        return ""
 
 
-def cell(values: Iterable[float], inner_std: Iterable[float] | None = None, inner_kind: str = "evals") -> Cell:
+def cell(values: Iterable[float], inner_std: Iterable[float] | None = None, inner_kind: str = "evals",
+         repeats: Iterable[float] | None = None) -> Cell:
     """Mean ± std of one table cell (see the module docstring for which std).
 
     `inner_std` is each run's own uncertainty, used only when the cell has one run; `inner_kind` names it
-    ("evals": std over repeated evaluations; "se": a standard error over test points).
+    ("evals": std over repeated evaluations, `repeats` of them; "se": a standard error over test points).
+    A single run with no own uncertainty (or an std over fewer than 2 evaluations) gets no ±: the table
+    says n = 1 instead of printing "± 0".
     """
     vals = np.asarray(list(values), dtype=float)
     keep = np.isfinite(vals)
@@ -62,11 +80,14 @@ def cell(values: Iterable[float], inner_std: Iterable[float] | None = None, inne
     if vals.size == 0:
         return Cell()
     if vals.size >= 2:
-        return Cell(float(vals.mean()), float(vals.std(ddof=1)), int(vals.size), "runs")
+        return Cell(float(vals.mean()), float(vals.std(ddof=1)), int(vals.size), "seeds")
     if inner_std is not None:
         inner = np.asarray(list(inner_std), dtype=float)[keep]
-        if inner.size and np.isfinite(inner[0]):
-            return Cell(float(vals[0]), float(inner[0]), 1, inner_kind)
+        reps = np.asarray(list(repeats), dtype=float)[keep] if repeats is not None else np.array([np.nan])
+        r = int(reps[0]) if reps.size and np.isfinite(reps[0]) else 0
+        too_few = inner_kind == "evals" and 0 < r < 2
+        if inner.size and np.isfinite(inner[0]) and not too_few:
+            return Cell(float(vals[0]), float(inner[0]), 1, inner_kind, r if inner_kind == "evals" else 0)
     return Cell(float(vals[0]), math.nan, 1, "")
 
 
@@ -78,14 +99,36 @@ def final(runs: pd.DataFrame, metric: str) -> pd.Series:
     return pd.to_numeric(runs[column], errors="coerce").astype(float)
 
 
+def train_metric(runs: pd.DataFrame, metric: str) -> str:
+    """Key of the final evaluation's training-split `metric`: `train_eval/<metric>` (its own split name, so it
+    never clashes with the training loop's `train/` rows), or `train/<metric>` in stores written before."""
+    key = f"train_eval/{metric}"
+    return key if has_metric(runs, key) else f"train/{metric}"
+
+
+def estimator_k(runs: pd.DataFrame, split: str = "test") -> pd.Series:
+    """Importance samples k per example behind each run's IS numbers: the logged `<split>/importance_k`,
+    else the config's eval.likelihood_samples."""
+    logged = final(runs, f"{split}/importance_k")
+    return logged.fillna(pd.to_numeric(config(runs, "eval.likelihood_samples"), errors="coerce"))
+
+
+def k_text(runs: pd.DataFrame) -> str:
+    """The k of a cell's runs in words ("20", "20, 100" when they differ, "" when unknown)."""
+    ks = sorted({int(k) for k in estimator_k(runs).dropna()})
+    return ", ".join(str(k) for k in ks)
+
+
 def has_metric(runs: pd.DataFrame, metric: str) -> bool:
     return bool(final(runs, metric).notna().any())
 
 
 def metric_cell(runs: pd.DataFrame, metric: str, *, std_metric: str | None = None, inner_kind: str = "evals") -> Cell:
-    """Cell of `metric` over `runs`; `std_metric` (default `<metric>_std`) is the per-run evaluation std."""
+    """Cell of `metric` over `runs`; `std_metric` (default `<metric>_std`) is the per-run evaluation std, over
+    `eval.repeats` repeated evaluations (Infusion TAB 3.1: 10)."""
     std_metric = std_metric or f"{metric}_std"
-    return cell(final(runs, metric), final(runs, std_metric), inner_kind)
+    repeats = pd.to_numeric(config(runs, "eval.repeats"), errors="coerce")
+    return cell(final(runs, metric), final(runs, std_metric), inner_kind, repeats)
 
 
 def config(runs: pd.DataFrame, key: str) -> pd.Series:
@@ -107,6 +150,14 @@ def truthy(series: pd.Series) -> pd.Series:
         return bool(v)
 
     return series.map(one).astype(bool)
+
+
+def smoke_mask(runs: pd.DataFrame) -> pd.Series:
+    """True for runs marked as smoke runs (`raygen sweep --smoke`); stores written before the column existed
+    have none."""
+    if SMOKE not in runs.columns:
+        return pd.Series(False, index=runs.index, dtype=bool)
+    return truthy(runs[SMOKE])
 
 
 def runs_of(runs: pd.DataFrame, algorithms: str | Sequence[str], *, statuses: Sequence[str] = OK_STATUSES) -> pd.DataFrame:
@@ -138,7 +189,8 @@ def pick_dataset(runs: pd.DataFrame, hint: str | None, metric: str | None = None
 
 def model_key(runs: pd.DataFrame) -> pd.Series:
     """A label per run that is equal for runs of the same model config (seeds and bookkeeping ignored)."""
-    cols = sorted(c for c in runs.columns if c.startswith("config.") and c not in NON_MODEL_CONFIG)
+    # A smoke run is never averaged with a real run of the same config (TAB A.1 must not mix them).
+    cols = sorted(c for c in runs.columns if (c.startswith("config.") and c not in NON_MODEL_CONFIG) or c == SMOKE)
     if not cols:
         return pd.Series(0, index=runs.index, dtype="uint64")
     # A vectorised hash of the stringified config row (missing -> "<NA>"): one pass over a thousand runs.
@@ -193,7 +245,7 @@ def _fill_ours(row: dict[str, Any], quantities: Sequence[str], ours: OurRow | No
         c = ours.cells.get(q, Cell()) if ours else Cell()
         row[f"{q} ours"] = c.mean
         row[f"{q} ours ±"] = c.pm
-        row[f"{q} ± over"] = c.pm_kind
+        row[f"{q} ± over"] = c.spread
         row[f"{q} n"] = c.n
     if ours:
         row.update(ours.extra)

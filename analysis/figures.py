@@ -14,13 +14,24 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.common import MissingData, best_model, require, runs_of
+from analysis.common import MissingData, best_model, require, runs_of, smoke_mask
 
 log = logging.getLogger(__name__)
 
+# Paper-size figures (single column ≈ 3.3 in, full width ≈ 7 in): fonts that stay legible when printed at that
+# size, TrueType fonts in the PDF (editable, no Type 3 bitmaps), PNG at 200 dpi.
+PAPER_RC = {
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+    "legend.fontsize": 7, "legend.title_fontsize": 7, "figure.titlesize": 9, "legend.frameon": False,
+    "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42, "ps.fonttype": 42,
+    "savefig.dpi": 200, "figure.dpi": 100, "lines.linewidth": 1.2, "lines.markersize": 4,
+}
+PNG_DPI = 200
 
-def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 4.2, height: float = 3.2) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 3.3, height: float = 2.6) -> tuple[Figure, np.ndarray]:
+    """A grid of `width` × `height` inch panels (paper sizes), laid out so titles and labels fit."""
+    fig = Figure(figsize=(min(width * ncols, 7.2), height * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
 
@@ -120,11 +131,14 @@ def image_panel(
 def best_run_panels(
     runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path, *, algorithm: str | Sequence[str], name: str,
     title: str, needs: str, model_choice: Sequence[str], datasets: Callable[[str], bool] = lambda d: True,
-    max_panels: int = 6,
+    max_panels: int = 6, include_smoke: bool = False,
 ) -> Figure:
     """One image artifact `name` per dataset, from the best model (by `model_choice`) that saved it, like the
-    papers' sample figures (one panel per dataset)."""
+    papers' sample figures (one panel per dataset, labelled with its dataset). Smoke runs are left out unless
+    `include_smoke`."""
     sub = runs_of(runs, algorithm)
+    if not include_smoke:
+        sub = sub[~smoke_mask(sub)]
     sub = sub[sub["dataset"].map(datasets)] if not sub.empty else sub
     require(not sub.empty, f"no completed {algorithm} runs on the datasets this figure shows", needs)
     order: list[str] = []

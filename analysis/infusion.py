@@ -13,10 +13,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from analysis.common import (
     Cell,
+    MissingData,
     OurRow,
     best_model,
     compare_table,
@@ -24,11 +29,11 @@ from analysis.common import (
     config,
     final,
     has_metric,
+    k_text,
     metric_cell,
-    pick_dataset,
     require,
-    runs_of,
     selection_note,
+    train_metric,
 )
 from analysis.figures import (
     best_run_panels,
@@ -37,6 +42,21 @@ from analysis.figures import (
     new_figure,
     plot_mean_curve,
     select_curve,
+)
+from analysis.protocol import (
+    DEQUANTIZED,
+    FULL_TRAIN,
+    OFFICIAL_MNIST,
+    REAL_VALUED,
+    Need,
+    Protocol,
+    Selection,
+    attach,
+    dataset_need,
+    eval_sizes,
+    figure_runs,
+    finish_table,
+    select,
 )
 from analysis.published import published
 
@@ -48,13 +68,32 @@ OMEGA = "algo.omega"  # omega: the rate of TAB A.1 (B)-(D)
 MODEL_CHOICE = ("valid/lower_bound", "test/lower_bound")  # papers pick the best model on validation
 NEEDS = f"completed '{ALGORITHM}' runs"
 MAX_RATES = 20  # rows per TAB A.1 block before our rates are binned
+RATE_CMAP = colormaps["viridis"]
 
 
-def _runs(runs: pd.DataFrame, metric: str, hint: str = "mnist", dataset: str | None = None) -> tuple[pd.DataFrame, str]:
-    sub = runs_of(runs, ALGORITHM)
-    require(not sub.empty, f"no completed {ALGORITHM} runs", f"{NEEDS} (`raygen train infusion ...`)")
-    dataset = dataset or pick_dataset(sub, hint, metric)
-    return sub[sub["dataset"] == dataset], str(dataset)
+# The papers' protocols (Bordes 2017 §3.5): MNIST scaled to [0,1], official split, U(0,1/256) noise on the
+# scaled test points at evaluation, 1000 test / 100 train examples for TAB 3.1, 10 000 samples for Parzen.
+_MNIST = (dataset_need(("mnist",), "MNIST"), REAL_VALUED, OFFICIAL_MNIST, FULL_TRAIN)
+PROTOCOLS = {
+    "it_table_3_1": Protocol("it_table_3_1", "MNIST, real-valued in [0,1]",
+                             (*_MNIST, DEQUANTIZED, *eval_sizes(1000, 100)),
+                             notes=("IS with 20 000 importance samples per example (§3.5)",
+                                    "mean ± std over 10 repeated evaluations")),
+    "it_parzen": Protocol("it_parzen", "MNIST, real-valued in [0,1]",
+                          (*_MNIST, Need("config.eval.parzen_samples", (10_000,), "10 000 generated samples",
+                                         default=10_000))),
+    "it_tab_a1": Protocol("it_tab_a1", "MNIST, real-valued in [0,1]", _MNIST),
+    "it_table_3_2": Protocol("it_table_3_2", "CIFAR-10 scaled to [0,1]",
+                             (dataset_need(("cifar10",), "CIFAR-10"), REAL_VALUED, FULL_TRAIN)),
+    "mnist_training": Protocol("mnist_training", "MNIST, real-valued in [0,1]", _MNIST),
+}
+
+
+def _select(runs: pd.DataFrame, key: str, include_smoke: bool) -> Selection:
+    sel = select(runs, ALGORITHM, PROTOCOLS[key], item=key, include_smoke=include_smoke)
+    require(not sel.matching.empty or not sel.other.empty, f"no completed {ALGORITHM} runs",
+            f"{NEEDS} (`raygen train infusion ...`)")
+    return sel
 
 
 def _model_caption(runs: pd.DataFrame) -> str:
@@ -74,87 +113,163 @@ def rate_of(runs: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(steps == 1, alpha0, omega), index=runs.index, dtype=float).round(10)
 
 
+
 # ---------------------------------------------------------------------------------------------- tables
 
-
-def table_3_1(runs: pd.DataFrame, *, dataset: str | None = None) -> pd.DataFrame:
-    """TAB 3.1: lower bound, IS estimate and isotropic-output IS on test (1000 ex.) and train (100 ex.)."""
-    sub, dataset = _runs(runs, "test/importance", dataset=dataset)
-    metrics = ("lower_bound", "importance", "importance_isotropic")
-    require(
-        any(has_metric(sub, f"{split}/{m}") for split in ("test", "train") for m in metrics),
-        f"no {ALGORITHM} run on {dataset} logged test/ or train/ lower_bound, importance or importance_isotropic",
-        f"{NEEDS} with the final evaluation on (eval.final=true, eval.splits=[test, train], eval.isotropic=true)",
-    )
-    chosen = best_model(sub, MODEL_CHOICE)
-    ours = [
-        OurRow(
-            label={"lower_bound": "Infusion training (lower bound, ours)",
+_TAB_3_1_LABELS = {"lower_bound": "Infusion training (lower bound, ours)",
                    "importance": "Infusion training (IS estimate, ours)",
-                   "importance_isotropic": "Infusion training + isotropic (IS estimate, ours)"}[m],
-            cells={"test_ll": metric_cell(chosen, f"test/{m}"), "train_ll": metric_cell(chosen, f"train/{m}")},
-            tags=(m,),
-        )
-        for m in metrics
-    ]
-    caption = (f"Ours: {ALGORITHM} on {dataset}; {selection_note(sub, MODEL_CHOICE)} ({_model_caption(chosen)}); "
-               f"{len(chosen)} run(s).")
-    return compare_table("it_table_3_1", ours, caption=caption)
+                   "importance_isotropic": "Infusion training + isotropic (IS estimate, ours)"}
 
 
-def parzen_table(runs: pd.DataFrame, *, dataset: str | None = None) -> pd.DataFrame:
+def _tab_3_1_rows(runs: pd.DataFrame) -> list[OurRow]:
+    metrics = tuple(_TAB_3_1_LABELS)
+    require(any(has_metric(runs, f"{split}/{m}") for split in ("test", "train_eval", "train") for m in metrics),
+            "no run logged test/ or train_eval/ lower_bound, importance or importance_isotropic",
+            f"{NEEDS} with the final evaluation on (eval.final=true, eval.splits=[test, train], eval.isotropic=true)")
+    chosen = best_model(runs, MODEL_CHOICE)
+    rows = []
+    for m in metrics:
+        k = k_text(chosen) if m != "lower_bound" else ""
+        rows.append(OurRow(_TAB_3_1_LABELS[m],
+                           {"test_ll": metric_cell(chosen, f"test/{m}"),
+                            "train_ll": metric_cell(chosen, train_metric(chosen, m))},
+                           tags=(m,), extra={"IS samples k": k}))
+    return rows
+
+
+def table_3_1(runs: pd.DataFrame, *, include_smoke: bool = False) -> pd.DataFrame:
+    """TAB 3.1: lower bound, IS estimate and isotropic-output IS on test (1000 ex.) and train (100 ex.).
+
+    Train LL is the final evaluation's training split (`train_eval/`; `train/` in older stores). Each IS row
+    says the k it used (the paper: 20 000)."""
+    sel = _select(runs, "it_table_3_1", include_smoke)
+    ours: list[OurRow] = []
+    caption = f"No run matches the protocol ({PROTOCOLS['it_table_3_1'].describe()})."
+    if not sel.matching.empty:
+        try:
+            ours = _tab_3_1_rows(sel.matching)
+        except MissingData as missing:
+            sel.leave(sel.matching, missing.reason)
+        else:
+            chosen = best_model(sel.matching, MODEL_CHOICE)
+            sel.use(chosen)
+            caption = (f"Ours: {ALGORITHM} on MNIST; {selection_note(sel.matching, MODEL_CHOICE)} "
+                       f"({_model_caption(chosen)}); {len(chosen)} run(s); IS with k = {k_text(chosen) or '?'} "
+                       "importance samples per example (the paper: 20 000).")
+    frame = compare_table("it_table_3_1", ours, caption=caption, extra_labels=("IS samples k",))
+    frame["IS samples k"] = frame["IS samples k"].astype(object).fillna("")
+    return finish_table(frame, sel, _tab_3_1_rows, "it_table_3_1", f"{NEEDS} on MNIST with the final evaluation on (eval.final=true, eval.splits=[test, train], eval.isotropic=true)")
+
+
+def _parzen_rows(runs: pd.DataFrame) -> list[OurRow]:
+    runs = runs[final(runs, "test/parzen_ll").notna()]
+    require(not runs.empty, "no run logged test/parzen_ll", f"{NEEDS} with eval.parzen=true")
+    chosen = best_model(runs, (*MODEL_CHOICE, "test/parzen_ll"))
+    return [OurRow("Infusion training (ours)",
+                   {"parzen_ll": metric_cell(chosen, "test/parzen_ll", std_metric="test/parzen_ll_se", inner_kind="se")},
+                   tags=("infusion",), extra={"sigma": float(final(chosen, "test/parzen_sigma").mean())})]
+
+
+def parzen_table(runs: pd.DataFrame, *, include_smoke: bool = False) -> pd.DataFrame:
     """FIG 3.4 (a table): Parzen-window test log-likelihood with the paper's baselines (σ = 0.17 there)."""
-    sub, dataset = _runs(runs, "test/parzen_ll", dataset=dataset)
-    sub = sub[final(sub, "test/parzen_ll").notna()]
-    require(not sub.empty, f"no {ALGORITHM} run on {dataset} logged test/parzen_ll",
+    sel = _select(runs, "it_parzen", include_smoke)
+    sub = sel.matching[final(sel.matching, "test/parzen_ll").notna()]
+    sel.leave(sel.matching[final(sel.matching, "test/parzen_ll").isna()], "did not log test/parzen_ll")
+    require(not sub.empty or not sel.other.empty, f"no {ALGORITHM} run logged test/parzen_ll",
             f"{NEEDS} with eval.parzen=true")
-    chosen = best_model(sub, (*MODEL_CHOICE, "test/parzen_ll"))
-    row = OurRow(
-        "Infusion training (ours)",
-        {"parzen_ll": metric_cell(chosen, "test/parzen_ll", std_metric="test/parzen_ll_se", inner_kind="se")},
-        tags=("infusion",),
-        extra={"sigma": float(final(chosen, "test/parzen_sigma").mean())},
-    )
-    caption = (f"Ours: {ALGORITHM} on {dataset}, σ chosen on the validation split (column sigma; the paper used "
-               f"0.17); {selection_note(sub, (*MODEL_CHOICE, 'test/parzen_ll'))} ({_model_caption(chosen)}).")
-    frame = compare_table("it_parzen", [row], caption=caption, extra_labels=("sigma",))
+    ours: list[OurRow] = []
+    caption = f"No run matches the protocol ({PROTOCOLS['it_parzen'].describe()})."
+    if not sub.empty:
+        ours = _parzen_rows(sub)
+        chosen = best_model(sub, (*MODEL_CHOICE, "test/parzen_ll"))
+        sel.use(chosen)
+        caption = (f"Ours: {ALGORITHM} on MNIST, σ chosen on the validation split (column sigma; the paper used "
+                   f"0.17); {selection_note(sub, (*MODEL_CHOICE, 'test/parzen_ll'))} ({_model_caption(chosen)}).")
+    frame = compare_table("it_parzen", ours, caption=caption, extra_labels=("sigma",))
     frame.attrs["display_extra"] = []
-    return frame
+    return finish_table(frame, sel, _parzen_rows, "it_parzen", f"{NEEDS} on MNIST with eval.parzen=true")
 
 
-def inception_table(runs: pd.DataFrame, *, dataset: str | None = None) -> pd.DataFrame:
-    """TAB 3.2: Inception score of 50 000 CIFAR-10 samples (needs a run that logged test/inception_score)."""
-    sub, dataset = _runs(runs, "test/inception_score", hint="cifar", dataset=dataset)
-    sub = sub[final(sub, "test/inception_score").notna()]
-    require(not sub.empty, f"no {ALGORITHM} run logged test/inception_score",
+def _inception_rows(runs: pd.DataFrame) -> list[OurRow]:
+    runs = runs[final(runs, "test/inception_score").notna()]
+    require(not runs.empty, "no run logged test/inception_score",
             f"{NEEDS} on CIFAR-10 whose evaluation logs test/inception_score (not computed by raygen yet)")
-    chosen = best_model(sub, (*MODEL_CHOICE, "test/inception_score"))
-    row = OurRow("Infusion training (ours)",
-                 {"inception_score": metric_cell(chosen, "test/inception_score",
-                                                 std_metric="test/inception_score_se", inner_kind="se")},
-                 tags=("infusion",))
-    return compare_table("it_table_3_2", [row], caption=f"Ours: {ALGORITHM} on {dataset}.")
+    chosen = best_model(runs, (*MODEL_CHOICE, "test/inception_score"))
+    return [OurRow("Infusion training (ours)",
+                   {"inception_score": metric_cell(chosen, "test/inception_score",
+                                                   std_metric="test/inception_score_se", inner_kind="se")},
+                   tags=("infusion",))]
 
 
-def tab_a1(runs: pd.DataFrame, *, dataset: str | None = None) -> pd.DataFrame:
+def inception_table(runs: pd.DataFrame, *, include_smoke: bool = False) -> pd.DataFrame:
+    """TAB 3.2: Inception score of 50 000 CIFAR-10 samples (needs a run that logged test/inception_score)."""
+    sel = _select(runs, "it_table_3_2", include_smoke)
+    needs = f"{NEEDS} on CIFAR-10 whose evaluation logs test/inception_score (not computed by raygen yet)"
+    logged = pd.concat([sel.matching, sel.other])
+    require(has_metric(logged, "test/inception_score"), f"no {ALGORITHM} run logged test/inception_score", needs)
+    sub = sel.matching[final(sel.matching, "test/inception_score").notna()]
+    ours = _inception_rows(sub) if not sub.empty else []
+    if ours:
+        sel.use(best_model(sub, (*MODEL_CHOICE, "test/inception_score")))
+    frame = compare_table("it_table_3_2", ours, caption=f"Ours: {ALGORITHM} on CIFAR-10." if ours else
+                          f"No run matches the protocol ({PROTOCOLS['it_table_3_2'].describe()}).")
+    return finish_table(frame, sel, _inception_rows, "it_table_3_2", f"{NEEDS} on CIFAR-10 whose evaluation logs test/inception_score (not computed by raygen yet)")
+
+
+def _tab_a1_cells(sub: pd.DataFrame) -> dict[tuple[float, float], tuple[Cell, pd.DataFrame, str]]:
+    """(steps, rate) -> (cell, the runs in it, rate range). Per (steps, rate) the best model config (by
+    validation LB) fills the cell, averaged over its seeds: runs of other configs (learning rates, budgets,
+    smoke runs) are never averaged in."""
+    cells: dict[tuple[float, float], tuple[Cell, pd.DataFrame, str]] = {}
+    for steps_value, block in sub.groupby("_steps"):
+        levels, ranges = block["_rate"], pd.Series("", index=block.index)
+        if block["_rate"].nunique() > MAX_RATES:
+            # A continuous (random/TPE) sweep of the rate: one row per quantile bin, at the bin's median rate.
+            bins = pd.qcut(block["_rate"], q=MAX_RATES, duplicates="drop")
+            levels = block["_rate"].groupby(bins, observed=True).transform("median").round(10)
+            ranges = bins.map(lambda b: f"{b.left:.4g}–{b.right:.4g}").astype(str)
+        for rate, group in block.groupby(levels):
+            chosen = best_model(group, MODEL_CHOICE)
+            cells[(float(steps_value), float(rate))] = (metric_cell(chosen, "test/lower_bound"), chosen,
+                                                        ranges[group.index[0]])
+    return cells
+
+
+def _tab_a1_prepare(runs: pd.DataFrame, sel: Selection | None = None) -> pd.DataFrame:
+    schedule = config(runs, SCHEDULE).astype(object)
+    steps = pd.to_numeric(config(runs, STEPS), errors="coerce")
+    # TAB A.1 uses the increasing schedule; with one step the schedule makes no difference.
+    keep = (steps == 1) | schedule.isna() | (schedule == "increasing")
+    logged = final(runs, "test/lower_bound").notna()
+    if sel is not None:
+        sel.leave(runs[~keep], "constant schedule (TAB A.1 uses the increasing one; see Fig A.1)")
+        sel.leave(runs[keep & ~logged], "did not log test/lower_bound")
+    runs = runs[keep & logged]
+    runs = runs.assign(_steps=pd.to_numeric(config(runs, STEPS), errors="coerce"), _rate=rate_of(runs))
+    if sel is not None:
+        sel.leave(runs[runs["_steps"].isna() | runs["_rate"].isna()], "no algo.steps or infusion rate")
+    return runs[runs["_steps"].notna() & runs["_rate"].notna()]
+
+
+def _tab_a1_rows(runs: pd.DataFrame) -> list[OurRow]:
+    sub = _tab_a1_prepare(runs)
+    require(not sub.empty, "no increasing-schedule run logged test/lower_bound", NEEDS)
+    return [OurRow(f"{int(s)} step(s), rate {r:g}" + (f" ({rng})" if rng else ""), {"lower_bound": c})
+            for (s, r), (c, _, rng) in sorted(_tab_a1_cells(sub).items())]
+
+
+def tab_a1(runs: pd.DataFrame, *, include_smoke: bool = False) -> pd.DataFrame:
     """TAB A.1: test lower bound per infusion rate, one block per number of steps (increasing schedule).
 
-    Rate = α(0) for 1 step (ω = 0) and ω for more steps, as in the paper's sub-tables (A)-(D). Each cell
-    groups all completed runs with that (steps, rate); `samples run` is the cell's best run, whose sample
-    grid the report shows as a thumbnail (the paper's "Means of the model" column).
+    Rate = α(0) for 1 step (ω = 0) and ω for more steps, as in the paper's sub-tables (A)-(D). Each cell is
+    the best model config with that (steps, rate) averaged over its seeds; `samples run` is the cell's best
+    run, whose sample grid the report shows as a thumbnail (the paper's "Means of the model" column).
     """
-    sub, dataset = _runs(runs, "test/lower_bound", dataset=dataset)
     needs = f"{NEEDS} with config algo.steps and algo.omega (algo.alpha0 for 1 step) and final test/lower_bound"
-    require(f"config.{STEPS}" in sub.columns, "no run has config algo.steps", needs)
-    schedule = config(sub, SCHEDULE).astype(object)
-    steps = pd.to_numeric(config(sub, STEPS), errors="coerce")
-    # TAB A.1 uses the increasing schedule; with one step the schedule makes no difference.
-    sub = sub[(steps == 1) | schedule.isna() | (schedule == "increasing")]
-    sub = sub[final(sub, "test/lower_bound").notna()]
-    require(not sub.empty, f"no increasing-schedule {ALGORITHM} run on {dataset} logged test/lower_bound", needs)
-    sub = sub.assign(_steps=pd.to_numeric(config(sub, STEPS), errors="coerce"), _rate=rate_of(sub))
-    sub = sub[sub["_steps"].notna() & sub["_rate"].notna()]
-    require(not sub.empty, "runs lack algo.steps or the infusion rate", needs)
+    sel = _select(runs, "it_tab_a1", include_smoke)
+    sub = _tab_a1_prepare(sel.matching, sel)
+    require(not sub.empty or not sel.other.empty,
+            f"no increasing-schedule {ALGORITHM} run logged test/lower_bound", needs)
 
     pub = published("it_tab_a1")
     rows: dict[tuple[float, float], dict[str, Any]] = {}
@@ -168,28 +283,24 @@ def tab_a1(runs: pd.DataFrame, *, dataset: str | None = None) -> pd.DataFrame:
                 "lower_bound published": float(prow["lower_bound"]),
                 "lower_bound published ±": math.nan,
             }
-    binned = False
-    for steps_value, block in sub.groupby("_steps"):
-        levels, ranges = block["_rate"], pd.Series("", index=block.index)
-        if block["_rate"].nunique() > MAX_RATES:
-            # A continuous (random/TPE) sweep of the rate: one row per quantile bin, at the bin's median rate.
-            binned = True
-            bins = pd.qcut(block["_rate"], q=MAX_RATES, duplicates="drop")
-            levels = block["_rate"].groupby(bins, observed=True).transform("median").round(10)
-            ranges = bins.map(lambda b: f"{b.left:.4g}–{b.right:.4g}").astype(str)
-        for rate, group in block.groupby(levels):
-            c: Cell = metric_cell(group, "test/lower_bound")
-            best = group.loc[final(group, "test/lower_bound").idxmax()]
-            row = rows.setdefault((float(steps_value), float(rate)), {
-                "steps": int(steps_value), "infusion rate": float(rate),
-                "rate key": "alpha0" if steps_value == 1 else "omega",
-                "lower_bound published": math.nan, "lower_bound published ±": math.nan,
-            })
-            row.update({"lower_bound ours": c.mean, "lower_bound ours ±": c.pm, "lower_bound ± over": c.pm_kind,
-                        "lower_bound n": c.n, "samples run": best["run_id"], "rate range": ranges[group.index[0]]})
+    cells = _tab_a1_cells(sub) if not sub.empty else {}
+    binned = any(rng for _, _, rng in cells.values())
+    for (steps_value, rate), (c, chosen, rng) in cells.items():
+        sel.use(chosen)
+        best = chosen.loc[final(chosen, "test/lower_bound").idxmax()]
+        row = rows.setdefault((steps_value, rate), {
+            "steps": int(steps_value), "infusion rate": float(rate),
+            "rate key": "alpha0" if steps_value == 1 else "omega",
+            "lower_bound published": math.nan, "lower_bound published ±": math.nan,
+        })
+        row.update({"lower_bound ours": c.mean, "lower_bound ours ±": c.pm, "lower_bound ± over": c.spread,
+                    "lower_bound n": c.n, "samples run": best["run_id"], "rate range": rng})
+    sel.leave(sub, "another model config at the same steps and rate had the better validation lower bound")
     ordered = [rows[k] for k in sorted(rows)]
-    caption = (f"Ours: {ALGORITHM} on {dataset}, increasing schedule; rate = α(0) for 1 step, ω otherwise; "
-               "[as printed] TAB A.1(C) lists 0.05 twice, the second is matched as 0.06.")
+    caption = ("Ours: " + (f"{ALGORITHM} on MNIST, increasing schedule; rate = α(0) for 1 step, ω otherwise; per "
+                           "cell the best model config (validation lower bound) averaged over its seeds. "
+                           if cells else f"no run matches the protocol ({PROTOCOLS['it_tab_a1'].describe()}). ")
+               + "[as printed] TAB A.1(C) lists 0.05 twice, the second is matched as 0.06.")
     if binned:
         caption += f" Blocks with more than {MAX_RATES} distinct rates are binned (median rate; `rate range`)."
     frame = comparison_frame(ordered, ["steps", "infusion rate"], ["lower_bound"], pub, caption=caption,
@@ -197,7 +308,7 @@ def tab_a1(runs: pd.DataFrame, *, dataset: str | None = None) -> pd.DataFrame:
     frame["rate range"] = frame["rate range"].fillna("")
     frame.attrs["thumbnail_column"] = "samples run"
     frame.attrs["display_extra"] = ["rate range"] if binned else []
-    return frame
+    return finish_table(frame, sel, _tab_a1_rows, "it_tab_a1", needs)
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -211,27 +322,31 @@ def _rate_levels(rates: pd.Series, max_levels: int = 10) -> pd.Series:
     return bins.map(lambda b: f"{b.left:.3g}–{b.right:.3g}").astype(str)
 
 
-def fig_a1(runs: pd.DataFrame, metrics: pd.DataFrame, *, dataset: str | None = None,
-           key: str = "valid/lower_bound") -> Figure:
+def fig_a1(runs: pd.DataFrame, metrics: pd.DataFrame, *, key: str = "valid/lower_bound",
+           include_smoke: bool = False) -> Figure:
     """Fig A.1: lower-bound training curves per infusion rate, one panel per (steps, schedule).
 
     The paper's (A)-(D) are the increasing schedule with 1/5/10/15 steps and (E)-(F) constant with 10/15;
     here every (steps, schedule) present in the store gets a panel. Lines are means over runs, bands ± std.
     """
-    sub, dataset = _runs(runs, key, dataset=dataset)
     needs = f"{NEEDS} with config algo.steps and an infusion rate that logged {key} during training"
+    sel = _select(runs, "mnist_training", include_smoke)
+    sub, data = figure_runs(sel, needs)
     require(f"config.{STEPS}" in sub.columns, "no run has config algo.steps", needs)
     sub = sub.assign(_steps=pd.to_numeric(config(sub, STEPS), errors="coerce"), _rate=rate_of(sub),
                      _schedule=config(sub, SCHEDULE).astype(object).fillna("increasing"))
     sub = sub[sub["_steps"].notna() & sub["_rate"].notna()]
     curves = select_curve(metrics, key, sub["run_id"])
+    sel.leave(sub[~sub["run_id"].isin(curves["run_id"].unique())], f"logged no {key} curve")
+    sel.used -= set(sub.loc[~sub["run_id"].isin(curves["run_id"].unique()), "run_id"])
     sub = sub[sub["run_id"].isin(curves["run_id"].unique())]
-    require(not sub.empty, f"no {ALGORITHM} run on {dataset} logged {key} curves", needs)
+    require(not sub.empty, f"no {ALGORITHM} run logged {key} curves", needs)
     panels = sorted(sub.groupby(["_schedule", "_steps"]).groups, key=lambda p: (p[0] != "increasing", p[1]))
     ncols = min(3, len(panels))
-    fig, axes = new_figure(-(-len(panels) // ncols), ncols)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = new_figure(nrows, ncols, width=2.6, height=2.2)
     for ax in axes.flat[len(panels):]:
-        ax.axis("off")
+        ax.remove()
     # Label every run with its (panel, rate level) once, then average all curves in one groupby.
     labels = pd.concat([_rate_levels(g["_rate"]) for _, g in sub.groupby(["_schedule", "_steps"])])
     sub = sub.assign(_level=labels)
@@ -240,84 +355,139 @@ def fig_a1(runs: pd.DataFrame, metrics: pd.DataFrame, *, dataset: str | None = N
     means = {k: g for k, g in keyed.groupby("_key", sort=False)}
     for ax, (schedule, steps_value) in zip(axes.flat, panels):
         panel = sub[(sub["_schedule"] == schedule) & (sub["_steps"] == steps_value)]
-        for label in panel.sort_values("_rate").drop_duplicates("_level")["_level"]:
+        # Colour encodes the rate (a colour bar, not a legend that would cover the curves).
+        level_rate = panel.groupby("_level")["_rate"].median().sort_values()
+        norm = Normalize(level_rate.min(), level_rate.max() if level_rate.max() > level_rate.min() else level_rate.min() + 1)
+        for label, rate in level_rate.items():
             rows = means.get((schedule, steps_value, label))
             if rows is not None:
-                plot_mean_curve(ax, mean_of_rows(rows), label=str(label))
+                plot_mean_curve(ax, mean_of_rows(rows), label=str(label), color=RATE_CMAP(norm(rate)))
         rate_name = "α(0)" if steps_value == 1 else ("ω" if schedule == "increasing" else "α")
-        ax.set_title(f"{int(steps_value)} step(s), {schedule} schedule", fontsize=9)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(f"{key} (nats)")
-        ax.legend(title=rate_name, fontsize=7, title_fontsize=7)
-    fig.suptitle(f"Fig A.1: {key} per infusion rate ({ALGORITHM}, {dataset})")
-    return fig
+        ax.set_title(f"{int(steps_value)} step{'s' if steps_value != 1 else ''}, {schedule}")
+        ax.set_xlabel("training step (updates)")
+        ax.set_ylabel(f"{_words(key)} (nats)")
+        if ax.lines:
+            bar = fig.colorbar(ScalarMappable(norm=norm, cmap=RATE_CMAP), ax=ax, pad=0.02, aspect=25)
+            bar.set_label(rate_name)
+            bar.set_ticks(level_rate.to_numpy() if len(level_rate) <= 5 else MaxNLocator(5).tick_values(
+                level_rate.min(), level_rate.max()))
+    fig.suptitle(f"Fig A.1: {_words(key)} per infusion rate ({data})")
+    return attach(fig, sel)
 
 
-def fig_3_3(runs: pd.DataFrame, metrics: pd.DataFrame, *, dataset: str | None = None) -> Figure:
-    """Fig 3.3: the lower bound (train/valid/test) and the Parzen estimate during training, best model."""
-    sub, dataset = _runs(runs, "valid/lower_bound", dataset=dataset)
+def _words(key: str) -> str:
+    """`valid/lower_bound` -> "validation lower bound" (metric names in words on axes and in titles)."""
+    split, _, metric = key.partition("/")
+    split = {"valid": "validation", "train_eval": "training-set", "train": "training", "test": "test"}.get(split, split)
+    metric = {"lower_bound": "lower bound", "parzen_ll": "Parzen log-likelihood", "importance": "IS estimate",
+              "nll": "NLL", "bpc": "BPC"}.get(metric, metric.replace("_", " "))
+    return f"{split} {metric}"
+
+
+def tab_a1_figure(runs: pd.DataFrame, *, include_smoke: bool = False) -> Figure:
+    """TAB A.1 as a figure: test lower bound against the infusion rate, one panel per number of steps, ours
+    (mean, error bars = std over seeds where there is more than one) beside the published numbers."""
+    table = tab_a1(runs, include_smoke=include_smoke)
+    sel = table.attrs["selection"]
+    steps = sorted(table["steps"].unique())
+    fig, axes = new_figure(1, len(steps), width=2.3, height=2.4)
+    drawn = False
+    for ax, k in zip(axes[0], steps):
+        block = table[table["steps"] == k].sort_values("infusion rate")
+        pub = block[block["lower_bound published"].notna()]
+        ax.plot(pub["infusion rate"], pub["lower_bound published"], "k--", marker="x", lw=0.8, ms=4,
+                label="published (TAB A.1)")
+        ours = block[block["lower_bound n"] > 0]
+        if not ours.empty:
+            drawn = True
+            err = ours["lower_bound ours ±"].where(ours["lower_bound n"] > 1).fillna(0).to_numpy()
+            ax.errorbar(ours["infusion rate"], ours["lower_bound ours"], yerr=err if err.any() else None,
+                        fmt="o", color="C0", ms=4, capsize=2, label="ours")
+        ax.set_title(f"{int(k)} step{'s' if k != 1 else ''}")
+        ax.set_xlabel("α(0)" if k == 1 else "ω")
+        ax.set_ylabel("test lower bound (nats)")
+        ax.margins(x=0.08)
+    require(drawn, "no run matches TAB A.1's protocol", f"{NEEDS} on MNIST (see the TAB A.1 table's index entry)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
+    fig.suptitle("TAB A.1: test lower bound against the infusion rate (MNIST)")
+    return attach(fig, sel)
+
+
+def fig_3_3(runs: pd.DataFrame, metrics: pd.DataFrame, *, include_smoke: bool = False) -> Figure:
+    """Fig 3.3: the lower bound (train/valid/test) and, when logged, the Parzen estimate during training,
+    best model (mean over its seeds, band ± std)."""
+    needs = f"{NEEDS} that log valid/lower_bound during training (train.eval_every)"
+    sel = _select(runs, "mnist_training", include_smoke)
+    sub, data = figure_runs(sel, needs)
     chosen = best_model(sub, MODEL_CHOICE)
+    sel.used = set(chosen["run_id"])
+    sel.leave(sub, "not the chosen model config (validation lower bound)")
     ids = chosen["run_id"]
-    fig, axes = new_figure(1, 2, width=4.8)
-    drawn = 0
-    for split in ("train", "valid", "test"):
-        curve = mean_curve(metrics, f"{split}/lower_bound", ids)
-        plot_mean_curve(axes[0, 0], curve, label=split)
-        drawn += not curve.empty
-    require(drawn > 0, f"no {ALGORITHM} run on {dataset} logged lower_bound curves",
-            f"{NEEDS} that log valid/lower_bound during training (train.eval_every)")
-    axes[0, 0].set(title="lower bound", xlabel="training step", ylabel="nats")
-    axes[0, 0].legend(fontsize=7)
-    parzen = 0
-    for split in ("valid", "test"):
-        curve = mean_curve(metrics, f"{split}/parzen_ll", ids)
-        if len(curve) > 1:
-            plot_mean_curve(axes[0, 1], curve, label=split)
-            parzen += 1
-        elif len(curve) == 1:
-            axes[0, 1].errorbar(curve["step"], curve["mean"], yerr=curve["std"].fillna(0), fmt="o", label=f"{split} (final)")
-            parzen += 1
+    lb = {split: mean_curve(metrics, f"{split}/lower_bound", ids) for split in ("train", "valid", "test")}
+    parzen = {split: mean_curve(metrics, f"{split}/parzen_ll", ids) for split in ("valid", "test")}
+    lb = {k: v for k, v in lb.items() if not v.empty}
+    parzen = {k: v for k, v in parzen.items() if not v.empty}
+    require(bool(lb), f"no {ALGORITHM} run logged lower_bound curves", needs)
+    fig, axes = new_figure(1, 2 if parzen else 1, width=3.4, height=2.6)
+    for split, curve in lb.items():
+        plot_mean_curve(axes[0, 0], curve, label={"valid": "validation"}.get(split, split))
+    axes[0, 0].set(title="lower bound", xlabel="training step (updates)", ylabel="lower bound (nats)")
+    axes[0, 0].legend()
     if parzen:
-        axes[0, 1].legend(fontsize=7)
-    else:
-        axes[0, 1].text(0.5, 0.5, "no parzen_ll logged", ha="center", va="center", transform=axes[0, 1].transAxes)
-    axes[0, 1].set(title="Parzen estimate", xlabel="training step", ylabel="nats")
-    fig.suptitle(f"Fig 3.3: training curves ({ALGORITHM}, {dataset}; {_model_caption(chosen)}; n={len(chosen)})")
-    return fig
+        ax = axes[0, 1]
+        for split, curve in parzen.items():
+            label = {"valid": "validation"}.get(split, split)
+            if len(curve) > 1:
+                plot_mean_curve(ax, curve, label=label)
+            else:
+                err = curve["std"].fillna(0).to_numpy()
+                ax.errorbar(curve["step"], curve["mean"], yerr=err if err.any() else None, fmt="o",
+                            label=f"{label} (final)")
+        ax.set(title="Parzen estimate", xlabel="training step (updates)", ylabel="log-likelihood (nats)")
+        ax.legend()
+    n = len(chosen)
+    fig.suptitle(f"Fig 3.3: training curves ({data}; {'1 run' if n == 1 else f'{n} runs, band = ± std'})")
+    return attach(fig, sel)
 
 
-def _artifact_figure(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path, name: str, title: str,
-                     needs: str) -> Figure:
+def _artifact_figure(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path, include_smoke: bool,
+                     name: str, title: str, needs: str) -> Figure:
     return best_run_panels(runs, artifacts, root, algorithm=ALGORITHM, name=name, title=title, needs=needs,
-                           model_choice=MODEL_CHOICE)
+                           model_choice=MODEL_CHOICE, include_smoke=include_smoke)
 
 
-def fig_3_5(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path) -> Figure:
+def fig_3_5(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path, *, include_smoke: bool = False) -> Figure:
     """Fig 3.5: samples beside their nearest training example (the `nearest.png` artifact), per dataset."""
-    return _artifact_figure(runs, artifacts, root, "nearest.png",
+    return _artifact_figure(runs, artifacts, root, include_smoke, "nearest.png",
                             "Fig 3.5: samples and their nearest training examples",
                             f"{NEEDS} on an image dataset with the final evaluation on (writes nearest.png)")
 
 
-def fig_3_6(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path) -> Figure:
+def fig_3_6(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path, *, include_smoke: bool = False) -> Figure:
     """Fig 3.6: inpainting with the top half clamped (the `inpainting.png` artifact)."""
-    return _artifact_figure(runs, artifacts, root, "inpainting.png", "Fig 3.6: inpainting (top half clamped)",
+    return _artifact_figure(runs, artifacts, root, include_smoke, "inpainting.png", "Fig 3.6: inpainting (top half clamped)",
                             f"{NEEDS} on an image dataset whose artifacts include inpainting.png")
 
 
-def samples_figure(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path) -> Figure:
+def samples_figure(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path, *, include_smoke: bool = False) -> Figure:
     """Sample grids (`samples.png`) of the best model per dataset (the paper's FIG 3.1 / A.3 / A.4 kind)."""
-    return _artifact_figure(runs, artifacts, root, "samples.png", "Infusion training samples",
+    return _artifact_figure(runs, artifacts, root, include_smoke, "samples.png", "Infusion training samples",
                             f"{NEEDS} with the final evaluation on (writes samples.png)")
 
 
-def chains_figure(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path) -> Figure:
+def chains_figure(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path, *, include_smoke: bool = False) -> Figure:
     """Model sampling chains from the prior (`chains.png`): FIG 3.1, A.3(b), A.4(b)."""
-    return _artifact_figure(runs, artifacts, root, "chains.png", "Infusion training sampling chains",
+    return _artifact_figure(runs, artifacts, root, include_smoke, "chains.png", "Infusion training sampling chains",
                             f"{NEEDS} whose artifacts include chains.png")
 
 
-def fig_3_2(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path) -> Figure:
+def fig_3_2(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path, *, include_smoke: bool = False) -> Figure:
     """Infusion chains toward a training target (`infusion_chains.png`): FIG 3.2, A.2, A.3(a), A.4(a)."""
-    return _artifact_figure(runs, artifacts, root, "infusion_chains.png", "Fig 3.2: infusion chains",
+    return _artifact_figure(runs, artifacts, root, include_smoke, "infusion_chains.png", "Fig 3.2: infusion chains",
                             f"{NEEDS} whose artifacts include infusion_chains.png")
