@@ -63,9 +63,15 @@ def test_list_datasets_reports_paths_and_presence(tmp_path):
         "text:ptb",
         "idx:PATH",
         "npz:PATH",
+        "folder:PATH",
+        "binarized_mnist",
+        "seqbinarized_mnist",
         "text:PATH",
     ):
         assert name in rows
+    assert rows["binarized_mnist"].missing == [
+        str(tmp_path / "binarized_mnist" / f"binarized_mnist_{s}.amat.gz") for s in ("train", "valid", "test")
+    ]
     mnist = rows["mnist"]
     assert mnist.kind == "image" and mnist.present is False
     assert mnist.locations == [
