@@ -16,7 +16,7 @@ from raygen.data.binarized_mnist import parse_amat, read_amat
 from tests.shared_data import SHARED_DATA
 
 SHARED = SHARED_DATA / "binarized_mnist"
-LM = "larochelle-murray-2011 fixed"
+LM = "larochelle-murray-2011 fixed"  # the value analysis filters on (spelled out, not imported)
 
 
 def amat_text(values: np.ndarray, sep: str = " ", end: str = "\n") -> bytes:

@@ -16,9 +16,18 @@ directories), `text`, `sequences` (pixel sequences), `download` (explicit, check
 from __future__ import annotations
 
 from raygen.data.base import DataConfig, DataError, Dataset, DatasetInfo
-from raygen.data.registry import DatasetSource, data_root, dataset_kind, list_datasets, load_dataset, register
+from raygen.data.registry import (
+    BINARIZED_MNIST_BINARIZATION,
+    DatasetSource,
+    data_root,
+    dataset_kind,
+    list_datasets,
+    load_dataset,
+    register,
+)
 
 __all__ = [
+    "BINARIZED_MNIST_BINARIZATION",
     "DataConfig",
     "DataError",
     "Dataset",

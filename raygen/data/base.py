@@ -120,6 +120,8 @@ class Dataset:
     int64 token ids in [0, len(vocab)) for sequences. With `binarize=dynamic` the image train split holds
     the pixel probabilities and `prepare_batch` draws a fresh binary batch; valid/test hold one fixed draw.
     `labels` (optional, int64 (N,)) follow the same order as `splits` when the source has class labels.
+    `meta` describes the data (source files, split rule, scale, `binarize`, and `binarization` for files that
+    come binarized, e.g. binarized MNIST's "larochelle-murray-2011 fixed").
     """
 
     name: str

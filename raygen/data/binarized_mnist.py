@@ -5,7 +5,7 @@ Estimator"), each pixel drawn once as Bernoulli(intensity) and the draw publishe
 valid / 10 000 test images of 28×28 binary pixels. Likelihoods on it are comparable only with numbers on the
 same fixed draw (threshold, another fixed draw or dynamic binarization give different numbers), which is why
 this is a dataset of its own, not `mnist` with `data.binarize`: its `meta["binarization"]` and the run's
-`data.binarization` say `"larochelle-murray-2011 fixed"` (`BINARIZATION`), so analysis can tell a run on
+`data.binarization` say `"larochelle-murray-2011 fixed"` (`raygen.data.BINARIZED_MNIST_BINARIZATION`), so analysis can tell a run on
 it from a run on a thresholded or re-drawn MNIST. PF Table 2.1 ("standard binarized MNIST") uses it pixel by
 pixel: `seqbinarized_mnist` (see `sequences`).
 
@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from raygen.data.base import DataConfig, DataError, Dataset, decompress, read_file_bytes
-from raygen.data.registry import data_root
+from raygen.data.registry import BINARIZED_MNIST_BINARIZATION, data_root
 
 log = logging.getLogger(__name__)
 
-BINARIZATION = "larochelle-murray-2011 fixed"
+BINARIZATION = BINARIZED_MNIST_BINARIZATION
 DIRECTORY = "binarized_mnist"
 WIDTH = 784
 SHAPE = (1, 28, 28)

@@ -46,6 +46,8 @@ def _resolve(fn: Callable | str) -> Callable:
 
 
 _TOY_NAMES = tuple(f"toy2d:{s}" for s in ("swissroll", "circle", "mog", "spiral"))
+# The binarization of the standard binarized MNIST, as recorded in `data.binarization` and Dataset.meta.
+BINARIZED_MNIST_BINARIZATION = "larochelle-murray-2011 fixed"
 
 _SOURCES: list[DatasetSource] = [
     DatasetSource(
@@ -79,7 +81,7 @@ _SOURCES: list[DatasetSource] = [
         "raygen.data.binarized_mnist:load_binarized_mnist",
         names=("binarized_mnist",),
         files="raygen.data.binarized_mnist:binarized_mnist_files",
-        binarization="larochelle-murray-2011 fixed",
+        binarization=BINARIZED_MNIST_BINARIZATION,
     ),
     DatasetSource(
         "cifar10",
@@ -135,7 +137,7 @@ _SOURCES: list[DatasetSource] = [
         "raygen.data.sequences:load_seqbinarized_mnist",
         names=("seqbinarized_mnist",),
         files="raygen.data.binarized_mnist:binarized_mnist_files",
-        binarization="larochelle-murray-2011 fixed",
+        binarization=BINARIZED_MNIST_BINARIZATION,
     ),
     DatasetSource(
         "text:",
