@@ -236,11 +236,11 @@ def sweep_trials(runs: pd.DataFrame, sweep_id: str, specs: Mapping[str, Any] | N
 
 
 def completed_mask(trials: pd.DataFrame, info: SweepInfo) -> pd.Series:
-    """Trials that finished (completed, or stopped early by the scheduler) with every objective finite."""
-    ok = trials["status"].isin(["completed", "stopped"]) if "status" in trials.columns else pd.Series(True, index=trials.index)
-    for o in info.objectives:
-        ok &= np.isfinite(pd.to_numeric(trials[o.metric], errors="coerce").astype(float))
-    return ok
+    """Trials that may be ranked: completed (their whole budget, then evaluated) with every objective finite.
+    Trials stopped early hold half-trained values (Optuna is told PRUNED); `raygen sweep` uses the same rule."""
+    from raygen.engine.sweep_spec import rankable
+
+    return rankable(trials, [o.metric for o in info.objectives])
 
 
 def ranked(trials: pd.DataFrame, info: SweepInfo, objective: int = 0) -> pd.DataFrame:

@@ -342,7 +342,8 @@ def sweep(
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address; 'auto' = the cluster "
                                           "`ray start` made here (default: $RAY_ADDRESS, else a private local Ray)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    more: int = typer.Option(0, "--more", help="add N trials to a finished sweep's Optuna study"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Ray's and Tune's own output too"),
 ) -> None:
     """Run a Ray Tune + Optuna sweep from a YAML spec; every trial lands in the results store."""
     _setup_logging(verbose)
@@ -358,16 +359,19 @@ def sweep(
     if validate:
         typer.echo(spec.describe())
         return
-    from raygen.engine.sweep import run_sweep
+    from raygen.engine.sweep import progress_log, run_sweep
 
+    table = logging.StreamHandler(sys.stdout)  # the live table, bare (no time/level prefix)
+    table.setFormatter(logging.Formatter("%(message)s"))
+    progress_log.addHandler(table)
+    progress_log.propagate = False
     try:
-        outcome = run_sweep(spec, results, resume=True if resume else None, address=address,
-                            verbose=2 if verbose else 1)
+        outcome = run_sweep(spec, results, resume=True if resume else None, more=more, address=address,
+                            verbose=verbose, table_every_s=10.0 if smoke else 30.0)
     except SpecError as err:
         _fail(str(err))
-    typer.echo(f"sweep {outcome.sweep_id}: {outcome.trials} trials {outcome.statuses}")
-    if outcome.best:
-        typer.echo(f"best: {outcome.best}")
+    for line in outcome.summary():
+        typer.echo(line)
 
 
 def _register_analysis() -> None:

@@ -342,10 +342,12 @@ class Walkback(Algorithm):
     name = "walkback"
     Config = WalkbackConfig
     metric_names: ClassVar[dict[str, tuple[str, ...]]] = {
-        "train": ("loss", "nll_step_*", "walkback_steps", "t_max", "noise_std", "pstar_std"),
-        "quick": ("lower_bound", "loss", "walkback_steps"),
+        "train": ("loss", "nll_step_*", "walkback_steps", "heating_steps", "t_max", "top_temperature",
+                  "noise_std", "pstar_std"),
+        "quick": ("lower_bound", "loss", "walkback_steps", "heating_steps", "t_max"),
         "full": ("lower_bound", "importance", "importance_isotropic", "bits_per_dim", "bits_per_dim_importance",
-                 "*_std", "walkback_steps", "reversibility_kl", "entropy_rate", "reversibility_ratio"),
+                 "*_std", "walkback_steps", "heating_steps", "t_max", "reversibility_kl", "entropy_rate",
+                 "reversibility_ratio"),
     }
     selection = ("lower_bound", "max")  # model selection on the validation bound (VW Algorithm 1; TAB A.1)
     cfg: WalkbackConfig

@@ -103,6 +103,11 @@ SMOKE_FIXED: dict[str, Any] = {
 }
 SMOKE_RUN_CAP = 4
 SMOKE_CONCURRENCY = 2
+# The most points `method: grid` may have. The size is computed before anything is enumerated; a larger grid is
+# refused (it would take hours to validate and years to run): sample it with `method: random` and `run_cap`.
+GRID_CAP = 10_000
+# How long a trial may wait for resources while none of the sweep's trials runs (nothing would free them).
+PENDING_TIMEOUT_S = 300.0
 
 
 def coerce_number(value: Any) -> Any:
@@ -263,6 +268,8 @@ class SweepSpec(_Strict):
     optuna_storage: str | None = Field(None, description="Optuna RDB URL (sqlite:///x.db) for optuna-dashboard")
     max_failures: int = Field(2, ge=-1, description="Tune retries of a failed trial (node loss)")
     train_max_failures: int = Field(2, ge=-1, description="Ray Train worker-group restarts inside a trial")
+    pending_timeout_s: float = Field(PENDING_TIMEOUT_S, gt=0, description="a trial that waits this long for "
+                                     "resources while no trial of the sweep runs fails, and the sweep stops")
     smoke: SmokeSpec = Field(default_factory=SmokeSpec)
 
     @model_validator(mode="before")
@@ -307,6 +314,7 @@ class Param:
     choices: tuple[Any, ...] | None = None
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     path: str = ""  # the RunConfig path it sets ("" = its name)
+    written_max: float | int | None = None  # the spec's `max` when the step made it unreachable (high is what runs)
 
     @property
     def target(self) -> str:
@@ -322,6 +330,16 @@ class Param:
         if self.kind == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def grid_count(self) -> int:
+        """len(grid_values()) without building the list."""
+        if self.kind == "categorical":
+            return len(self.choices or ())
+        if self.kind == "int":
+            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
+        if self.step is None:
+            raise SpecError(f"parameters.{self.name}: method grid needs `values` or `q` for a float range")
+        return math.floor((self.high - self.low) / self.step + 1e-9) + 1
 
     def grid_values(self) -> list[Any]:
         if self.kind == "categorical":
@@ -348,6 +366,8 @@ class Param:
                 text += " log"
             if self.step is not None:
                 text += f" step {self.step}"
+            if self.written_max is not None:
+                text += f" (max {self.written_max} is not min + k*step: runs up to {self.high})"
         if self.when:
             text += " when " + " and ".join(f"{p} in {list(v)}" for p, v in self.when)
         if self.path and self.path != self.name:
@@ -404,6 +424,79 @@ def grid_points(params: Sequence[Param]) -> list[dict[str, Any]]:
     return points
 
 
+def grid_size(params: Sequence[Param], cap: int = GRID_CAP) -> int:
+    """The number of points `grid_points(params)` would enumerate, counted without enumerating them: only the
+    parameters that others are conditioned on are expanded; every other one multiplies a count. Returns a
+    number above `cap` as soon as the count is known to exceed it."""
+    parents = {parent for p in params for parent, _ in p.when}
+    partial: list[tuple[dict[str, Any], int]] = [({}, 1)]
+    for param in params:
+        grown: list[tuple[dict[str, Any], int]] = []
+        for point, count in partial:
+            if not param.active(point):
+                grown.append((point, count))
+            elif param.name in parents:
+                grown += [({**point, param.name: value}, count) for value in param.grid_values()]
+            else:
+                grown.append((point, count * param.grid_count()))
+        partial = grown
+        if len(partial) > cap:
+            return len(partial)
+    return sum(count for _, count in partial)
+
+
+# ---------------------------------------------------------------------------------------------- metric names
+
+# The store's splits: train/ = training means (train_step), valid/ = the quick evaluation during training, and
+# after training one split per eval.splits entry from the full evaluation (the training split's final
+# evaluation is named train_eval, so it never shares a key with the training means).
+_PARZEN = ("parzen_ll", "parzen_ll_se", "parzen_sigma")
+
+
+def reported_metrics(config: RunConfig) -> dict[str, tuple[str, ...]]:
+    """split -> metric-name patterns a run of `config` reports, from its algorithm's `metric_names`
+    ({} when the algorithm declares none)."""
+    from raygen.algorithms import algorithm_class
+
+    declared = getattr(algorithm_class(config.algorithm), "metric_names", None) or {}
+    if not declared:
+        return {}
+    train, quick, full = (tuple(declared.get(k, ())) for k in ("train", "quick", "full"))
+    out: dict[str, tuple[str, ...]] = {"train": train, "valid": quick, "selection": ("step", *quick)}
+    for split in config.eval.splits if config.eval.final else ():
+        # importance_k: the evaluation suite stores k beside every importance-sampling estimate
+        names = full + ("importance_k",) + (_PARZEN if split == "test" and config.eval.parzen else ())
+        if split == "train":  # until every store names it train_eval, accept both
+            out["train_eval"] = names
+            out["train"] = out["train"] + names
+        else:
+            out[split] = out.get(split, ()) + names
+    return out
+
+
+def metric_known(name: str, known: Mapping[str, Sequence[str]]) -> bool:
+    import fnmatch
+
+    split, _, metric = name.partition("/")
+    return any(fnmatch.fnmatchcase(metric, pattern) for pattern in known.get(split, ()))
+
+
+def check_metric(key: str, name: str, config: RunConfig) -> None:
+    """SpecError when `name` (split/metric) is not something a run of `config` reports, with a suggestion."""
+    known = reported_metrics(config)
+    if not known or metric_known(name, known):
+        return
+    split, _, _metric = name.partition("/")
+    concrete = [f"{s}/{m}" for s, names in known.items() for m in names if not any(c in m for c in "*?[")]
+    close = difflib.get_close_matches(name, concrete, n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    if split not in known:
+        listing = f"its splits are {', '.join(known)}"
+    else:
+        listing = f"{split}/ holds {', '.join(known[split])}"
+    raise SpecError(f"{key}: '{name}' is not a metric {config.algorithm} reports{hint}; {listing}")
+
+
 class DefineByRunSpace:
     """Optuna define-by-run space: `OptunaSearch(space=DefineByRunSpace(params))`.
 
@@ -457,6 +550,13 @@ class Resources:
             return {"cpu": self.driver_cpu, **self.custom}
         return {"cpu": self.cpu, "gpu": self.gpu, **self.custom}
 
+    def ray_bundles(self) -> list[dict[str, float]]:
+        """Everything one trial holds in Ray (Ray's names): its own bundle, plus its Train workers' bundles."""
+        if self.workers > 1:
+            return [{"CPU": self.driver_cpu, **self.custom}] + [
+                {"CPU": self.cpu, "GPU": self.gpu} for _ in range(self.workers)]
+        return [{"CPU": self.cpu, "GPU": self.gpu, **self.custom}]
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -487,6 +587,7 @@ class ResolvedSweep:
     base_config: RunConfig
     source: str | None = None
     points: tuple[dict[str, Any], ...] | None = None  # method grid: every trial's parameters, in order
+    pending_timeout_s: float = PENDING_TIMEOUT_S
 
     @property
     def multi_objective(self) -> bool:
@@ -530,11 +631,13 @@ class ResolvedSweep:
             "smoke": self.smoke,
             "source": self.source,
             "points": list(self.points) if self.points is not None else None,
+            "pending_timeout_s": self.pending_timeout_s,
         }
 
     def fingerprint(self) -> str:
         """What must not change when a sweep is resumed (Tune cannot change a search space on restore)."""
-        keep = {k: v for k, v in self.to_json().items() if k not in ("description", "source", "storage")}
+        keep = {k: v for k, v in self.to_json().items()
+                if k not in ("description", "source", "storage", "pending_timeout_s", "num_samples")}
         return json.dumps(keep, sort_keys=True, default=str)
 
     def describe(self) -> str:
@@ -755,11 +858,19 @@ def _resolve_param(name: str, raw: Any, earlier: Mapping[str, Param]) -> Param |
             raise SpecError(f"{key}: `q` cannot be combined with `log: true` (Optuna forbids step with log)")
         if q > high - low:
             raise SpecError(f"{key}.q: step {q} exceeds the range [{low}, {high}]")
+    # Optuna (and Tune's q* domains) silently lower `high` to the last value min + k*step; say so, and store
+    # the bound that actually runs, keeping the written one only as a note.
+    written_max = None
+    if q is not None:
+        last = low + math.floor((high - low) / q + 1e-9) * q
+        last = round(last) if is_int else round(float(last), 12)
+        if abs(last - high) > 1e-9 * max(1.0, abs(high)):
+            written_max, high = high, last
     if is_int:
         return Param(name, "int", low=int(low), high=int(high), log=log, step=int(q) if q else None,
-                     when=tuple(when), path=spec.path or "")
+                     when=tuple(when), path=spec.path or "", written_max=written_max)
     return Param(name, "float", low=float(low), high=float(high), log=log, step=float(q) if q else None,
-                 when=tuple(when), path=spec.path or "")
+                 when=tuple(when), path=spec.path or "", written_max=written_max)
 
 
 def _parents(raw: Any) -> list[str]:
@@ -866,6 +977,8 @@ def _check_space(algorithm: str, dataset: str, fixed: dict[str, Any], params: tu
                 if not exclusive:
                     raise SpecError(f"parameters.{b.name}: sets {path} like '{a.name}' does; give them `when` "
                                     "conditions on one parameter with disjoint values")
+    if points is None:
+        _check_pairs(algorithm, dataset, fixed, params)
     if points is not None:
         paths = {p.name: p.target for p in params}
         for point in points:
@@ -875,6 +988,35 @@ def _check_space(algorithm: str, dataset: str, fixed: dict[str, Any], params: tu
                 msg = err.args[0] if isinstance(err, KeyError) else str(err)
                 raise SpecError(f"grid point {point}: {msg}") from None
     return base
+
+
+def _check_pairs(algorithm: str, dataset: str, fixed: dict[str, Any], params: tuple[Param, ...]) -> None:
+    """Cross-field rules of the config (e.g. professor's gate_generator <= gate_discriminator) on every pair
+    of parameters at the ends of their ranges: a space in which a sampler can draw a refused combination is
+    refused now, not as failed trials later. (A grid checks each of its points instead.)"""
+    by_name = {p.name: p for p in params}
+    paths = {p.name: p.target for p in params}
+
+    def branch(p: Param) -> dict[str, Any]:
+        """Parent values that make `p` active (the last allowed value of each condition)."""
+        return {parent: allowed[-1] for parent, allowed in p.when}
+
+    for i, a in enumerate(params):
+        for b in params[i + 1:]:
+            if a.target == b.target:
+                continue
+            for va in a.candidates()[:12]:
+                for vb in b.candidates()[:12]:
+                    point = {**branch(a), **branch(b), a.name: va, b.name: vb}
+                    if not (a.active(point) and b.active(point)) or not set(point) <= set(by_name):
+                        continue  # never active together (or conditioned on a constant)
+                    try:
+                        trial_config(algorithm, dataset, fixed, paths, point)
+                    except (ConfigError, KeyError) as err:
+                        msg = err.args[0] if isinstance(err, KeyError) else str(err)
+                        raise SpecError(f"parameters.{a.name} and parameters.{b.name}: {a.name}={va!r} with "
+                                        f"{b.name}={vb!r} is refused ({msg}); define the ranges so that the "
+                                        "combination cannot occur") from None
 
 
 def _resolve_method(method: str | None, multi: bool) -> str:
@@ -959,6 +1101,10 @@ def resolve(raw: Mapping[str, Any], *, smoke: bool = False, source: str | None =
                 raise SpecError(f"parameters.{p.name}: method grid needs `values` or `q` for a float range")
             if p.log:
                 raise SpecError(f"parameters.{p.name}: method grid cannot enumerate a log range; list `values`")
+        size = grid_size(params_t)
+        if size > GRID_CAP:
+            raise SpecError(f"method grid: the grid has more than {GRID_CAP:,} points (at least {size:,}); "
+                            "list fewer values, or use method: random with a run_cap")
         # Every dimension becomes the list of its values; conditional branches are enumerated, and the points
         # are queued in Optuna (enqueue_trial), which GridSampler cannot do for conditional spaces.
         params_t = tuple(replace(p, kind="categorical", choices=tuple(p.grid_values()), low=None, high=None,
@@ -983,8 +1129,16 @@ def resolve(raw: Mapping[str, Any], *, smoke: bool = False, source: str | None =
             raise SpecError("method cmaes: CMA-ES is single-objective (use nsga2 or tpe for `metrics`)")
     if method == "gp" and multi:
         raise SpecError("method gp: use nsga2 or tpe for several objectives")
+    if method == "gp":
+        bad = [p.name for p in params_t if p.when]
+        if bad:
+            # GPSampler models only the parameters of every trial; conditional ones it samples at random.
+            raise SpecError(f"method gp: Optuna's GP sampler draws conditional parameters at random; "
+                            f"conditional parameters: {', '.join(bad)} (use tpe)")
 
     base = _check_space(spec.algorithm, dataset, fixed, params_t, points)
+    for i, o in enumerate(objectives):
+        check_metric("metric.name" if spec.metric is not None else f"metrics.{i}.name", o.name, base)
 
     early = None
     if spec.early_terminate is not None:
@@ -992,6 +1146,8 @@ def resolve(raw: Mapping[str, Any], *, smoke: bool = False, source: str | None =
         if e.metric is None and multi:
             raise SpecError("early_terminate.metric: required with several objectives (ASHA needs one metric)")
         metric = e.metric or objectives[0].name
+        if e.metric is not None:
+            check_metric("early_terminate.metric", metric, base)
         goal = e.goal or next((o.goal for o in objectives if o.name == metric), None)
         if goal is None:
             raise SpecError("early_terminate.goal: required when early_terminate.metric is not an objective")
@@ -1034,6 +1190,7 @@ def resolve(raw: Mapping[str, Any], *, smoke: bool = False, source: str | None =
         base_config=base,
         source=source,
         points=tuple(points) if points is not None else None,
+        pending_timeout_s=spec.pending_timeout_s,
     )
 
 
@@ -1046,3 +1203,25 @@ def load_spec(path: str | Path, *, smoke: bool = False) -> ResolvedSweep:
     if not raw:
         raise SpecError(f"{path} is empty")
     return resolve(raw, smoke=smoke, source=str(path))
+
+
+# ---------------------------------------------------------------------------------------------- best trial
+
+# Statuses a trial may be ranked with. A trial stopped early by the scheduler holds half-trained values (and
+# Optuna is told it was PRUNED), so it is never "best", in the sweep's summary, the report or the dashboard.
+RANKED_STATUSES = ("completed",)
+
+
+def rankable(trials: Any, objective_columns: Sequence[str]) -> Any:
+    """Boolean Series over a trials frame (a `status` column and one column per objective): the trials that may
+    be called best — completed (trained their whole budget, then evaluated) with every objective finite. The one
+    definition `raygen sweep`, `raygen report` and the dashboard share."""
+    import numpy as np
+    import pandas as pd
+
+    ok = trials["status"].isin(RANKED_STATUSES) if "status" in trials.columns else pd.Series(True, index=trials.index)
+    for column in objective_columns:
+        if column not in trials.columns:
+            return pd.Series(False, index=trials.index)
+        ok &= np.isfinite(pd.to_numeric(trials[column], errors="coerce").astype(float))
+    return ok
