@@ -1,10 +1,9 @@
 """Reading a results store for analysis: the same frames as `raygen.results.read_*`, read in bulk.
 
-`raygen.results` reads one file at a time with pandas, which is fine for a few runs. A sweep of a thousand
-trials has thousands of small metric files, so here the metric and artifact tables (one fixed schema) are
-read as one `pyarrow.dataset` scan, and the run rows (whose config columns differ between algorithms) are
-read with pyarrow and concatenated once with schema promotion. The frames have the columns documented in
-raygen/results/store.py; nothing here imports Ray.
+The `read_*_fast` names are kept for the callers; they are the store's own readers (raygen.results), which
+read finished runs' metrics from a few large segments, runs in progress from their pieces, and run rows
+through a cache (docs/results.md). The frames have the columns documented in raygen/results/store.py;
+nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -18,74 +17,29 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
-from raygen.results.store import ARTIFACTS_SCHEMA, METRICS_SCHEMA
+from raygen.results.store import PENDING, read_artifacts, read_metrics, read_runs
 
 log = logging.getLogger(__name__)
 
 SWEEPS_DIR = "sweeps"
 
 
-def _parquet_files(directory: Path) -> list[str]:
-    if not directory.is_dir():
-        return []
-    # Dot and underscore files are temporaries of the atomic writer (see raygen/results/store.py).
-    return sorted(
-        e.path for e in os.scandir(directory) if e.name.endswith(".parquet") and not e.name.startswith((".", "_"))
-    )
-
-
-def _empty(schema: pa.Schema) -> pd.DataFrame:
-    return schema.empty_table().to_pandas()
-
-
-def _read_one(path: str) -> pa.Table | None:
-    try:
-        # ParquetFile.read skips the dataset machinery of pq.read_table: ~2x faster on one-row files.
-        return pq.ParquetFile(path).read(use_threads=False)
-    except FileNotFoundError:  # replaced between listing and reading (a run row changing status)
-        return None
-
-
 def read_runs_fast(root: str | Path) -> pd.DataFrame:
-    """One row per run (same columns as `raygen.results.read_runs`)."""
-    files = _parquet_files(Path(root) / "runs")
-    if not files:
-        return pd.DataFrame({"run_id": pd.Series(dtype=object)})
-    tables = [t for t in map(_read_one, files) if t is not None]
-    # Columns differ between algorithms and a column that is all-null in one file is typed null there;
-    # permissive promotion unifies both (null -> string, int -> float) instead of failing.
-    table = pa.concat_tables(tables, promote_options="permissive")
-    return table.to_pandas()
-
-
-def _scan(directory: Path, schema: pa.Schema, files: list[str] | None = None) -> pd.DataFrame:
-    files = _parquet_files(directory) if files is None else files
-    if not files:
-        return _empty(schema)
-    dataset = ds.dataset(files, format="parquet", schema=schema)
-    try:
-        return dataset.to_table().to_pandas()
-    except FileNotFoundError:  # a file vanished mid-scan (a writer's rename): read what is there now
-        return _scan(directory, schema)
+    """One row per run (same columns as `raygen.results.read_runs`, which it is: that reader keeps a cache of
+    the run rows and skips unreadable files with a warning)."""
+    runs = read_runs(root)
+    return runs if not runs.empty else pd.DataFrame({"run_id": pd.Series(dtype=object)})
 
 
 def read_metrics_fast(root: str | Path, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
-    """Long metrics table (run_id, step, split, metric, value, time) in one scan; optional run filter."""
-    directory = Path(root) / "metrics"
-    files = None
-    if run_ids is not None:
-        wanted = set(run_ids)
-        # Files are named <run_id>-<seq>.parquet; run ids may themselves contain dashes.
-        files = [f for f in _parquet_files(directory) if Path(f).stem.rsplit("-", 1)[0] in wanted]
-    return _scan(directory, METRICS_SCHEMA, files)
+    """Long metrics table (run_id, step, split, metric, value, time); optional run filter. The store's own
+    reader: it reads the few large segments of finished runs plus the pieces of runs in progress, each row once."""
+    return read_metrics(root, run_ids)
 
 
 def read_artifacts_fast(root: str | Path) -> pd.DataFrame:
-    return _scan(Path(root) / "artifacts", ARTIFACTS_SCHEMA)
+    return read_artifacts(root)
 
 
 def read_sweep_specs(root: str | Path) -> dict[str, dict[str, Any]]:
@@ -111,7 +65,7 @@ def store_fingerprint(root: str | Path) -> str:
     """Changes whenever a file is added, replaced or removed under the store (the dashboard polls this)."""
     root = Path(root)
     count, latest = 0, 0
-    for sub in ("runs", "metrics", "artifacts", SWEEPS_DIR):
+    for sub in ("runs", "metrics", "artifacts", SWEEPS_DIR, f"metrics/{PENDING}", f"artifacts/{PENDING}"):
         directory = root / sub
         if not directory.is_dir():
             continue

@@ -1,14 +1,18 @@
 """Synthetic results stores in the documented schema, for tests, the benchmark and trying the report.
 
-Files are written exactly as `raygen.results.RunRecorder` writes them (runs/<run_id>.parquet,
-metrics/<run_id>-<seq>.parquet, artifacts/<run_id>-<seq>.parquet, files/<run_id>/...), including the
-`final.<split>/<metric>` columns, which hold the last finite logged value of each metric. The numbers are
+Files are written exactly as `raygen.results.RunRecorder` writes them: a run row (runs/<run_id>.parquet),
+about 21 metric pieces and one artifact piece per file while the run is in progress
+(metrics/.pending/<run_id>-<writer>-<seq>.parquet, ...), folded into the shared segments
+(metrics/seg-*.parquet) when the run has ended, and the files (files/<run_id>/...); the
+`final.<split>/<metric>` columns hold each metric's latest finite value. The numbers are
 made up (seeded); they only have to look like the papers' quantities so every builder has something to do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -18,9 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
-from raygen.results.store import ARTIFACTS_SCHEMA, METRICS_SCHEMA, atomic_write_bytes, atomic_write_table
+from raygen.results.store import (
+    ARTIFACTS_SCHEMA,
+    METRICS_SCHEMA,
+    PENDING,
+    atomic_write_bytes,
+    atomic_write_table,
+    latest_values,
+    run_row_table,
+)
+from raygen.results.store import fold as fold_pieces
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
@@ -61,8 +75,18 @@ def _number(v: Any) -> Any:
     return json.dumps(v, sort_keys=True)
 
 
-def write_run(root: str | Path, run: SyntheticRun) -> None:
-    """Write one run's row, metrics and artifacts the way RunRecorder does."""
+def _writer(run_id: str) -> str:
+    """A fixed writer id per run (RunRecorder draws a random one), so that a seeded store is reproducible."""
+    return hashlib.sha1(run_id.encode()).hexdigest()[:12]
+
+
+def write_run(root: str | Path, run: SyntheticRun, *, metric_files: int = 21, fold: bool = True) -> None:
+    """Write one run's row, metrics and artifacts the way RunRecorder does.
+
+    Metric rows go to up to `metric_files` pieces (a real run flushes once per report), each artifact to a
+    piece of its own, and the run row last; an ended run's pieces are then folded into the segments, as
+    RunRecorder does when a run ends (`fold=False` leaves them as a killed run would).
+    """
     root = Path(root)
     last_step = max([s for steps, _ in run.curves.values() for s in steps] + [int(run.config.get("train.steps", 0))])
     rows = []
@@ -73,10 +97,8 @@ def write_run(root: str | Path, run: SyntheticRun) -> None:
     for key, value in run.finals.items():
         split, _, metric = key.partition("/")
         rows.append((split, metric, last_step, float(value), 0))
-    final: dict[str, float] = {}
-    for split, metric, step, value, _ in sorted(rows, key=lambda r: (r[2], r[4])):
-        if math.isfinite(value):
-            final[f"{split}/{metric}"] = value
+    rows.sort(key=lambda r: (r[2], r[4]))
+    writer, seq = _writer(run.run_id), 0
     if rows:
         table = pa.table({
             "run_id": [run.run_id] * len(rows),
@@ -86,15 +108,25 @@ def write_run(root: str | Path, run: SyntheticRun) -> None:
             "value": [r[3] for r in rows],
             "time": [run.started + timedelta(seconds=r[2]) for r in rows],
         }, schema=METRICS_SCHEMA)
-        atomic_write_table(root / "metrics" / f"{run.run_id}-000000.parquet", table)
-    seq = 1
+        # Cut at step boundaries into at most `metric_files` pieces, as one flush per report would.
+        steps = np.asarray(table["step"].to_numpy())
+        bounds = sorted({int(np.searchsorted(steps, steps[i])) for i in
+                         np.linspace(0, len(rows), max(1, metric_files), endpoint=False).astype(int)} | {len(rows)})
+        for lo, hi in itertools.pairwise(bounds):
+            pending = root / "metrics" / PENDING / f"{run.run_id}-{writer}-{seq:06d}.parquet"
+            atomic_write_table(pending, table.slice(lo, hi - lo))
+            seq += 1
+        table = table.to_pandas()
+    else:
+        table = METRICS_SCHEMA.empty_table().to_pandas()
+    final = latest_values(table).get(run.run_id, {})
     for name, data in [*run.images.items(), *((k, v.encode()) for k, v in run.texts.items())]:
         kind = "image" if name.endswith(".png") else "text"
         path = root / "files" / run.run_id / name
         atomic_write_bytes(path, data)
         art = pa.Table.from_pylist([{"run_id": run.run_id, "step": last_step, "name": name, "kind": kind,
                                      "path": str(path.relative_to(root)), "time": run.started}], schema=ARTIFACTS_SCHEMA)
-        atomic_write_table(root / "artifacts" / f"{run.run_id}-{seq:06d}.parquet", art)
+        atomic_write_table(root / "artifacts" / PENDING / f"{run.run_id}-{writer}-{seq:06d}.parquet", art)
         seq += 1
     ended = run.started + timedelta(seconds=10 + last_step) if run.status != "running" else None
     nested: dict[str, Any] = {}
@@ -109,25 +141,26 @@ def write_run(root: str | Path, run: SyntheticRun) -> None:
         "error": "NonFiniteLossError: loss is nan" if run.status == "failed" else None,
         "seed": run.seed, "device": "cpu", "workers": 1, "sweep_id": run.sweep_id, "trial_id": run.trial_id,
         "params_json": json.dumps(run.params, sort_keys=True) if run.params is not None else None,
-        "resources_json": None, "stopped_early": run.stopped_early, "node": "synthetic",
+        "resources_json": None, "stopped_early": run.stopped_early, "smoke": False, "node": "synthetic",
         "started_at": run.started, "ended_at": ended,
         "wall_time_s": (ended - run.started).total_seconds() if ended else None, "steps": last_step,
+        "heartbeat_at": ended or run.started + timedelta(seconds=last_step), "heartbeat_step": last_step,
         "config_json": json.dumps({"algorithm": run.algorithm, "dataset": run.dataset, "seed": run.seed, **nested},
                                   sort_keys=True),
         "versions_json": "{}", "git_commit": None,
+        "final_at_json": json.dumps({k: pd.Timestamp(t).isoformat() for k, (_, t) in sorted(final.items())}),
     }
     row["config.algorithm"] = run.algorithm
     row["config.dataset"] = run.dataset
     row["config.seed"] = float(run.seed)
     for key, value in run.config.items():
         row[f"config.{key}"] = _number(value)
-    for key, value in sorted(final.items()):
+    for key, (value, _) in sorted(final.items()):
         row[f"final.{key}"] = value
-    table = pa.Table.from_pylist([row])
-    ts = pa.timestamp("us", tz="UTC")
-    for name in ("started_at", "ended_at"):
-        table = table.set_column(table.schema.get_field_index(name), name, pa.array([row[name]], ts))
-    atomic_write_table(root / "runs" / f"{run.run_id}.parquet", table)
+    atomic_write_table(root / "runs" / f"{run.run_id}.parquet", run_row_table(row))
+    if fold and run.status != "running":
+        for name in ("metrics", "artifacts"):
+            fold_pieces(root, name, [run.run_id])
 
 
 def write_sweep_spec(root: str | Path, sweep_id: str, spec: Mapping[str, Any]) -> None:

@@ -103,7 +103,10 @@ def test_store_is_readable_with_pandas_pyarrow_and_duckdb_without_raygen(store):
     out = json.loads(proc.stdout)
     runs = read_runs(store)
     assert out["loaded"] == []
-    assert out["runs"] == len(runs) and out["metric_rows"] == len(read_metrics(store))
+    # Plain readers see an ended run's metric rows (folded into the segments); a running run's rows stay in
+    # metrics/.pending/ until it ends, read by raygen only (docs/results.md).
+    ended = runs.loc[runs.status != "running", "run_id"]
+    assert out["runs"] == len(runs) and out["metric_rows"] == len(read_metrics(store, ended))
     assert out["joined"] == runs["final.test/lower_bound"].notna().sum() > 0
     assert out["max_abs_diff"] == 0.0  # final.* is the last logged value, readable by SQL alone
     assert out["images"] == (read_artifacts(store).kind == "image").sum()

@@ -32,10 +32,13 @@ def test_run_row_metrics_and_artifacts(toy_algorithm, tmp_path):
     assert "torch" in json.loads(row.versions_json)
     assert row.wall_time_s >= 0 and row.ended_at >= row.started_at
     metrics = read_metrics(tmp_path)
-    train_nll = metrics[(metrics.split == "train") & (metrics.metric == "nll")]
-    # Running training averages at 10 and 20, then the final evaluation of the train split at step 20.
-    assert list(train_nll.step) == [10, 20, 20]
+    train_nll = metrics[(metrics.split == "train") & (metrics.metric == "nll")].sort_values("step")
+    # Running training averages at 10 and 20; the final evaluation of the train split has its own split name.
+    assert list(train_nll.step) == [10, 20]
     assert row["final.train/nll"] == pytest.approx(train_nll.value.iloc[-1])
+    eval_nll = metrics[(metrics.split == "train_eval") & (metrics.metric == "nll")]
+    assert list(eval_nll.step) == [20] and row["final.train_eval/nll"] == eval_nll.value.iloc[0]
+    assert not metrics.duplicated(["run_id", "step", "split", "metric"]).any()
     assert row["final.test/parzen_sigma"] in cfg.eval.parzen_sigmas
     artifacts = read_artifacts(tmp_path)
     assert set(artifacts.kind) == {"checkpoint", "text"}
@@ -51,14 +54,19 @@ def test_failed_run_is_recorded_with_reason_and_no_temp_files(toy_algorithm, tmp
     row = read_runs(tmp_path).iloc[0]
     assert row.status == "failed" and "NonFiniteLossError" in row.error and "nan" in row.error
     assert read_metrics(tmp_path).step.max() == 10  # what was reported before the failure is kept
-    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]
+    assert not list(tmp_path.rglob("*.tmp"))  # no half-written file left behind
+    assert not list(tmp_path.glob("*/.pending/*.parquet"))  # the ended run's pieces are folded
 
 
 def test_new_runs_never_rewrite_old_files_and_mixed_types_concat(toy_algorithm, tmp_path):
     _, first = _run(tmp_path, toy_algorithm, **{"train.lr": 1})
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")}
+    row_file = tmp_path / "runs" / f"{first}.parquet"
+    before, rows_before = row_file.stat().st_mtime_ns, read_metrics(tmp_path)
     _, second = _run(tmp_path, toy_algorithm, **{"train.lr": 0.001, "seed": 3})
-    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    assert row_file.stat().st_mtime_ns == before  # another run's row is never rewritten
+    # its metric rows went into the same segment, rewritten with them: every earlier row is still there
+    after = read_metrics(tmp_path)
+    pd.testing.assert_frame_equal(after[after.run_id == first].reset_index(drop=True), rows_before)
     runs = read_runs(tmp_path)
     assert set(runs.run_id) == {first, second}
     assert runs["config.train.lr"].dtype == float
@@ -89,7 +97,8 @@ def test_recorder_rejects_unknown_status(toy_algorithm, tmp_path):
 
 def test_metric_time_and_types(toy_algorithm, tmp_path):
     _run(tmp_path, toy_algorithm)
-    table = pq.read_table(next((tmp_path / "metrics").glob("*.parquet")))
+    (segment,) = (tmp_path / "metrics").glob("*.parquet")  # the finished run's pieces, folded
+    table = pq.read_table(segment)
     assert str(table.schema.field("value").type) == "double"
     assert str(table.schema.field("step").type) == "int64"
     assert isinstance(read_metrics(tmp_path).time.iloc[0], pd.Timestamp)

@@ -1,38 +1,59 @@
 """The Parquet results store: one writer (`RunRecorder`) and plain readers.
 
-Layout under the results root (schema in docs/results.md):
+Layout under the results root (schema and guarantees in docs/results.md):
 
-    runs/<run_id>.parquet              one row per run, replaced atomically when its status changes
-    metrics/<run_id>-<seq>.parquet     long table: run_id, step, split, metric, value, time
-    artifacts/<run_id>-<seq>.parquet   index: run_id, step, name, kind, path (relative to the root), time
-    files/<run_id>/...                 the artifact files themselves (PNG, text, checkpoints)
+    runs/<run_id>.parquet                       one row per run, replaced atomically when it changes
+    metrics/*.parquet                           segments: finished runs' metric rows, many runs per file
+    metrics/.pending/<run_id>-<writer>-<seq>.parquet   pieces: rows of runs in progress, one file per flush
+    artifacts/*.parquet, artifacts/.pending/... the same for the artifact index
+    files/<run_id>/...                          the artifact files themselves (PNG, text, checkpoints)
 
-Every file is written under a dot-prefixed temporary name and renamed into place, so readers (which
-ignore dot files, as pyarrow does) never see half-written data, and a new run never rewrites another
-run's files.
+Why pieces and segments: a plain reader (DuckDB, pandas, pyarrow on `metrics/`) must see each row at most
+once and never a half-written file, and thousands of tiny files make every reader slow. So a writer puts
+each flush in a piece named by its own random writer id (two writers on one run cannot clash), under
+`.pending/`, which plain readers skip (dot folder). When the run ends, its pieces are *folded* into the
+current segment: the segment is rewritten with the new rows under a temporary name and renamed over the
+old one (readers see the old or the new file, never both), its Parquet metadata lists the folded piece
+names (`raygen.sources`), and only then are the pieces deleted. raygen's readers read pieces first and
+segments second, and drop a piece a segment lists, so they see runs in progress and count each row once
+at every instant; a crash anywhere leaves at worst covered pieces that the next fold deletes.
+
+Run rows stay one file per run (they change while a run lives). `read_runs` keeps a hidden cache of the
+rows it has read (runs/.cache/index.parquet, keyed on each file's name, size, mtime and inode) so that
+listing ten thousand runs does not open ten thousand files; the files stay the truth.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import math
 import os
+import re
 import socket
 import subprocess
+import threading
+import time
+import types
+import typing
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raygen.config import RunConfig, flatten
 
+log = logging.getLogger(__name__)
+
+TS = pa.timestamp("us", tz="UTC")
 METRICS_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
@@ -40,7 +61,7 @@ METRICS_SCHEMA = pa.schema(
         ("split", pa.string()),
         ("metric", pa.string()),
         ("value", pa.float64()),
-        ("time", pa.timestamp("us", tz="UTC")),
+        ("time", TS),
     ]
 )
 ARTIFACTS_SCHEMA = pa.schema(
@@ -50,10 +71,57 @@ ARTIFACTS_SCHEMA = pa.schema(
         ("name", pa.string()),
         ("kind", pa.string()),
         ("path", pa.string()),
-        ("time", pa.timestamp("us", tz="UTC")),
+        ("time", TS),
+    ]
+)
+TABLES = {"metrics": METRICS_SCHEMA, "artifacts": ARTIFACTS_SCHEMA}
+# Fixed columns of a run row, each with one non-null Arrow type in every file (also when all-null), so
+# `pd.read_parquet("results/runs")` and `pq.read_table` on the folder never meet two types for one column.
+# `config.<key>` columns take their type from the config field (numbers float64, bool, else string) and
+# `final.<split>/<metric>` columns are float64.
+RUN_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("algorithm", pa.string()),
+        ("dataset", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("seed", pa.int64()),
+        ("device", pa.string()),
+        ("workers", pa.int64()),
+        ("sweep_id", pa.string()),
+        ("trial_id", pa.string()),
+        ("params_json", pa.string()),
+        ("resources_json", pa.string()),
+        ("stopped_early", pa.bool_()),
+        ("smoke", pa.bool_()),
+        ("node", pa.string()),
+        ("started_at", TS),
+        ("ended_at", TS),
+        ("wall_time_s", pa.float64()),
+        ("steps", pa.int64()),
+        ("heartbeat_at", TS),
+        ("heartbeat_step", pa.int64()),
+        ("config_json", pa.string()),
+        ("versions_json", pa.string()),
+        ("git_commit", pa.string()),
+        ("final_at_json", pa.string()),
     ]
 )
 RUN_STATUSES = ("running", "completed", "failed", "stopped")
+ENDED = ("completed", "failed", "stopped")
+
+PENDING = ".pending"  # pieces of runs in progress; a dot folder, so plain readers skip it
+LOCKS = ".locks"  # flock files (root/.locks/): one per run row, one per folded table
+RUNS_CACHE = Path(".cache") / "index.parquet"
+SOURCES_KEY = b"raygen.sources"
+# A segment takes folded pieces until it has this many rows or sources, then a new segment starts: files
+# stay large enough to read fast and small enough to rewrite at each fold.
+SEGMENT_ROWS = 500_000
+SEGMENT_SOURCES = 4_000
+PIECE_NAME = re.compile(r"^(?P<run>.+)-(?P<writer>[0-9a-f]{12})-(?P<seq>\d{6})\.parquet$")
+OLD_PART_NAME = re.compile(r"^(?P<run>.+)-(?P<seq>\d{6})\.parquet$")  # the layout before pieces (readable)
+CACHE_MIN_AGE_S = 2.0  # files younger than this are always read, whatever the cache says (mtime granularity)
 
 
 def now() -> datetime:
@@ -64,7 +132,11 @@ def new_run_id(algorithm: str) -> str:
     return f"{algorithm}-{now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
+# ---------------------------------------------------------------------------------------------- files
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write under a dot-prefixed temporary name in the same folder, then rename into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -74,25 +146,130 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_table(path: Path, table: pa.Table) -> None:
+def atomic_write_table(path: Path, table: pa.Table, sources: Iterable[str] | None = None) -> None:
+    if sources is not None:
+        meta = dict(table.schema.metadata or {})
+        meta[SOURCES_KEY] = json.dumps(sorted(set(sources))).encode()
+        table = table.replace_schema_metadata(meta)
     sink = io.BytesIO()
     pq.write_table(table, sink)
     atomic_write_bytes(path, sink.getvalue())
 
 
-def normalise_value(value: Any) -> Any:
-    """Arrow-safe scalar: numbers become float64 (bool stays bool), containers become JSON strings.
+@contextlib.contextmanager
+def locked(root: Path, name: str) -> Iterator[None]:
+    """An exclusive advisory lock (flock) named `name` in the store: serialises the read-modify-write of a
+    run row and the folds of a table, between threads and processes (on NFS only if it supports locks)."""
+    import fcntl
 
-    The same config key may be an int in one run and a float in another (1 vs 1.0e-3) and a column must
-    keep one type across files, so every number is stored as float64.
-    """
-    if value is None or isinstance(value, (bool, str)):
-        return value
+    path = Path(root) / LOCKS / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _parquet_entries(directory: Path) -> list[os.DirEntry]:
+    """The Parquet files of a folder, skipping dot and underscore names (temporaries, caches)."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    return sorted(
+        (e for e in entries if e.name.endswith(".parquet") and not e.name.startswith((".", "_")) and e.is_file()),
+        key=lambda e: e.name,
+    )
+
+
+class _Vanished(Exception):
+    """A listed file was gone when read (renamed or deleted by a fold): the read starts again."""
+
+
+def _read_parquet(path: Path | str, *, columns: list[str] | None = None) -> tuple[pa.Table, list[str]] | None:
+    """(table, sources) of one file, or None (with a warning naming it) when it cannot be read."""
+    try:
+        # ParquetFile.read skips the dataset machinery of pq.read_table: ~2x faster on small files.
+        f = pq.ParquetFile(path)
+        table = f.read(columns=columns, use_threads=False)
+        meta = f.schema_arrow.metadata or {}
+    except FileNotFoundError:
+        raise _Vanished(str(path)) from None
+    except (pa.ArrowException, OSError, ValueError) as err:
+        log.warning("skipping unreadable results file %s: %s", path, err)
+        return None
+    sources = json.loads(meta[SOURCES_KEY]) if SOURCES_KEY in meta else []
+    return table, sources
+
+
+# ---------------------------------------------------------------------------------------------- row typing
+
+
+def _field_type(annotation: Any) -> pa.DataType:
+    """The Arrow type of a config field: numbers float64 (1 and 1e-3 share a column), bool, else string."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _field_type(args[0])
+    if annotation is bool:
+        return pa.bool_()
+    if annotation in (int, float):
+        return pa.float64()
+    return pa.string()
+
+
+def config_types(model: Any, prefix: str = "") -> dict[str, pa.DataType]:
+    """`section.key` -> Arrow type for every field of a config (model instance), from its annotations."""
+    from pydantic import BaseModel
+
+    out: dict[str, pa.DataType] = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out.update(config_types(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = _field_type(field.annotation)
+    return out
+
+
+def _value_type(value: Any) -> pa.DataType:
+    if isinstance(value, bool):
+        return pa.bool_()
     if isinstance(value, (int, float)):
+        return pa.float64()
+    return pa.string()
+
+
+def normalise_value(value: Any, kind: pa.DataType | None = None) -> Any:
+    """A config value as its column's type: float64 numbers, bool, or string (containers as JSON)."""
+    kind = kind or _value_type(value)
+    if value is None:
+        return None
+    if pa.types.is_boolean(kind):
+        return bool(value)
+    if pa.types.is_floating(kind):
         return float(value)
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def run_row_table(row: Mapping[str, Any], config_kinds: Mapping[str, pa.DataType] | None = None) -> pa.Table:
+    """One run row with fixed types: RUN_SCHEMA columns, `config.*` by field type, `final.*` float64."""
+    fields, values = [], []
+    for field in RUN_SCHEMA:
+        fields.append(field)
+        values.append(row.get(field.name))
+    for key in sorted(k for k in row if k.startswith("config.")):
+        kind = (config_kinds or {}).get(key[len("config."):]) or _value_type(row[key])
+        fields.append(pa.field(key, kind))
+        values.append(normalise_value(row[key], kind))
+    for key in sorted(k for k in row if k.startswith("final.")):
+        fields.append(pa.field(key, pa.float64()))
+        values.append(None if row[key] is None else float(row[key]))
+    return pa.Table.from_arrays([pa.array([v], f.type) for f, v in zip(fields, values)], schema=pa.schema(fields))
 
 
 def package_versions() -> dict[str, str]:
@@ -108,7 +285,12 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+_GIT: list[str | None] = []
+
+
 def git_commit() -> str | None:
+    if _GIT:  # once per process: the heartbeat rewrites the row every few seconds
+        return _GIT[0]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -118,13 +300,91 @@ def git_commit() -> str | None:
             check=False,
             cwd=Path(__file__).resolve().parent,
         )
+        commit = out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
+        commit = None
+    _GIT.append(commit)
+    return commit
+
+
+# ---------------------------------------------------------------------------------------------- latest values
+
+
+def _iso(t: datetime | pd.Timestamp) -> str:
+    return pd.Timestamp(t).tz_convert("UTC").isoformat() if pd.Timestamp(t).tzinfo else pd.Timestamp(t).isoformat()
+
+
+def latest_values(metrics: pd.DataFrame) -> dict[str, dict[str, tuple[float, datetime]]]:
+    """run_id -> {"split/metric": (value, time)}: each metric's latest finite value, by `time` (then step).
+
+    This is the one definition of "the final value": the run row's `final.*` columns hold exactly this,
+    kept up to date by every writer (training, `raygen evaluate`), and readers may recompute it from the
+    metrics table with this function.
+    """
+    out: dict[str, dict[str, tuple[float, datetime]]] = {}
+    if metrics.empty:
+        return out
+    finite = metrics[pd.Series(pd.to_numeric(metrics["value"], errors="coerce")).map(math.isfinite).astype(bool)]
+    ordered = finite.sort_values(["time", "step"], kind="stable")
+    last = ordered.drop_duplicates(["run_id", "split", "metric"], keep="last")
+    for row in last.itertuples(index=False):
+        out.setdefault(row.run_id, {})[f"{row.split}/{row.metric}"] = (float(row.value), row.time)
+    return out
+
+
+def final_values(metrics: pd.DataFrame) -> pd.DataFrame:
+    """`final.<split>/<metric>` columns per run (index run_id), recomputed from a metrics table."""
+    latest = latest_values(metrics)
+    return pd.DataFrame.from_dict(
+        {run: {f"final.{k}": v for k, (v, _) in values.items()} for run, values in latest.items()}, orient="index"
+    )
+
+
+def _merge_latest(*sources: Mapping[str, tuple[float, Any]]) -> dict[str, tuple[float, Any]]:
+    """Per key the value with the latest time; a value without a time (older stores) loses to any with one."""
+    out: dict[str, tuple[float, Any]] = {}
+    for values in sources:
+        for key, (value, at) in values.items():
+            at = pd.Timestamp(at) if at is not None else None
+            if key not in out or (at is not None and (out[key][1] is None or at >= out[key][1])):
+                out[key] = (value, at)
+    return out
+
+
+def _row_finals(row: Mapping[str, Any] | None) -> dict[str, tuple[float, Any]]:
+    if not row:
+        return {}
+    times = json.loads(row.get("final_at_json") or "{}")
+    out = {}
+    for key, value in row.items():
+        if key.startswith("final.") and value is not None and math.isfinite(value):
+            name = key[len("final."):]
+            out[name] = (float(value), times.get(name))
+    return out
+
+
+def _read_row(path: Path) -> dict[str, Any] | None:
+    try:
+        return pq.ParquetFile(path).read(use_threads=False).to_pylist()[0]
+    except FileNotFoundError:
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    except (pa.ArrowException, OSError, ValueError, IndexError) as err:
+        log.warning("run row %s is unreadable (%s); it will be rewritten", path, err)
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- the writer
 
 
 class RunRecorder:
-    """Writes one run into the store. Only rank 0 of a data-parallel run creates one."""
+    """Writes one run into the store. Only rank 0 of a data-parallel run creates one.
+
+    The recorder that calls `write_run` owns the run row (training); any other recorder on the same run id
+    (`raygen evaluate`, `raygen sample`) only adds metric and artifact rows, and its `flush` brings the row's
+    `final.*` values up to date. Each recorder names its files with its own random writer id, so two
+    recorders on one run never overwrite each other's files, whatever the timing. Thread-safe (the
+    heartbeat thread rewrites the row while the training thread logs).
+    """
 
     def __init__(
         self,
@@ -138,77 +398,89 @@ class RunRecorder:
         self.config = config
         self.run_id = run_id or new_run_id(config.algorithm)
         self.extra = dict(extra or {})
+        self.writer = uuid.uuid4().hex[:12]
+        self._seq = 0
         self._pending: list[dict[str, Any]] = []
-        self._seq = self._next_seq()
         self.final: dict[str, float] = {}
+        self.final_at: dict[str, datetime] = {}
+        self._replace_finals = False
+        self._owner = False
+        self._lock = threading.RLock()
         self.started_at = now()
         self.steps = 0
+        self.heartbeat_at: datetime | None = None
         self.node = socket.gethostname()
-
-    def _next_seq(self) -> int:
-        """Continue numbering after files an earlier attempt of this run left (resume)."""
-        seqs = [
-            int(p.stem.rsplit("-", 1)[1])
-            for sub in ("metrics", "artifacts")
-            for p in (self.root / sub).glob(f"{self.run_id}-*.parquet")
-        ]
-        return max(seqs, default=-1) + 1
-
-    def _own_parts(self, sub: str) -> list[Path]:
-        prefix = f"{self.run_id}-"
-        return sorted(
-            p for p in (self.root / sub).glob(f"{self.run_id}-*.parquet")
-            if p.stem[len(prefix):].isdigit()  # not another run whose id extends this one
-        )
-
-    def rewind(self, step: int | None = None, *, after: datetime | None = None) -> dict[str, Any] | None:
-        """Reopen this run id after a restart (Ray Train worker restart, Tune trial retry or restore).
-
-        Keeps the first start time. With `step` (the checkpoint the run restarts from; 0 = from scratch) the
-        metric and artifact rows logged after it are dropped, because the restarted run logs them again: the
-        store never holds a step twice. Final values and the step count are rebuilt from what remains.
-        With `after` (when the checkpoint was saved), rows at `step` itself written after it go too: the
-        final evaluation reports at the checkpoint's step, and a run killed during it evaluates again.
-        Returns the previous run row, or None for a new run.
-        """
-        previous = None
-        path = self.root / "runs" / f"{self.run_id}.parquet"
-        if path.is_file():
-            previous = pq.read_table(path).to_pylist()[0]
-            self.started_at = previous["started_at"]
-        for sub in ("metrics", "artifacts"):
-            for part in self._own_parts(sub) if step is not None else []:
-                table = pq.read_table(part)
-                keep = pa.compute.less_equal(table["step"], step)
-                if after is not None:
-                    later = pa.compute.greater(table["time"], pa.scalar(after, pa.timestamp("us", tz="UTC")))
-                    keep = pa.compute.and_(keep, pa.compute.invert(
-                        pa.compute.and_(pa.compute.equal(table["step"], step), later)))
-                if pa.compute.all(keep).as_py():
-                    continue
-                kept = table.filter(keep)
-                if kept.num_rows:
-                    atomic_write_table(part, kept)
-                else:
-                    part.unlink(missing_ok=True)
-        self.final, self.steps = {}, 0
-        metrics = read_metrics(self.root, [self.run_id])
-        metrics = metrics[metrics["run_id"] == self.run_id]
-        for row in metrics.sort_values(["step", "time"]).itertuples():
-            self.steps = max(self.steps, int(row.step))
-            if math.isfinite(row.value):
-                self.final[f"{row.split}/{row.metric}"] = float(row.value)
-        return previous
 
     @property
     def files_dir(self) -> Path:
         return self.root / "files" / self.run_id
 
+    @property
+    def row_path(self) -> Path:
+        return self.root / "runs" / f"{self.run_id}.parquet"
+
+    def _piece(self, table: str) -> Path:
+        path = self.root / table / PENDING / f"{self.run_id}-{self.writer}-{self._seq:06d}.parquet"
+        self._seq += 1
+        return path
+
+    # ------------------------------------------------------------------ restart
+    def rewind(self, step: int | None = None, *, after: datetime | None = None) -> dict[str, Any] | None:
+        """Reopen this run id after a restart (Ray Train worker restart, Tune trial retry, `train --resume`).
+
+        Keeps the first start time. With `step` (the checkpoint the run restarts from; 0 = from scratch) the
+        metric and artifact rows logged after it are dropped, because the restarted run logs them again: the
+        store never holds a step twice. With `after` (when the checkpoint was saved), rows at `step` itself
+        written after it go too: the final evaluation reports at the checkpoint's step, and a run killed
+        during it evaluates again. Final values and the step count are rebuilt from what remains (rows of
+        other writers such as `raygen evaluate` included). Returns the previous run row, or None.
+        """
+        with self._lock:
+            previous = _read_row(self.row_path)
+            if previous is not None and previous.get("started_at") is not None:
+                self.started_at = previous["started_at"]
+            if step is not None:
+                for table in TABLES:
+                    _drop_rows(self.root, table, self.run_id, step, after, self)
+            metrics = read_metrics(self.root, [self.run_id])
+            latest = latest_values(metrics).get(self.run_id, {})
+            self.final = {k: v for k, (v, _) in latest.items()}
+            self.final_at = {k: t for k, (_, t) in latest.items()}
+            self.steps = int(metrics["step"].max()) if not metrics.empty else 0
+            self._replace_finals = True  # the row's final.* may hold rows just dropped
+            return previous
+
     # ------------------------------------------------------------------ run row
     def write_run(self, status: str, *, error: str | None = None) -> None:
+        """Write the run row (this recorder becomes its owner). An ended run's pieces are folded."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
-        ended = now() if status != "running" else None
+        with self._lock:
+            self._owner = True
+            with locked(self.root, f"run-{self.run_id}"):
+                self._write_row_locked(status, error)
+        if status in ENDED:
+            self.fold()
+
+    def heartbeat(self, step: int) -> None:
+        """Rewrite the `running` row with `heartbeat_at` = now and `heartbeat_step` = the latest update.
+
+        Called periodically while training (raygen.lifecycle.Heartbeat); cheap: one small file rename.
+        """
+        with self._lock:
+            self.steps = max(self.steps, int(step))
+            self.write_run("running")
+
+    def _write_row_locked(self, status: str, error: str | None) -> None:
+        t = now()
+        ended = t if status != "running" else None
+        mine = {k: (v, self.final_at.get(k)) for k, v in self.final.items()}
+        if self._replace_finals:
+            finals = mine
+            self._replace_finals = False
+        else:
+            finals = _merge_latest(_row_finals(_read_row(self.row_path)), mine)
+        self.heartbeat_at = t
         row: dict[str, Any] = {
             "run_id": self.run_id,
             "algorithm": self.config.algorithm,
@@ -225,63 +497,82 @@ class RunRecorder:
             if "resources" in self.extra
             else None,
             "stopped_early": bool(self.extra.get("stopped_early", False)),
+            "smoke": bool(self.extra.get("smoke", False)),
             "node": self.node,
             "started_at": self.started_at,
             "ended_at": ended,
             "wall_time_s": (ended - self.started_at).total_seconds() if ended else None,
             "steps": self.steps,
             # last sign of life: a `running` row whose heartbeat is stale is shown `lost` (raygen.lifecycle)
-            "heartbeat_at": now(),
+            "heartbeat_at": t,
             "heartbeat_step": self.steps,
             "config_json": json.dumps(self.config.to_dict(), sort_keys=True),
             "versions_json": json.dumps(package_versions(), sort_keys=True),
             "git_commit": git_commit(),
+            "final_at_json": json.dumps({k: _iso(at) for k, (_, at) in sorted(finals.items()) if at is not None}),
         }
         for key, value in flatten(self.config.to_dict()).items():
-            row[f"config.{key}"] = normalise_value(value)
-        for key, value in sorted(self.final.items()):
-            row[f"final.{key}"] = float(value)
-        table = pa.Table.from_pylist([row])
-        table = table.set_column(
-            table.schema.get_field_index("started_at"), "started_at", pa.array([self.started_at], pa.timestamp("us", tz="UTC"))
-        )
-        table = table.set_column(
-            table.schema.get_field_index("ended_at"), "ended_at", pa.array([ended], pa.timestamp("us", tz="UTC"))
-        )
-        table = table.set_column(
-            table.schema.get_field_index("heartbeat_at"), "heartbeat_at",
-            pa.array([row["heartbeat_at"]], pa.timestamp("us", tz="UTC")),
-        )
-        atomic_write_table(self.root / "runs" / f"{self.run_id}.parquet", table)
+            row[f"config.{key}"] = value
+        for key, (value, _) in sorted(finals.items()):
+            row[f"final.{key}"] = value
+        atomic_write_table(self.row_path, run_row_table(row, config_types(self.config)))
 
-    def heartbeat(self, step: int) -> None:
-        """Rewrite the `running` row with the time and the latest update (called periodically while training)."""
-        self.steps = max(self.steps, int(step))
-        self.write_run("running")
+    def _publish(self) -> None:
+        """Not the row's owner (`raygen evaluate`): bring the row's final.* up to date with what this recorder
+        logged (latest time wins), keeping everything else; fold at once if the run has ended."""
+        ended = False
+        with locked(self.root, f"run-{self.run_id}"):
+            row = _read_row(self.row_path)
+            if row is None:
+                return
+            finals = _merge_latest(_row_finals(row), {k: (v, self.final_at.get(k)) for k, v in self.final.items()})
+            for key in [k for k in row if k.startswith("final.")]:
+                del row[key]
+            row.update({f"final.{k}": v for k, (v, _) in finals.items()})
+            row["final_at_json"] = json.dumps({k: _iso(at) for k, (_, at) in sorted(finals.items()) if at is not None})
+            kinds = {f.name[len("config."):]: f.type for f in pq.read_schema(self.row_path) if f.name.startswith("config.")}
+            atomic_write_table(self.row_path, run_row_table(row, kinds))
+            ended = row.get("status") in ENDED
+        if ended:
+            self.fold()
+
+    def fold(self) -> None:
+        """Fold this run's pieces into segments (normally when the run ends). Failing to fold loses nothing:
+        raygen's readers read the pieces; `raygen compact` folds them later."""
+        for table in TABLES:
+            try:
+                fold(self.root, table, [self.run_id])
+            except OSError as err:
+                log.warning("could not fold the %s of run %s (raygen compact will): %s", table, self.run_id, err)
 
     # ------------------------------------------------------------------ metrics
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         """Buffer metrics named `split/metric` (e.g. `valid/lower_bound`); non-finite values are kept as NaN."""
         t = now()
-        self.steps = max(self.steps, step)
-        for key, value in metrics.items():
-            split, _, metric = key.partition("/")
-            if not metric:
-                split, metric = "train", key
-            value = float(value)
-            self._pending.append(
-                {"run_id": self.run_id, "step": int(step), "split": split, "metric": metric, "value": value, "time": t}
-            )
-            if math.isfinite(value):
-                self.final[f"{split}/{metric}"] = value
+        with self._lock:
+            self.steps = max(self.steps, step)
+            for key, value in metrics.items():
+                split, _, metric = key.partition("/")
+                if not metric:
+                    split, metric = "train", key
+                value = float(value)
+                self._pending.append(
+                    {"run_id": self.run_id, "step": int(step), "split": split, "metric": metric, "value": value,
+                     "time": t}
+                )
+                if math.isfinite(value):
+                    self.final[f"{split}/{metric}"] = value
+                    self.final_at[f"{split}/{metric}"] = t
 
     def flush(self) -> None:
-        if not self._pending:
-            return
-        table = pa.Table.from_pylist(self._pending, schema=METRICS_SCHEMA)
-        atomic_write_table(self.root / "metrics" / f"{self.run_id}-{self._seq:06d}.parquet", table)
-        self._seq += 1
-        self._pending = []
+        with self._lock:
+            if not self._pending:
+                return
+            table = pa.Table.from_pylist(self._pending, schema=METRICS_SCHEMA)
+            atomic_write_table(self._piece("metrics"), table)
+            self._pending = []
+            if not self._owner:
+                self._publish()
 
     # ------------------------------------------------------------------ files
     def save_file(self, step: int, name: str, kind: str, data: bytes) -> Path:
@@ -295,50 +586,278 @@ class RunRecorder:
             "path": str(path.relative_to(self.root)),
             "time": now(),
         }
-        atomic_write_table(
-            self.root / "artifacts" / f"{self.run_id}-{self._seq:06d}.parquet",
-            pa.Table.from_pylist([row], schema=ARTIFACTS_SCHEMA),
-        )
-        self._seq += 1
+        with self._lock:
+            atomic_write_table(self._piece("artifacts"), pa.Table.from_pylist([row], schema=ARTIFACTS_SCHEMA))
+        if not self._owner:
+            status = (_read_row(self.row_path) or {}).get("status")
+            if status in ENDED:
+                with contextlib.suppress(OSError):
+                    fold(self.root, "artifacts", [self.run_id])
         return path
+
+
+# ---------------------------------------------------------------------------------------------- folding
+
+
+def _pieces(root: Path, table: str, run_ids: Iterable[str] | None = None) -> list[Path]:
+    wanted = None if run_ids is None else set(run_ids)
+    out = []
+    for entry in _parquet_entries(Path(root) / table / PENDING):
+        match = PIECE_NAME.match(entry.name)
+        if match and (wanted is None or match["run"] in wanted):
+            out.append(Path(entry.path))
+    return out
+
+
+def _tail(root: Path, table: str) -> tuple[Path | None, list[str], int]:
+    """The segment named in the dot file beside the segments (the last one folded into): path, the piece
+    names it lists and its row count; (None, [], 0) when there is none yet."""
+    try:
+        name = (root / table / ".tail").read_text().strip()
+    except OSError:
+        return None, [], 0
+    path = root / table / name
+    try:
+        meta = pq.read_metadata(path)
+    except FileNotFoundError:  # named before it was written, and the fold stopped in between
+        return None, [], 0
+    except (OSError, pa.ArrowException, ValueError) as err:
+        log.warning("skipping unreadable results file %s: %s", path, err)
+        return None, [], 0
+    return path, json.loads((meta.metadata or {}).get(SOURCES_KEY, b"[]")), meta.num_rows
+
+
+def fold(root: str | Path, table: str, run_ids: Iterable[str] | None = None) -> int:
+    """Move the pieces of `run_ids` (all runs when None) into the tail segment. Returns the pieces folded.
+
+    Order, so that no reader ever sees a row twice or misses one, whatever instant a crash stops it:
+    (1) delete every piece the tail segment already lists (left by a fold that stopped before deleting
+    them); (2) write the tail segment with its old rows + the pieces' rows, its metadata listing the
+    pieces, under a temporary name, and rename it over the old tail; when the tail is full, first name a
+    new segment in `.tail`, then write it; (3) delete the pieces. Plain readers see the segment before or
+    after (2), never both, and never a piece; raygen's readers drop a piece once a segment lists it.
+    Only the tail can list a live piece: (1) runs before the tail changes, so older segments list none.
+    """
+    root = Path(root)
+    schema = TABLES[table]
+    wanted = None if run_ids is None else set(run_ids)
+    with locked(root, f"fold-{table}"):
+        pieces = _pieces(root, table)
+        if not pieces:
+            return 0
+        tail, tail_sources, tail_rows = _tail(root, table)
+        listed = set(tail_sources)
+        fresh = []
+        for piece in pieces:
+            if piece.name in listed:
+                piece.unlink(missing_ok=True)
+            elif wanted is None or PIECE_NAME.match(piece.name)["run"] in wanted:
+                try:
+                    got = _read_parquet(piece)
+                except _Vanished:
+                    continue
+                if got is not None:  # an unreadable piece stays where it is, skipped by readers
+                    fresh.append((piece, *got))
+        # a piece rewritten by a rewind lists the piece it replaced: keep only the newer one
+        replaced = {s for _, _, sources in fresh for s in sources}
+        for piece in [p for p, _, _ in fresh if p.name in replaced]:
+            piece.unlink(missing_ok=True)
+        fresh = [(p, t) for p, t, _ in fresh if p.name not in replaced]
+        if not fresh:
+            return 0
+        tables, sources = [], [p.name for p, _ in fresh]
+        if tail is not None and tail_rows < SEGMENT_ROWS and len(tail_sources) < SEGMENT_SOURCES:
+            try:
+                got = _read_parquet(tail)
+            except _Vanished:
+                got = None
+            if got is None:
+                tail = None
+            else:
+                tables.append(got[0].select(schema.names).cast(schema))
+                sources += got[1]
+        else:
+            tail = None
+        if tail is None:
+            tail = root / table / f"seg-{uuid.uuid4().hex[:12]}.parquet"
+            atomic_write_bytes(root / table / ".tail", tail.name.encode())
+        tables += [t.select(schema.names).cast(schema) for _, t in fresh]
+        atomic_write_table(tail, pa.concat_tables(tables), sources)
+        for piece, _ in fresh:
+            piece.unlink(missing_ok=True)
+        return len(fresh)
+
+
+def _drop_rows(root: Path, table: str, run_id: str, step: int, after: datetime | None, recorder: RunRecorder) -> None:
+    """Drop a run's rows after `step` (and at `step` after `after`) from its pieces and from segments."""
+
+    def drop_mask(t: pa.Table) -> pa.Array:
+        mine = pc.equal(t["run_id"], run_id)
+        late = pc.greater(t["step"], step)
+        if after is not None:
+            at_step_later = pc.and_(pc.equal(t["step"], step), pc.greater(t["time"], pa.scalar(after, TS)))
+            late = pc.or_(late, at_step_later)
+        return pc.and_(mine, late)
+
+    with locked(root, f"fold-{table}"):
+        for piece in _pieces(root, table, [run_id]):
+            try:
+                got = _read_parquet(piece)
+            except _Vanished:
+                continue
+            if got is None:
+                continue
+            drop = drop_mask(got[0])
+            if not pc.any(drop).as_py():
+                continue
+            kept = got[0].filter(pc.invert(drop))
+            if kept.num_rows:
+                # a new name covering the old one: a reader holding both counts the rows once
+                with recorder._lock:
+                    atomic_write_table(recorder._piece(table), kept, [piece.name, *got[1]])
+            piece.unlink(missing_ok=True)
+        for entry in _parquet_entries(root / table):
+            try:
+                got = _read_parquet(entry.path, columns=["run_id", "step", "time"])
+            except _Vanished:
+                continue
+            if got is None or not pc.any(drop_mask(got[0])).as_py():
+                continue
+            full = _read_parquet(entry.path)
+            if full is None:
+                continue
+            # rewritten under the same name: a reader sees it before or after the drop, never both
+            atomic_write_table(Path(entry.path), full[0].filter(pc.invert(drop_mask(full[0]))),
+                               full[1] if full[1] else None)
+
+
+def compact(root: str | Path, *, running: bool = False) -> dict[str, int]:
+    """Fold the pieces of every run that is not running (all runs with `running`), delete covered pieces
+    and refresh the run-row cache. Safe at any time, also while runs write; returns pieces folded per table."""
+    root = Path(root)
+    runs = read_runs(root, refresh_cache=True)
+    live = set() if running or runs.empty else set(runs.loc[runs["status"] == "running", "run_id"])
+    out = {}
+    for table in TABLES:
+        ids = {m["run"] for p in _pieces(root, table) if (m := PIECE_NAME.match(p.name))} - live
+        out[table] = fold(root, table, sorted(ids)) if ids else 0
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- readers
 
 
-def _read_file(path: Path) -> pd.DataFrame:
-    # ParquetFile.read without threads is ~2x faster than read_table on the many one-row run files.
-    return pq.ParquetFile(path).read(use_threads=False).to_pandas()
-
-
-def _read_dir(directory: Path, schema: pa.Schema | None = None) -> pd.DataFrame:
-    files = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_")))
-    if not files:
-        return pd.DataFrame({f.name: pd.Series(dtype=object) for f in schema} if schema else {})
-    frames = [_read_file(f) for f in files]
-    return pd.concat(frames, ignore_index=True, sort=False)
-
-
-def read_runs(root: str | Path) -> pd.DataFrame:
-    """One row per run; config columns are `config.<section>.<key>`, final metrics `final.<split>/<metric>`."""
-    return _read_dir(Path(root) / "runs")
+def _read_table(root: Path, table: str, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Segments plus the pieces no segment lists yet: every row once, runs in progress included."""
+    schema = TABLES[table]
+    wanted = None if run_ids is None else sorted(set(run_ids))
+    directory = Path(root) / table
+    for attempt in range(20):
+        try:
+            # Pieces first, segments second: a piece folded meanwhile is then found in its segment and
+            # dropped as covered, never missed.
+            parts: list[tuple[str, pa.Table, list[str]]] = []
+            for path in _pieces(root, table, wanted):
+                got = _read_parquet(path)
+                if got is not None:
+                    parts.append((path.name, *got))
+            segments = []
+            for entry in _parquet_entries(directory):
+                got = _read_parquet(entry.path)
+                if got is not None:
+                    segments.append(got)
+            break
+        except _Vanished:  # renamed or deleted by a fold or rewind while we read: read again
+            time.sleep(0.01 * attempt)
+    else:
+        raise RuntimeError(f"{directory} kept changing while being read")
+    covered = {s for _, _, sources in parts for s in sources} | {s for _, sources in segments for s in sources}
+    tables = [t for t, _ in segments] + [t for name, t, _ in parts if name not in covered]
+    tables = [t.select(schema.names).cast(schema) for t in tables]
+    if wanted is not None:
+        tables = [t.filter(pc.is_in(t["run_id"], pa.array(wanted, pa.string()))) for t in tables]
+    if not tables:
+        return schema.empty_table().to_pandas()
+    return pa.concat_tables(tables).to_pandas()
 
 
 def read_metrics(root: str | Path, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
-    root = Path(root) / "metrics"
-    if run_ids is None:
-        return _read_dir(root, METRICS_SCHEMA)
-    frames = []
-    for run_id in run_ids:
-        files = sorted(root.glob(f"{run_id}-*.parquet"))
-        frames += [_read_file(f) for f in files if not f.name.startswith(".")]
-    if not frames:
-        return _read_dir(root / "__none__", METRICS_SCHEMA)
-    return pd.concat(frames, ignore_index=True)
+    """Long table: run_id, step, split, metric, value, time (runs in progress included)."""
+    return _read_table(Path(root), "metrics", run_ids)
 
 
 def read_artifacts(root: str | Path) -> pd.DataFrame:
-    return _read_dir(Path(root) / "artifacts", ARTIFACTS_SCHEMA)
+    return _read_table(Path(root), "artifacts")
+
+
+def _read_run_tables(root: Path, refresh_cache: bool) -> list[pa.Table]:
+    directory = root / "runs"
+    entries = _parquet_entries(directory)
+    cache_path = directory / RUNS_CACHE
+    cached: dict[str, tuple[tuple[int, int, int], int]] = {}
+    cache = None
+    if cache_path.is_file():
+        got = _read_parquet(cache_path)
+        if got is not None:
+            cache = got[0]
+            keys = zip(cache["_file"].to_pylist(), cache["_size"].to_pylist(), cache["_mtime_ns"].to_pylist(),
+                       cache["_ino"].to_pylist())
+            cached = {name: ((size, mtime, ino), i) for i, (name, size, mtime, ino) in enumerate(keys)}
+    young = time.time_ns() - int(CACHE_MIN_AGE_S * 1e9)
+    hit, fresh, stats = [], [], {}
+    for entry in entries:
+        try:
+            st = entry.stat()
+        except FileNotFoundError:
+            continue
+        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        stats[entry.name] = key
+        if entry.name in cached and cached[entry.name][0] == key and st.st_mtime_ns < young:
+            hit.append(cached[entry.name][1])
+        else:
+            fresh.append(entry)
+    tables = []
+    if hit and cache is not None:
+        tables.append(cache.take(pa.array(hit, pa.int64())).drop_columns(["_file", "_size", "_mtime_ns", "_ino"]))
+    new = []
+    for entry in fresh:
+        try:
+            got = _read_parquet(entry.path)
+        except _Vanished:
+            continue
+        if got is not None and got[0].num_rows:
+            new.append((entry.name, got[0]))
+    tables += [t for _, t in new]
+    old_enough = [(n, t) for n, t in new if stats[n][1] < young]
+    if refresh_cache or len(old_enough) >= 32:
+        _write_runs_cache(cache_path, tables, [n for n, _ in new], stats, cache, hit)
+    return tables
+
+
+def _write_runs_cache(path: Path, tables: list[pa.Table], new_names: list[str], stats: dict, cache: pa.Table | None,
+                      hit: list[int]) -> None:
+    """Best effort (a read-only store just stays uncached): the rows read, keyed on their files' identity."""
+    names = (cache["_file"].take(pa.array(hit, pa.int64())).to_pylist() if hit and cache is not None else []) + new_names
+    if not names:
+        return
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+        table = table.append_column("_file", pa.array(names, pa.string()))
+        for i, column in enumerate(("_size", "_mtime_ns", "_ino")):
+            table = table.append_column(column, pa.array([stats[n][i] for n in names], pa.int64()))
+        atomic_write_table(path, table)
+    except (OSError, pa.ArrowException) as err:
+        log.debug("run-row cache not written: %s", err)
+
+
+def read_runs(root: str | Path, *, refresh_cache: bool = False) -> pd.DataFrame:
+    """One row per run; config columns are `config.<section>.<key>`, final metrics `final.<split>/<metric>`
+    (each metric's latest finite value, `latest_values`). Unreadable run files are skipped with a warning."""
+    tables = _read_run_tables(Path(root), refresh_cache)
+    if not tables:
+        return RUN_SCHEMA.empty_table().to_pandas()
+    # Older stores typed all-null columns as null and ints as int64: permissive promotion unifies them.
+    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
 
 
 def find_run(root: str | Path, run: str) -> str:
@@ -349,6 +868,8 @@ def find_run(root: str | Path, run: str) -> str:
     if run == "latest":
         return str(runs.sort_values("started_at").iloc[-1]["run_id"])
     ids = [r for r in runs["run_id"] if r == run or r.startswith(run)]
+    if run in ids:
+        return run
     if len(ids) != 1:
         raise KeyError(
             f"run '{run}' {'is ambiguous' if ids else 'not found'} in {root}"
