@@ -286,30 +286,22 @@ def run_distributed(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if workers < 1:
-        raise ValueError(f"--workers must be at least 1 (got {workers})")
+        raise RunSetupError(f"--workers must be at least 1 (got {workers})")
     results = Path(results).expanduser().resolve()
     run_id = run_id or new_run_id(config.algorithm)
     if use_gpu and config.device != "cuda":
         config = config.with_overrides({"device": "cuda"})
     if not use_gpu and config.device == "cuda":
-        raise ValueError("device 'cuda' needs --gpu with --workers (each worker then gets one GPU)")
+        raise RunSetupError("device 'cuda' needs --gpu with --workers (each worker then gets one GPU)")
     if config.device == "auto":
         config = config.with_overrides({"device": "cpu"})
     # Bad inputs fail here, in the driver, before any worker starts or any run row exists (engine/local.py).
     check_writable(results)
     prepare(config, workers=workers, build_model=not use_gpu)
-    private = not (address or os.environ.get("RAY_ADDRESS"))
     # The controller collects each worker's pending report when it polls (every 2 s by default) and a worker
     # blocks on its next report until then; poll more often so that checkpoint reports do not stall training.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     ensure_ray(address)
-    if use_gpu and private:
-        import ray
-
-        gpus = ray.cluster_resources().get("GPU", 0.0)
-        needed = workers * (gpus_per_worker if gpus_per_worker is not None else 1.0)
-        if gpus < needed:  # Train would wait for them forever
-            raise RunSetupError(f"--gpu with {workers} workers needs {needed:g} GPU(s); this machine has {gpus:g}")
     if not callbacks:  # (a sweep checked its trials' requests, drivers included, before starting them)
         from raygen.engine.resources import ResourceError, preflight, train_bundles
 
