@@ -310,7 +310,7 @@ def comparison_frame(
     frame = pd.DataFrame(rows).reindex(columns=columns)
     for q in quantities:
         frame[f"{q} n"] = frame[f"{q} n"].fillna(0).astype(int)
-        frame[f"{q} ± over"] = frame[f"{q} ± over"].fillna("")
+        frame[f"{q} ± over"] = frame[f"{q} ± over"].astype(object).fillna("")
     frame.attrs.update(
         title=f"{pub['id']}: {pub['title']}",
         caption=caption,

@@ -305,7 +305,7 @@ def tab_a1(runs: pd.DataFrame, *, include_smoke: bool = False) -> pd.DataFrame:
         caption += f" Blocks with more than {MAX_RATES} distinct rates are binned (median rate; `rate range`)."
     frame = comparison_frame(ordered, ["steps", "infusion rate"], ["lower_bound"], pub, caption=caption,
                              extra=["rate key", "rate range", "samples run"])
-    frame["rate range"] = frame["rate range"].fillna("")
+    frame["rate range"] = frame["rate range"].astype(object).fillna("")
     frame.attrs["thumbnail_column"] = "samples run"
     frame.attrs["display_extra"] = ["rate range"] if binned else []
     return finish_table(frame, sel, _tab_a1_rows, "it_tab_a1", needs)

@@ -265,7 +265,7 @@ def other_data_table(sel: Selection, rows: Callable[[pd.DataFrame], list[OurRow]
     frame = pd.DataFrame(out).reindex(columns=[OTHER_LABEL, "model", *extras, *quantity_cols])
     for q in qs:
         frame[f"{q} n"] = frame[f"{q} n"].fillna(0).astype(int)
-        frame[f"{q} ± over"] = frame[f"{q} ± over"].fillna("")
+        frame[f"{q} ± over"] = frame[f"{q} ± over"].astype(object).fillna("")
     frame.attrs.update(
         title=f"{pub['id']}, ours on other data or settings (not comparable with the published numbers)",
         caption=("Our runs whose data or settings differ from what the published table used; each row names "

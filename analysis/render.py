@@ -186,6 +186,8 @@ _NUMBER = re.compile(r"^\**[≈≤<]?-?\d[\d.e+-]*( ± [\d.e+-]+)?\**$")
 
 
 def _numeric_column(shown: pd.DataFrame, column: str) -> bool:
+    if str(column).endswith((", published", ", ours")):  # number columns, even where every cell is empty
+        return True
     values = [str(v) for v in shown[column] if str(v)]
     return bool(values) and all(_NUMBER.match(v) for v in values)
 

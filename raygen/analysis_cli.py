@@ -32,16 +32,26 @@ def _check_store(results: Path) -> None:
 def report(
     results: Annotated[Path, typer.Argument(help="results store directory")] = Path("results"),
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("reports/latest"),
+    sweep: Annotated[list[str] | None, typer.Option(
+        "--sweep", help="only runs of this sweep id (repeat for several)")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", help="only runs on this dataset, e.g. mnist (repeat for several)")] = None,
+    run: Annotated[list[str] | None, typer.Option(
+        "--run", help="only this run id or unique prefix (repeat for several)")] = None,
+    include_smoke: Annotated[bool, typer.Option(
+        "--include-smoke", help="let smoke runs (`raygen sweep --smoke`) into the paper tables")] = False,
 ) -> None:
     """Rebuild the papers' tables (Markdown, LaTeX, CSV) and figures (PNG, PDF) from a results store, with
-    the published numbers beside ours; OUT/README.md lists what was built and, for the rest, which runs are
-    needed."""
+    the published numbers beside ours. Only runs on the paper's data and settings fill a published cell
+    (others go to an "ours, other data" table); OUT/README.md says which runs each table used and left out,
+    and why, and for what was not built, which runs are needed."""
     _logging()
     _check_store(results)
-    from analysis.report import build_report
+    from analysis.report import ReportFilter, build_report
 
+    filters = ReportFilter(tuple(sweep or ()), tuple(dataset or ()), tuple(run or ()), include_smoke)
     try:
-        summary = build_report(results, out)
+        summary = build_report(results, out, filters=filters)
     except FileNotFoundError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None

@@ -46,3 +46,26 @@ def test_missing_store_is_a_clear_error(tmp_path):
     for command in (["report", str(tmp_path / "nope")], ["dashboard", str(tmp_path / "nope"), "--html", "x.html"]):
         result = CliRunner().invoke(_app(), command)
         assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_report_filters_on_the_command_line(tmp_path):
+    store = _store(tmp_path / "results")
+    write_run(store, SyntheticRun("dig-0", "infusion", "digits",
+                                  config={"algo.steps": 5, "algo.omega": 0.1, "algo.schedule": "increasing"},
+                                  finals={"test/lower_bound": -14.0}))
+    result = CliRunner().invoke(_app(), ["report", str(store), "--out", str(tmp_path / "out"), "--run", "inf-0",
+                                         "--run", "dig-0", "--include-smoke"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "out" / "tables" / "infusion_tab_a1.csv")
+    row = table[(table.steps == 5) & (table["infusion rate"] == 0.1)].iloc[0]
+    assert row["lower_bound ours"] == 1000.0 and row["lower_bound n"] == 1  # inf-1 filtered out, digits elsewhere
+    other = pd.read_csv(tmp_path / "out" / "tables" / "infusion_tab_a1_other_data.csv")
+    assert other["lower_bound ours"].tolist() == [-14.0]
+    index = (tmp_path / "out" / "README.md").read_text()
+    assert "run in inf-0, dig-0; smoke runs included" in index
+    result = CliRunner().invoke(_app(), ["report", str(store), "--out", str(tmp_path / "o2"), "--dataset", "mnist",
+                                         "--sweep", "none-such"])
+    assert result.exit_code == 0, result.output
+    index = (tmp_path / "o2" / "README.md").read_text()
+    assert "sweep in none-such; dataset in mnist" in index and "no runs" in index
+    assert not (tmp_path / "o2" / "tables" / "infusion_tab_a1.csv").exists()
