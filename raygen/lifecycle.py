@@ -191,7 +191,8 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.recorder.heartbeat(self.step)
+                if self.recorder.heartbeat(self.step) is False:
+                    return  # the run's row says how it ended
             except Exception as err:  # noqa: BLE001 - a missed heartbeat must not kill the run
                 log.warning("heartbeat of %s not written: %s", self.recorder.run_id, err)
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -214,3 +215,35 @@ def test_a_full_disk_is_one_line_and_the_row_says_failed(toy_algorithm, tiny_dis
     row = read_runs(store).iloc[0]
     assert row.status == "failed" and "No space left" in row.error
     assert not list((store / "runs").glob(".*"))  # the reserve and the temporary files are gone
+
+
+# ---------------------------------------------------------------------------------------------- item 3 (units)
+
+
+def test_heartbeat_keeps_a_run_alive_and_never_reopens_an_ended_one(toy_algorithm, tmp_path):
+    import time
+
+    from raygen.config import build_config
+    from raygen.lifecycle import Heartbeat, effective_status
+    from raygen.results import RunRecorder
+
+    rec = RunRecorder(tmp_path, build_config(algorithm=toy_algorithm, dataset="toy2d:circle"))
+    rec.write_run("running")
+    first = read_runs(tmp_path).iloc[0]
+    beat = Heartbeat(rec, interval=0.05).start()
+    beat.beat(42)
+    deadline = time.monotonic() + 60
+    while read_runs(tmp_path).iloc[0].heartbeat_step != 42 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    row = read_runs(tmp_path).iloc[0]
+    assert row.status == "running" and row.heartbeat_step == 42 and row.heartbeat_at > first.heartbeat_at
+    rec.write_run("completed")  # while the thread still runs: it must not write `running` again
+    time.sleep(0.3)
+    assert read_runs(tmp_path).iloc[0].status == "completed" and not beat._thread.is_alive()
+    beat.stop()
+
+    runs = read_runs(tmp_path).assign(status="running")
+    later = row.heartbeat_at + pd.Timedelta(seconds=100)
+    assert list(effective_status(runs, after_s=99, now=later)) == ["lost"]
+    assert list(effective_status(runs, after_s=101, now=later)) == ["running"]
+    assert list(effective_status(runs.assign(status="failed"), after_s=1, now=later)) == ["failed"]

@@ -68,7 +68,7 @@ from raygen.engine.sweep_spec import (
     resolve,
     trial_config,
 )
-from raygen.lifecycle import error_text, mark_run, reopen_run, rewind_to_checkpoint, run_status
+from raygen.lifecycle import Heartbeat, error_text, mark_run, reopen_run, rewind_to_checkpoint, run_status
 from raygen.results import RunRecorder, read_runs
 from raygen.results.store import atomic_write_bytes
 
@@ -312,6 +312,7 @@ def run_trial(config: dict[str, Any], trial_id: str, *, send: Callable[[dict, by
     rewind_to_checkpoint(recorder, resume_step(resume))
     reporter.latest.values.update(recorder.final)  # a resumed trial carries what it measured before
     recorder.write_run("running")
+    Heartbeat(recorder).start()  # a live trial never looks lost; it stops once the row says how the trial ended
     try:
         train(cfg, reporter, resume=resume)
         _check_objectives(reporter.latest.values, job["objectives"])

@@ -405,6 +405,7 @@ class RunRecorder:
         self.final_at: dict[str, datetime] = {}
         self._replace_finals = False
         self._owner = False
+        self._ended = False  # this recorder wrote how the run ended (heartbeat: see there)
         self._lock = threading.RLock()
         self.started_at = now()
         self.steps = 0
@@ -457,19 +458,25 @@ class RunRecorder:
             raise ValueError(f"unknown run status {status!r}")
         with self._lock:
             self._owner = True
+            self._ended = status in ENDED
             with locked(self.root, f"run-{self.run_id}"):
                 self._write_row_locked(status, error)
         if status in ENDED:
             self.fold()
 
-    def heartbeat(self, step: int) -> None:
+    def heartbeat(self, step: int) -> bool:
         """Rewrite the `running` row with `heartbeat_at` = now and `heartbeat_step` = the latest update.
 
-        Called periodically while training (raygen.lifecycle.Heartbeat); cheap: one small file rename.
+        Called periodically while training (raygen.lifecycle.Heartbeat); cheap: one small file rename. Once
+        this recorder has written how the run ended it writes nothing and returns False (a late heartbeat
+        never reopens an ended run; the heartbeat thread then stops).
         """
         with self._lock:
+            if self._ended:
+                return False
             self.steps = max(self.steps, int(step))
             self.write_run("running")
+            return True
 
     def _write_row_locked(self, status: str, error: str | None) -> None:
         t = now()
