@@ -13,6 +13,8 @@ _ALGORITHMS = {
     "teacher": "raygen.algorithms.sequence:TeacherForcing",
     "scheduled": "raygen.algorithms.sequence:ScheduledSampling",
     "vae": "raygen.algorithms.vae:VAE",
+    "gan": "raygen.algorithms.gan:GAN",
+    "gmmn": "raygen.algorithms.gmmn:GMMN",
 }
 
 

@@ -27,7 +27,7 @@ from raygen.algorithms.base import Algorithm, Artifact
 from raygen.config import AlgoConfig, RunConfig
 from raygen.data.base import Dataset
 from raygen.metrics.ais import AISConfig, ais_log_likelihood
-from raygen.metrics.likelihood import bernoulli_log_prob, dequantize, gaussian_log_prob
+from raygen.metrics.likelihood import bernoulli_log_prob, bits_per_dim, dequantize, gaussian_log_prob
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,73 @@ class DecoderModel(Algorithm):
         else:
             png = plots.image_grid_png(samples, nrow=8, title=f"{self.name} samples")
         return [Artifact("samples.png", "image", png)]
+
+
+class IsotropicConfig(DecoderConfig):
+    """A generator without a density (GAN, GMMN) scored as p(x | z) = N(x; g(z), s²I) (Wu et al.)."""
+
+    observation_std: float | None = Field(
+        None, gt=0, description="s of the isotropic Gaussian observation model; None: chosen on the validation "
+        "split from observation_std_grid by AIS (Wu et al. choose it on validation data)",
+    )
+    observation_std_grid: tuple[float, ...] = Field(
+        (0.01, 0.02, 0.05, 0.1, 0.2, 0.5), description="candidate s (data in [0, 1]); not given by Wu et al."
+    )
+    std_selection_examples: int = Field(20, ge=1, description="validation examples scored per candidate s")
+    std_selection_steps: int = Field(100, ge=1, description="AIS intermediate distributions per candidate s")
+    mmd_kernel_widths: tuple[float, ...] = Field(
+        (2.0, 5.0, 10.0, 20.0, 40.0, 80.0),
+        description="Gaussian kernel bandwidths σ of the MMD (Li, Swersky & Zemel 2015: 2, 5, 10, 20, 40, 80)",
+    )
+    selection_samples: int = Field(500, ge=2, description="generated samples for the validation MMD (model selection)")
+
+
+class IsotropicDecoderModel(DecoderModel):
+    """GAN and GMMN: Gaussian observation model with one std, fixed by config or chosen on validation data.
+    The quick validation evaluation is the MMD between validation data and samples (lower is better), which
+    selects the model the final evaluation scores."""
+
+    cfg: IsotropicConfig
+    selection = ("mmd", "min")
+
+    def __init__(self, config: RunConfig, dataset: Dataset) -> None:
+        super().__init__(config, dataset)
+        self.register_buffer("obs_std", torch.tensor(self.cfg.observation_std or 0.0))
+        self._valid = dataset.splits.get("valid")  # for choosing s (never the test split)
+
+    def observation_std(self) -> torch.Tensor:
+        if float(self.obs_std) <= 0:
+            raise RuntimeError(f"{self.name}: the observation std is not chosen yet (run a full evaluation)")
+        return self.obs_std
+
+    def set_observation_std(self, std: float) -> None:
+        self.obs_std.fill_(float(std))
+
+    def evaluate(self, data: torch.Tensor, split: str, *, full: bool, generator: torch.Generator) -> dict[str, float]:
+        from raygen.algorithms.gmmn import mmd2
+
+        x = data.reshape(len(data), -1).to(self.device).float()
+        with torch.no_grad():
+            samples = self.sample(self.cfg.selection_samples, generator=generator).reshape(-1, self.dim)
+            out = {"mmd": float(mmd2(x, samples, self.cfg.mmd_kernel_widths).clamp_min(0).sqrt())}
+        if not full:
+            return out
+        if float(self.obs_std) <= 0:
+            if self._valid is None:
+                raise ValueError(f"{self.name}: no validation split to choose the observation std on; set "
+                                 "algo.observation_std")
+            valid = self._valid[: self.cfg.std_selection_examples].reshape(-1, self.dim).to(self.device).float()
+            short = self.cfg.ais.model_copy(update={"steps": self.cfg.std_selection_steps})
+            select_observation_std(self, self.dequantized(valid, generator), self.cfg.observation_std_grid, short,
+                                   generator)
+        out["observation_std"] = float(self.obs_std)
+        xr = self.dequantized(x, generator)
+        ais = self.ais_metrics(xr, generator)
+        if ais and self.data_kind == "image" and self.run_config.eval.dequantize:
+            ais["bits_per_dim_ais"] = bits_per_dim(ais["ais"], self.dim)
+        out.update(ais)
+        log.info("%s %s: %s", self.name, split, ", ".join(f"{k}={v:.4g}" for k, v in out.items()))
+        return out
 
 
 def select_observation_std(

@@ -53,6 +53,7 @@ class VAEConfig(DecoderConfig):
 class VAE(DecoderModel):
     name = "vae"
     Config = VAEConfig
+    selection = ("lower_bound", "max")  # the validation ELBO, as VW/Infusion select on their bounds
     cfg: VAEConfig
 
     @classmethod
