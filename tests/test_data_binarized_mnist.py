@@ -60,6 +60,7 @@ def test_parse_amat_tolerates_tabs_crlf_trailing_space_and_blank_lines():
         (b"0.5 1 0\n", "line 1, value 1 is '0.5'"),
         (b"0 1 -1\n", "line 1, value 3 is '-1'"),
         (b"0,1,0\n", "line 1, value 1 is '0,1,0'"),
+        (b"0 1 0\n1\x0c1 0\n", "line 2 holds the byte 0x0c between values"),
         (b"", "is empty"),
         (b" \n\n", "holds only whitespace"),
     ],

@@ -75,7 +75,13 @@ def _token_error(text: bytes, where: str, width: int) -> DataError:
                 )
         if tokens and len(tokens) != width:
             return DataError(f"{where}: line {lineno} holds {len(tokens)} values, expected {width} (one image a line)")
-    return DataError(f"{where}: unreadable .amat text")  # pragma: no cover - the fast path found a problem
+    # every token is fine, so the problem is a separator other than space, tab, CR or LF
+    at = int(np.flatnonzero(_BYTE_KIND[np.frombuffer(text, dtype=np.uint8)] == 0)[0])
+    line = text.count(b"\n", 0, at) + 1
+    return DataError(
+        f"{where}: line {line} holds the byte 0x{text[at]:02x} between values; "
+        ".amat values are separated by spaces or tabs"
+    )
 
 
 def parse_amat(text: bytes, where: str, width: int = WIDTH) -> np.ndarray:
