@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -150,7 +151,8 @@ def test_evaluation_trajectory_adds_extra_t1_steps():
 @pytest.mark.parametrize("t_max, schedule, heating", [(1000.0, "sqrt2", 10), (1025.0, "sqrt2", 11),
                                                        (1000.0, "geometric", 5)])
 def test_random_k_is_ceil_log_tmax_plus_uniform_n(t_max, schedule, heating):
-    algo = _algo(**{"algo.schedule": schedule, "algo.factor": 2.0, "algo.k_mode": "random", "algo.n1": 3})
+    algo = _algo(**{"algo.schedule": schedule, "algo.factor": 2.0, "algo.k_mode": "random", "algo.n1": 3,
+                    "algo.t_max_rule": "noise_ratio"})
     algo.data_var.fill_(t_max)
     algo.noise_var.fill_(1.0)
     assert algo.t_max == pytest.approx(t_max)
@@ -165,10 +167,89 @@ def test_random_k_is_ceil_log_tmax_plus_uniform_n(t_max, schedule, heating):
 
 
 def test_random_k_is_capped():
-    algo = _algo(**{"algo.k_mode": "random", "algo.max_heating_steps": 7, "algo.n1": 0})
+    algo = _algo(**{"algo.k_mode": "random", "algo.max_heating_steps": 7, "algo.n1": 0,
+                    "algo.t_max_rule": "noise_ratio"})
     algo.data_var.fill_(1e12)
     algo.noise_var.fill_(1.0)
     assert algo.sampler.sample(algo.t_max, torch.Generator()).K == 7
+
+
+@pytest.mark.parametrize("noise, power", [("variance", 0.5), ("std", 1.0)])
+def test_span_schedule_reaches_the_noise_of_sigma2_max_at_the_last_heating_step(noise, power):
+    algo = _algo(net=Stub(), **{"algo.schedule": "span", "algo.walkback_steps": 5, "algo.k_mode": "fixed",
+                                "algo.temperature_noise": noise, "algo.t_max_rule": "noise_ratio"})
+    algo.data_var.fill_(400.0)
+    algo.noise_var.fill_(4.0)  # T_max = 100 (a variance ratio)
+    traj = algo.sampler.evaluation(algo.t_max)
+    top = 100.0 ** (1 / (2 * power))
+    assert traj.heating == 5 and traj.levels == (0,) * 6 + (1, 2, 3, 4)
+    assert traj.temperatures[5:] == pytest.approx([top ** (lv / 4) for lv in range(5)])
+    # The operator's noise at the top temperature is T_max times its T = 1 noise, in variance.
+    s = torch.randn(7, 2)
+    ratio = algo.transition(s, 4, traj.temperatures[-1]).std.pow(2) / algo.transition(s, 4, 1.0).std.pow(2)
+    assert torch.allclose(ratio, torch.full_like(ratio, 100.0))
+    # σ ∝ √T (Algorithm 1: "noise of variance Tσ²") or σ ∝ T (§3.3), with softplus(F_σ(s)) = softplus(−s).
+    assert torch.allclose(algo.transition(s, 0, 9.0).std, 9.0**power * F.softplus(-s))
+
+
+def test_initial_t_max_is_measured_once_with_the_initial_noise_set_from_the_data():
+    cfg = _config(**{"algo.schedule": "span", "algo.temperature_noise": "variance", "algo.init_noise": 0.1,
+                     "algo.walkback_steps": 4, "algo.t_max_rule": "initial", "algo.net.hidden": [32, 32],
+                     "train.steps": 40, "train.batch_size": 100, "train.lr": 1e-2})
+    algo, dataset = build(cfg)
+    x = dataset.splits["train"].double()
+    data_var = float(x.var(0, unbiased=False).mean())  # independent of the module's own statistics
+    # softplus(F_σ) starts at a tenth of the data std (RMS over dimensions): T_max = σ²_max/σ² = 1/0.1².
+    assert algo.t_max == pytest.approx(100.0, rel=1e-4)
+    assert algo.t_max == pytest.approx(data_var / float(algo.noise_var), rel=1e-5)
+    before = algo.t_max
+    trained = train(cfg, lambda *a, **k: None)
+    assert trained.t_max == pytest.approx(before) and float(trained.noise_var) != pytest.approx(float(algo.noise_var))
+
+
+def _heated_end_state(algo: Walkback, x: torch.Tensor) -> torch.Tensor:
+    """s_K of heating trajectories started at x (the q process of Algorithm 1, same operator at each level)."""
+    with torch.no_grad(), algo._evaluating():
+        s = algo._flat(x)
+        for level, temperature in algo.sampler.evaluation(algo.t_max).steps():
+            s = algo.transition(s, level, temperature).sample(torch.Generator().manual_seed(level))
+    return s
+
+
+def test_image_heating_ends_broad_relative_to_the_data_on_a_toy():
+    # The image preset's heating (span, σ² ∝ T, T_max from the initial noise) on the swiss roll, after training.
+    cfg = _config(**{"algo.schedule": "span", "algo.temperature_noise": "variance", "algo.init_noise": 0.1,
+                     "algo.max_variance": "squared_range", "algo.walkback_steps": 10, "algo.k_mode": "random",
+                     "algo.net.hidden": [32, 32], "train.steps": 200, "train.batch_size": 100, "train.lr": 1e-3})
+    algo = train(cfg, lambda *a, **k: None)
+    x = load_dataset(cfg.dataset, cfg.data).splits["train"]
+    data = x.double().numpy()
+    data_std = data.std(0)  # numpy, per dimension
+    end = _heated_end_state(algo, x).double().numpy()
+    assert (end.std(0) > 2 * data_std).all()
+    assert (algo.pstar_var.sqrt().double().numpy() > 2 * data_std).all()  # p* follows the broad s_K
+    # The end state has forgotten its start: little correlation between s_K and x in either coordinate.
+    for d in range(2):
+        assert abs(np.corrcoef(end[:, d], data[:, d])[0, 1]) < 0.3
+
+
+def test_bernoulli_heating_reaches_near_uniform_states():
+    # logits / T with T_max = 100 (t_max_rule auto = fixed for the bernoulli operator).
+    cfg = _config("digits", **{"algo.operator": "bernoulli", "data.binarize": "threshold", "algo.schedule": "span",
+                               "algo.walkback_steps": 6, "algo.k_mode": "fixed", "algo.net.hidden": [32, 32],
+                               "train.steps": 30, "train.batch_size": 50})
+    algo = train(cfg, lambda *a, **k: None)
+    assert algo.t_max == 100.0
+    x = load_dataset(cfg.dataset, cfg.data).splits["train"][:500]
+    traj = algo.sampler.evaluation(algo.t_max)
+    assert traj.temperatures[-1] == pytest.approx(100.0)
+    with torch.no_grad(), algo._evaluating():
+        rho = torch.sigmoid(algo.transition(algo._flat(x), traj.levels[-1], traj.temperatures[-1]).logits)
+    assert (rho - 0.5).abs().max() < 0.1
+    end = _heated_end_state(algo, x)
+    # Every pixel of the heated state is close to a fair coin, though many data pixels are always 0.
+    pixel_mean = x.reshape(len(x), -1).float().mean(0)
+    assert (end.mean(0) - 0.5).abs().max() < 0.15 and (pixel_mean == 0).sum() >= 3
 
 
 # ---------------------------------------------------------------------------------------------- the loss
@@ -347,7 +428,7 @@ def test_lower_bound_is_below_importance_estimate():
     assert result["lower_bound"] <= result["importance"]
     assert {"reversibility_kl", "entropy_rate", "reversibility_ratio", "importance_std"} <= set(result)
     quick = algo.evaluate(x, "valid", full=False, generator=torch.Generator().manual_seed(0))
-    assert set(quick) == {"lower_bound", "loss", "walkback_steps"} and math.isfinite(quick["lower_bound"])
+    assert set(quick) == {"lower_bound", "loss", "walkback_steps", "heating_steps"} and math.isfinite(quick["lower_bound"])
 
 
 def test_bits_per_dim_only_where_the_numbers_are_probabilities_of_discrete_pixels():
@@ -424,7 +505,10 @@ def test_presets_follow_the_papers():
     assert (points.algo.schedule, points.algo.factor, points.algo.k_mode, points.algo.walkback_steps) == (
         "geometric", 1.1, "fixed", 30)
     images = build_config(algorithm="walkback", dataset="digits")
-    assert images.algo.schedule == "sqrt2" and images.train.lr == 1e-4 and images.train.batch_size == 100
+    assert images.train.lr == 1e-4 and images.train.batch_size == 100
+    # The image heating regime: 30 heating steps (appendix) from T = 1 to T_max, noise variance ∝ T.
+    assert (images.algo.schedule, images.algo.temperature_noise, images.algo.walkback_steps,
+            images.algo.max_variance, images.algo.init_noise) == ("span", "variance", 30, "squared_range", 0.1)
     assert isinstance(images.algo, WalkbackConfig)
 
 

@@ -64,7 +64,7 @@ from raygen.nets.mlp import MLPConfig, StepMLP
 log = logging.getLogger(__name__)
 
 Operator = Literal["gaussian", "bernoulli"]
-ScheduleName = Literal["geometric", "sqrt2", "list"]
+ScheduleName = Literal["geometric", "sqrt2", "list", "span"]
 
 
 class WalkbackConfig(AlgoConfig):
@@ -90,7 +90,39 @@ class WalkbackConfig(AlgoConfig):
     schedule: ScheduleName = Field(
         "sqrt2",
         description="temperature schedule by name: sqrt2 T_ℓ=T0·√(2^ℓ) (appendix §3.12; doubles the noise "
-        "variance per step as Algorithm 1 does), geometric T_ℓ=T0·factor^ℓ, list (explicit temperatures)",
+        "variance per step as Algorithm 1 does under temperature_noise=std), geometric T_ℓ=T0·factor^ℓ, list "
+        "(explicit temperatures), span (walkback_steps heating temperatures rising geometrically from T0 to "
+        "the temperature whose noise variance is σ²_max: the heated end state always spans the data, and more "
+        "steps anneal more slowly, Table 3.1a's 'effect of longer annealing')",
+    )
+    temperature_noise: Literal["std", "variance"] = Field(
+        "std",
+        description="how T enters the Gaussian noise: std σ=T·softplus(F_σ) (§3.3 formula), variance "
+        "σ=√T·softplus(F_σ), i.e. noise variance Tσ² (Algorithm 1's caption, §3.2 'variance linearly "
+        "proportional to temperature', and the original code)",
+    )
+    t_max_rule: Literal["auto", "noise_ratio", "initial", "fixed"] = Field(
+        "auto",
+        description="T_max (a ratio of noise variances; for the bernoulli operator the top temperature itself): "
+        "noise_ratio = σ²_max/σ² re-estimated as training goes (Algorithm 1; σ² the operator's noise at T=1), "
+        "initial = σ²_max/σ² measured once on the initialised operator (see init_noise) and then kept, "
+        "fixed = algo.t_max; auto = initial for the gaussian operator (the learnt T=1 noise grows past the data "
+        "spread early in training, which would collapse a re-estimated T_max to 1), fixed for the bernoulli one "
+        "(its noise ρ(1−ρ) ≤ 1/4 cannot grow with T, so a variance ratio never heats it)",
+    )
+    t_max: float = Field(
+        100.0, gt=1, description="T_max of t_max_rule=fixed (bernoulli: logits/100, so |logit| ≤ 10 gives "
+        "ρ within 0.5 ± 0.025 at the top, a near-uniform heated state)"
+    )
+    max_variance: Literal["data_variance", "squared_range"] = Field(
+        "data_variance",
+        description="σ²_max (Algorithm 1: 'data variance (or squared diameter)'), per dimension averaged over "
+        "dimensions: the data variance, or the squared range (max − min)² of the training data",
+    )
+    init_noise: float | None = Field(
+        None, gt=0, description="gaussian operator: initial T=1 noise std softplus(F_σ) as a fraction of the data "
+        "std, set through the F_σ output bias (None: the network's own initialisation, softplus(≈0) ≈ 0.69, "
+        "wider than [0,1] image data, so the noise-ratio T_max starts below 1 and nothing heats)",
     )
     factor: float = Field(
         2.0, gt=1, description="geometric schedule factor (Algorithm 1: 2; toy data, Figs 3.8/3.9: 1.1)"
@@ -104,7 +136,10 @@ class WalkbackConfig(AlgoConfig):
         description="random: K = heating steps + n, n ~ U{0..n1}, heating steps from T_max (Algorithm 1); "
         "fixed: K = walkback_steps, n = 0 (appendix §3.12 and the original code: K = 30)",
     )
-    walkback_steps: int = Field(30, ge=1, description="K for k_mode=fixed (appendix §3.12: 30)")
+    walkback_steps: int = Field(
+        30, ge=1, description="K for k_mode=fixed (appendix §3.12: 30); heating steps of schedule=span (Table 3.1a: "
+        "5, 10, 15), to which k_mode=random adds n ~ U{0..N1} initial T=1 steps"
+    )
     n1: int = Field(
         5, ge=0, description="N1, the largest number of initial T=1 steps (Algorithm 1 requires N1 > 1 and gives "
         "no value; 5 matches the 5 extra T=1 sampling steps of the original code)"
@@ -166,6 +201,8 @@ class WalkbackConfig(AlgoConfig):
                 )
         elif self.temperatures:
             raise ValueError(f"algo.temperatures is only used with algo.schedule='list' (got '{self.schedule}')")
+        if self.schedule == "span" and self.walkback_steps < 2:
+            raise ValueError("algo.schedule='span' needs algo.walkback_steps >= 2 (from T0 to T_max)")
         if self.reversibility_steps and self.reversibility_burn_in >= self.reversibility_steps:
             raise ValueError("algo.reversibility_burn_in must be smaller than algo.reversibility_steps")
         return self
@@ -175,30 +212,34 @@ class WalkbackConfig(AlgoConfig):
 
 
 class TemperatureSchedule:
-    """Temperature of each heating level ℓ = 0, 1, 2, … (level 0 is T0). A name never changes meaning."""
+    """Temperature of each heating level ℓ = 0, 1, 2, … (level 0 is T0). A name never changes meaning.
+
+    `t_max` is always a ratio of noise *variances* (Algorithm 1: T_max = σ²_max/σ²); `power` is how the noise
+    std grows with T (1: σ ∝ T, 0.5: σ² ∝ T), so temperature T multiplies the variance by T^(2·power).
+    """
 
     name: ClassVar[str]
 
-    def temperature(self, level: int) -> float:
+    def temperature(self, level: int, heating: int = 1, t_max: float = 1.0) -> float:
         raise NotImplementedError
 
     def heating_steps(self, t_max: float) -> int:
-        """Steps whose noise variance rises from σ² to T_max·σ² (σ ∝ T, so the variance goes with T²)."""
+        """Steps whose noise variance rises from σ² to T_max·σ²."""
         raise NotImplementedError
 
 
 class GeometricSchedule(TemperatureSchedule):
     name = "geometric"
 
-    def __init__(self, t0: float, factor: float) -> None:
-        self.t0, self.factor = t0, factor
+    def __init__(self, t0: float, factor: float, power: float = 1.0) -> None:
+        self.t0, self.factor, self.power = t0, factor, power
 
-    def temperature(self, level: int) -> float:
+    def temperature(self, level: int, heating: int = 1, t_max: float = 1.0) -> float:
         return self.t0 * self.factor**level
 
     def heating_steps(self, t_max: float) -> int:
-        # Algorithm 1: ceil(log2 T_max) doublings of the variance; one step multiplies it by factor².
-        return math.ceil(math.log(max(t_max, 1.0)) / (2 * math.log(self.factor)) - 1e-9)
+        # Algorithm 1: ceil(log2 T_max) doublings of the variance; one step multiplies it by factor^(2·power).
+        return math.ceil(math.log(max(t_max, 1.0)) / (2 * self.power * math.log(self.factor)) - 1e-9)
 
 
 class Sqrt2Schedule(GeometricSchedule):
@@ -206,8 +247,8 @@ class Sqrt2Schedule(GeometricSchedule):
 
     name = "sqrt2"
 
-    def __init__(self, t0: float) -> None:
-        super().__init__(t0, math.sqrt(2.0))
+    def __init__(self, t0: float, power: float = 1.0) -> None:
+        super().__init__(t0, math.sqrt(2.0), power)
 
 
 class ListSchedule(TemperatureSchedule):
@@ -216,20 +257,45 @@ class ListSchedule(TemperatureSchedule):
     def __init__(self, temperatures: tuple[float, ...]) -> None:
         self.temperatures = tuple(float(t) for t in temperatures)
 
-    def temperature(self, level: int) -> float:
+    def temperature(self, level: int, heating: int = 1, t_max: float = 1.0) -> float:
         return self.temperatures[level]
 
     def heating_steps(self, t_max: float) -> int:
         return len(self.temperatures)
 
 
+class SpanSchedule(TemperatureSchedule):
+    """`heating` temperatures rising geometrically from T0 (level 0) to T_top (level heating − 1), T_top being
+    the temperature whose noise variance is T_max·σ² = σ²_max: T_top = T_max^(1/(2·power)). The number of steps
+    sets only how slowly the same range is crossed (the tightness condition of §3.1: slow annealing)."""
+
+    name = "span"
+
+    def __init__(self, t0: float, steps: int, power: float = 1.0) -> None:
+        self.t0, self.steps, self.power = t0, steps, power
+
+    def temperature(self, level: int, heating: int = 1, t_max: float = 1.0) -> float:
+        top = max(t_max, 1.0) ** (1.0 / (2 * self.power))
+        if heating < 2 or top <= self.t0:
+            return self.t0
+        return self.t0 * (top / self.t0) ** (level / (heating - 1))
+
+    def heating_steps(self, t_max: float) -> int:
+        return self.steps
+
+
 def make_schedule(cfg: WalkbackConfig) -> TemperatureSchedule:
+    # How the noise std grows with T. The bernoulli operator divides its logits by T: its t_max is the top
+    # temperature itself, which power 0.5 makes SpanSchedule reach (T_top = t_max^(1/(2·power))).
+    power = 1.0 if cfg.temperature_noise == "std" and cfg.operator == "gaussian" else 0.5
     if cfg.schedule == "geometric":
-        return GeometricSchedule(cfg.t0, cfg.factor)
+        return GeometricSchedule(cfg.t0, cfg.factor, power)
     if cfg.schedule == "sqrt2":
-        return Sqrt2Schedule(cfg.t0)
+        return Sqrt2Schedule(cfg.t0, power)
     if cfg.schedule == "list":
         return ListSchedule(cfg.temperatures)
+    if cfg.schedule == "span":
+        return SpanSchedule(cfg.t0, cfg.walkback_steps, power)
     raise NotImplementedError(cfg.schedule)
 
 
@@ -244,6 +310,11 @@ class Trajectory:
     @property
     def K(self) -> int:
         return len(self.levels)
+
+    @property
+    def heating(self) -> int:
+        """Heating steps (K − n): the paper's 'number of steps' of Table 3.1a, without the T = 1 steps."""
+        return self.K - self.n
 
     def steps(self) -> list[tuple[int, float]]:
         return list(zip(self.levels, self.temperatures))
@@ -260,30 +331,33 @@ class TrajectorySampler:
         """Distinct operators (batch-norm slots) any trajectory can use."""
         if self.cfg.schedule == "list":
             return len(self.cfg.temperatures)
+        if self.cfg.schedule == "span":
+            return self.cfg.walkback_steps
         return self.cfg.walkback_steps if self.cfg.k_mode == "fixed" else self.cfg.max_heating_steps
 
     def heating_steps(self, t_max: float) -> int:
-        if self.cfg.schedule == "list":
-            return len(self.cfg.temperatures)
+        if self.cfg.schedule in ("list", "span"):
+            return self.schedule.heating_steps(t_max)
         if self.cfg.k_mode == "fixed":
             return self.cfg.walkback_steps
         return min(max(self.schedule.heating_steps(t_max), 1), self.cfg.max_heating_steps)
 
-    def trajectory(self, heating: int, n: int) -> Trajectory:
+    def trajectory(self, heating: int, n: int, t_max: float = 1.0) -> Trajectory:
         """K = heating + n steps; T = T0 for t ≤ n+1, then multiplied after each step (Algorithm 1)."""
         levels = tuple(max(0, t - 1 - n) for t in range(1, heating + n + 1))
-        return Trajectory(levels, tuple(self.schedule.temperature(lv) for lv in levels), n)
+        return Trajectory(levels, tuple(self.schedule.temperature(lv, heating, t_max) for lv in levels), n)
 
     def sample(self, t_max: float, generator: torch.Generator) -> Trajectory:
-        """A training trajectory: n ~ U{0..N1}, K = ceil(log T_max / log f²) + n (random) or K fixed, n = 0."""
+        """A training trajectory: n ~ U{0..N1}, K = ceil(log T_max / log f²) + n (random) or K fixed, n = 0
+        (schedule=span: K = walkback_steps + n, n ~ U{0..N1} for k_mode=random)."""
         n = 0
         if self.cfg.k_mode == "random":
             n = int(torch.randint(0, self.cfg.n1 + 1, (1,), generator=generator))
-        return self.trajectory(self.heating_steps(t_max), n)
+        return self.trajectory(self.heating_steps(t_max), n, t_max)
 
     def evaluation(self, t_max: float) -> Trajectory:
         """The sampler's trajectory: its reverse is the annealed cooling followed by `extra_steps` at T = 1."""
-        return self.trajectory(self.heating_steps(t_max), self.cfg.extra_steps)
+        return self.trajectory(self.heating_steps(t_max), self.cfg.extra_steps, t_max)
 
 
 # ---------------------------------------------------------------------------------------------- operator
@@ -306,6 +380,7 @@ class Transition:
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # already divided by T
+    scale: float = 1.0  # gaussian: the factor T (or √T) multiplying softplus(F_σ)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x | s) summed over dimensions, (B,)."""
@@ -324,7 +399,7 @@ class Transition:
     def unit_noise_var(self) -> torch.Tensor:
         """Per-example mean over dimensions of the noise variance this operator injects at T = 1, (B,)."""
         if self.operator == "gaussian":
-            return (self.std / self.temperature).pow(2).mean(1)
+            return (self.std / self.scale).pow(2).mean(1)
         p1 = torch.sigmoid(self.logits * self.temperature)
         return (p1 * (1 - p1)).mean(1)
 
@@ -355,8 +430,13 @@ class Walkback(Algorithm):
     @classmethod
     def presets(cls, dataset_kind: str) -> dict[str, Any]:
         if dataset_kind == "image":
-            # Appendix §3.12 schedule; Adam 1e-4, batch 100 as in the original code's image scripts.
-            return {"algo": {"schedule": "sqrt2", "factor": 2.0}, "train": {"lr": 1e-4, "batch_size": 100}}
+            # The heating regime of the image experiments (module docstring, "Heating images"): K = 30 heating
+            # steps (appendix §3.12) spanning T = 1 to T_max = σ²_max/σ², noise variance ∝ T (Algorithm 1),
+            # σ²_max the squared range of the pixels ("squared diameter"), σ² the initial T=1 noise, set to a
+            # tenth of the data std. Adam 1e-4, batch 100 as in the original code's image scripts.
+            return {"algo": {"schedule": "span", "temperature_noise": "variance", "init_noise": 0.1,
+                             "max_variance": "squared_range", "walkback_steps": 30, "k_mode": "random"},
+                    "train": {"lr": 1e-4, "batch_size": 100}}
         if dataset_kind == "points":
             # Figs 3.8/3.9: 30 steps, temperature ×1.1 per step. The original code uses batches of 2500–5000;
             # 500 keeps a CPU run quick (6000 updates ≈ 1 min on one core), and the 2-D problem needs far fewer
@@ -387,6 +467,7 @@ class Walkback(Algorithm):
         self.register_buffer("pstar_var", torch.ones(self.dim))
         self.register_buffer("data_var", torch.ones(()))
         self.register_buffer("noise_var", torch.ones(()))
+        self.register_buffer("t_max_initial", torch.ones(()))
         self._opt = self.adam(self.net.parameters())
         self._reversibility_cache: tuple[int, dict[str, float]] | None = None
 
@@ -414,8 +495,9 @@ class Walkback(Algorithm):
         if self.cfg.operator == "gaussian":
             f_mu, f_sigma = out.chunk(2, dim=1)
             mean = (1 - a) * s + a * f_mu
-            std = temperature * (F.softplus(f_sigma) + self.cfg.min_std)
-            return Transition("gaussian", temperature, mean=mean, std=std)
+            scale = temperature if self.cfg.temperature_noise == "std" else math.sqrt(temperature)
+            std = scale * (F.softplus(f_sigma) + self.cfg.min_std)
+            return Transition("gaussian", temperature, mean=mean, std=std, scale=scale)
         if self.cfg.operator == "bernoulli":
             return Transition("bernoulli", temperature, logits=((1 - a) * s + a * out) / temperature)
         raise NotImplementedError(self.cfg.operator)
@@ -428,8 +510,18 @@ class Walkback(Algorithm):
         return Transition("bernoulli", 1.0, logits=torch.logit(mean.clamp(1e-4, 1 - 1e-4)))
 
     @property
+    def t_max_rule(self) -> str:
+        if self.cfg.t_max_rule == "auto":
+            return "initial" if self.cfg.operator == "gaussian" else "fixed"
+        return self.cfg.t_max_rule
+
+    @property
     def t_max(self) -> float:
-        """T_max = σ²_max / σ² (Algorithm 1)."""
+        """T_max = σ²_max / σ² (Algorithm 1) with the current or the initial σ², or algo.t_max (fixed)."""
+        if self.t_max_rule == "fixed":
+            return float(self.cfg.t_max)
+        if self.t_max_rule == "initial":
+            return float(self.t_max_initial)
         return float(self.data_var / self.noise_var.clamp_min(1e-12))
 
     # ------------------------------------------------------------------ data-dependent set-up
@@ -471,21 +563,41 @@ class Walkback(Algorithm):
         var = x.var(0, unbiased=False) if len(x) > 1 else torch.ones_like(x[0])
         self.pstar_mean.copy_(x.mean(0))
         self.pstar_var.copy_(var.clamp_min(self.cfg.min_variance))
-        self.data_var.copy_(var.mean().clamp_min(self.cfg.min_variance))
+        if self.cfg.max_variance == "squared_range":
+            sigma2_max = (x.max(0).values - x.min(0).values).pow(2).mean()
+        else:
+            sigma2_max = var.mean()
+        self.data_var.copy_(sigma2_max.clamp_min(self.cfg.min_variance))
+        if self.cfg.init_noise is not None and self.cfg.operator == "gaussian":
+            self._init_noise(self.cfg.init_noise * float(var.mean().sqrt()))
         batch = x[: self.run_config.train.batch_size]
         if len(batch) > 1:  # batch statistics need two examples; the estimate leaves the BN buffers alone
             with torch.no_grad(), self._bn_statistics_untouched():
                 was = self.net.training
                 self.net.train()
-                first = self.transition(batch, 0, self.schedule.temperature(0))
+                first = self.transition(batch, 0, self.cfg.t0)
                 self.net.train(was)
             self.noise_var.copy_(first.unit_noise_var().mean())
+        self.t_max_initial.copy_(self.data_var / self.noise_var.clamp_min(1e-12))
         log.info("walkback: σ²_max=%.4g, σ²=%.4g, T_max=%.4g", float(self.data_var), float(self.noise_var), self.t_max)
+
+    @torch.no_grad()
+    def _init_noise(self, std: float) -> None:
+        """Start softplus(F_σ) at `std` everywhere: the F_σ half of the output layer gets zero weights (they
+        still receive gradients) and bias softplus⁻¹(std)."""
+        head = getattr(self.net, "head", None)
+        if not isinstance(head, nn.Linear) or head.bias is None:
+            raise ConfigError("algo.init_noise needs the built-in StepMLP network (a Linear output layer `head`)")
+        std = max(std, 1e-6)
+        head.weight[self.dim :].zero_()
+        head.bias[self.dim :].fill_(std + math.log(-math.expm1(-std)))  # softplus⁻¹(y) = y + log(1 − e^{−y})
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"operator": self._opt}
 
     def load_model(self, model_state: dict[str, Any]) -> None:
+        if "t_max_initial" not in model_state:  # checkpoints written before t_max_rule=initial existed
+            model_state = {**model_state, "t_max_initial": model_state["data_var"] / model_state["noise_var"]}
         super().load_model(model_state)
         self._reversibility_cache = None
 
@@ -536,7 +648,9 @@ class Walkback(Algorithm):
             self.update(self._opt, total)
         self._track_statistics(s_prev, unit_var)
         metrics["loss"] = sum(v for k, v in metrics.items() if k.startswith("nll_step_"))
-        metrics.update(walkback_steps=float(traj.K), t_max=self.t_max, noise_std=float(self.noise_var.sqrt()),
+        metrics.update(walkback_steps=float(traj.K), heating_steps=float(traj.heating), t_max=self.t_max,
+                       top_temperature=max(traj.temperatures), end_std=float(s_prev.std(0).mean()),
+                       noise_std=float(self.noise_var.sqrt()),
                        pstar_std=float(self.pstar_var.sqrt().mean()))
         return metrics
 
@@ -609,7 +723,7 @@ class Walkback(Algorithm):
             if not full:
                 terms = self._paths(self._dequantize(x_raw, ec.dequantize, generator), 1, traj, generator)
                 return {"lower_bound": float(terms["log_weight"].mean()), "loss": float(terms["loss"].mean()),
-                        "walkback_steps": float(traj.K)}
+                        "walkback_steps": float(traj.K), "heating_steps": float(traj.heating)}
             isotropic = ec.isotropic and self.cfg.operator == "gaussian"
             if ec.isotropic and not isotropic:
                 log.info("walkback: eval.isotropic applies to the gaussian operator only; skipped")
@@ -626,6 +740,8 @@ class Walkback(Algorithm):
                 repeats.append(row)
             result = summarise_repeats(repeats)
             result["walkback_steps"] = float(traj.K)
+            result["heating_steps"] = float(traj.heating)  # Table 3.1a's 'N steps' (without the T = 1 steps)
+            result["t_max"] = self.t_max
             if self.cfg.reversibility_steps:
                 # A property of the operator alone: measured once per model state, reported with every split.
                 if self._reversibility_cache is None or self._reversibility_cache[0] != self.updates:
