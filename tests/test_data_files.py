@@ -101,7 +101,9 @@ def test_npz_plain_train_test_without_valid(tmp_path):
 
 def test_npz_train_alone_is_split_like_one_array(tmp_path):
     images = pixels((10, 3, 3))
-    assert_single_split(load_npz(tmp_path, x_train=images), images[:, None])
+    ds = load_npz(tmp_path, x_train=images, y_train=np.arange(10))
+    assert_single_split(ds, images[:, None])
+    assert ds.labels["test"].tolist() == split_indices(10, (0.8, 0.1, 0.1), SEED)["test"].tolist()
 
 
 @pytest.mark.parametrize(

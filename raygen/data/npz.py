@@ -7,7 +7,7 @@ allow_pickle=False):
    `x_val`, `x_validation`), `x_test`, with optional labels `y_train`, `y_valid`, `y_test`. Train and test
    are used as stored; without a valid array, a fixed 10% of train (at least one image, chosen by a
    permutation of `data.split_seed`) becomes the validation split. A train (or test) array alone is split
-   like a single array (rule 2), with a warning.
+   like a single array (rule 2; its y_ labels alongside), with a warning.
 2. One image array: the only array with at least two dimensions, or else the only one named `x`, `images`,
    `image`, `data` or `arr_0` (what `np.savez(path, images)` writes). Labels, optional, are a 1-D integer
    array (or one-hot rows) named `y`, `labels`, `label`, `targets`, `target` or `arr_1`. The images are
@@ -171,7 +171,11 @@ def load_npz(name: str, config: DataConfig) -> Dataset:
         else:
             key = _single_image_key(arrays, path)
         images = as_images(arrays[key], f"{path}[{key}]", config.channels)
-        label_key = _label_key(arrays, key, path)
+        if splits_found is not None:  # x_train alone: its labels are y_train
+            lower = {k.lower(): k for k in arrays}
+            label_key = lower.get("y_" + key.lower().removeprefix("x_"))
+        else:
+            label_key = _label_key(arrays, key, path)
         idx = split_indices(len(images), SINGLE_FRACTIONS, config.split_seed)
         raw_splits = {s: images[i] for s, i in idx.items()}
         labels = None
