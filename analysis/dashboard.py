@@ -93,11 +93,46 @@ def _jsonable(value: Any) -> Any:
     return str(value) if not isinstance(value, str) else value
 
 
+# Plotly draws text (titles, tick labels, trace names, hover text, parcoords labels) as its own pseudo-HTML:
+# <b>, <br>, <a href>, <span style> in a stored name would restyle a chart or add links to it. Plotly shows
+# entities literally, so `<`, `>` and `&` of every string are escaped, except the fields the page's own code
+# matches on (a trace's `meta` is the run id the trials table refers to).
+_PLOTLY_LITERAL_KEYS = frozenset({"meta", "uid", "ids", "customdata"})
+_PLOTLY_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def plotly_text_safe(value: Any, key: str | None = None) -> Any:
+    """`value` with every string's `<`, `>`, `&` turned into entities (plotly displays them as typed)."""
+    if key in _PLOTLY_LITERAL_KEYS:
+        return value
+    if isinstance(value, str):
+        return value.translate(_PLOTLY_TEXT_ESCAPES)
+    if isinstance(value, dict):
+        return {k: plotly_text_safe(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plotly_text_safe(v, key) for v in value]
+    return value
+
+
 def figure_dict(fig: Any) -> dict[str, Any]:
-    """A Plotly figure as a plain dict (data + layout) of JSON values: arrays as lists, NaN as null.
+    """A Plotly figure as a plain dict (data + layout) of JSON values: arrays as lists, NaN as null, text
+    escaped for plotly's pseudo-HTML (see `plotly_text_safe`).
 
     (`fig.to_json()` would encode numpy arrays as base64 typed arrays, opaque to tests and other readers.)"""
-    return _jsonable(fig.to_plotly_json())
+    return plotly_text_safe(_jsonable(fig.to_plotly_json()))
+
+
+# Characters that let a string inside an inline <script> change the page: "<" starts "</script>" (ends the
+# element) and "<!--" + "<script" (the tokenizer's double-escaped state, where the real "</script>" no longer
+# ends it: the page goes blank); ">" and "&" for good measure; U+2028/U+2029 end a line in older JavaScript.
+# JSON.parse reads the \u escapes back as the same characters.
+_SCRIPT_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                                      "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def script_json(value: Any) -> str:
+    """JSON text that is safe to inline in a <script> element whatever strings `value` holds."""
+    return json.dumps(value, allow_nan=False, separators=(",", ":")).translate(_SCRIPT_JSON_ESCAPES)
 
 
 def _message_figure(text: str, title: str = "") -> dict[str, Any]:
@@ -440,11 +475,9 @@ def render_page(mode: str, data: dict[str, Any] | None = None, *, poll_ms: int =
     env = jinja2.Environment(loader=jinja2.PackageLoader("analysis", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     template = env.get_template("dashboard.html.j2")
-    # "</" inside a <script> block would end it early; "<\/" is the same string to JSON.parse.
-    payload = json.dumps(data or {}, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
     return template.render(title=title, mode=mode, poll_ms=poll_ms, plotly_js=jinja2.utils.markupsafe.Markup(get_plotlyjs()),
-                           data_json=jinja2.utils.markupsafe.Markup(payload),
-                           plot_config=jinja2.utils.markupsafe.Markup(json.dumps(PLOT_CONFIG)))
+                           data_json=jinja2.utils.markupsafe.Markup(script_json(data or {})),
+                           plot_config=jinja2.utils.markupsafe.Markup(script_json(PLOT_CONFIG)))
 
 
 def export_payload(data: DashboardData, *, top_k: int = EXPORT_TOP_K, image_budget: int = EXPORT_IMAGE_BUDGET

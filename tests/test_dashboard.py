@@ -285,3 +285,95 @@ def test_api_handles_sweeps_with_one_trial_only_failures_or_nothing_logged(tmp_p
     empty = tmp_path / "empty"
     (empty / "runs").mkdir(parents=True)
     assert _get(DashboardApp(empty), "/api/index")[1]["sweeps"] == []
+
+
+# Strings that change an HTML page's structure when inlined unescaped: "</script>" ends the data block,
+# "<!--<script>" puts the tokenizer in the double-escaped state (the real "</script>" no longer ends it and the
+# page goes blank), U+2028 ends a line in older JavaScript, tags restyle plotly's pseudo-HTML text.
+HOSTILE = "<!--<script>x</script><b>b</b>&amp;\u2028\u2029'\"`${x}<img src=x onerror=alert(1)>"
+HOSTILE_NAME = "<!--<script>x<b>&\u2028"  # for file names (no "/")
+
+
+def hostile_store(root):
+    """Every string the dashboard renders carries HOSTILE: sweep id and name, run ids, trial ids, dataset,
+    algorithm-independent params (names and values), metric names, notes, artifact names."""
+    import numpy as np
+
+    from analysis.synthetic import png_bytes, write_sweep_spec
+
+    sid = "s" + HOSTILE_NAME
+    write_sweep_spec(root, sid, {"name": HOSTILE, "metric": {"name": "valid/lb" + HOSTILE, "goal": "maximize"},
+                                 "parameters": {"p" + HOSTILE: {"values": ["a" + HOSTILE, "b"]},
+                                                "x": {"min": 0.0, "max": 1.0}}})
+    for i in range(4):
+        run = SyntheticRun(f"r{i}{HOSTILE_NAME}", "infusion", "d" + HOSTILE, sweep_id=sid, trial_id=f"{i}{HOSTILE}",
+                           params={"p" + HOSTILE: ["a" + HOSTILE, "b"][i % 2], "x": i / 4},
+                           curves={"valid/lb" + HOSTILE: ([1, 2], [float(i), float(i) + 1])},
+                           finals={"valid/lb" + HOSTILE: float(i) + 1},
+                           images={f"i{HOSTILE_NAME}.png": png_bytes(np.full((4, 4), 0.5))})
+        write_run(root, run)
+    return root, sid
+
+
+def _scripts(html: str) -> list[str]:
+    """The text of each <script> element as an HTML parser sees it (what the browser runs or reads)."""
+    from html.parser import HTMLParser
+
+    class Parser(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.scripts: list[str] = []
+            self.inside = False
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "script":
+                self.inside = True
+                self.scripts.append("")
+
+        def handle_endtag(self, tag):
+            if tag == "script":
+                self.inside = False
+
+        def handle_data(self, data):
+            if self.inside:
+                self.scripts[-1] += data
+
+    parser = Parser()
+    parser.feed(html)
+    return parser.scripts
+
+
+def test_hostile_strings_cannot_change_the_exported_page(tmp_path):
+    root, sid = hostile_store(tmp_path / "store")
+    html = export_dashboard(root, tmp_path / "dash.html").read_text(encoding="utf-8")
+    clean = render_page("static", {})
+    # Same element structure as a page without data: three scripts (plotly, data, app), nothing added.
+    scripts = _scripts(html)
+    assert len(scripts) == len(_scripts(clean)) == 3
+    assert scripts[2] == _scripts(clean)[2]  # the app's code is untouched
+    data_text = scripts[1]
+    assert not set("<>&\u2028\u2029") & set(data_text)
+    data = json.loads(data_text)
+    # The strings come back exactly as stored.
+    assert data["sweeps"][sid]["summary"]["name"] == HOSTILE
+    table = data["sweeps"][sid]["table"]
+    assert "p" + HOSTILE in table["columns"]
+    assert any(f"0{HOSTILE}" in row for row in table["rows"])
+    assert any("a" + HOSTILE in row for row in table["rows"])
+    # Chart text is escaped for plotly's pseudo-HTML (it shows &lt; as "<"), run ids in `meta` are not.
+    parcoords = json.dumps(data["sweeps"][sid]["figures"]["parcoords"])
+    assert "&lt;!--&lt;script&gt;" in parcoords and "<!--" not in parcoords
+    curves = next(iter(data["curves"][sid].values()))
+    assert all(t["meta"].endswith(HOSTILE_NAME) for t in curves["data"])
+
+
+def test_hostile_strings_in_the_served_json(tmp_path):
+    root, sid = hostile_store(tmp_path / "store")
+    app = DashboardApp(root)
+    status, index = _get(app, "/api/index")
+    assert status == 200 and index["sweeps"][0]["name"] == HOSTILE
+    status, sweep = _get(app, "/api/sweep?id=" + quote(sid))
+    assert status == 200 and sweep["summary"]["name"] == HOSTILE
+    assert "<b>" not in json.dumps(sweep["figures"])
+    page = app.page().decode()
+    assert len(_scripts(page)) == 3

@@ -200,3 +200,24 @@ def test_awkward_sweep_shapes_and_an_empty_store_render_without_errors(browser, 
         assert "no runs" in w.page.locator("#status").inner_text()
         w.check_clean()
         w.page.close()
+
+
+def test_hostile_strings_render_as_text_in_the_export_and_the_served_page(browser, tmp_path):
+    """Stored strings with <!--<script>, </script>, tags, entities and U+2028 in every rendered field: the page
+    still runs (no errors, all trials listed) and shows them as typed, nowhere as markup."""
+    from tests.test_dashboard import HOSTILE, hostile_store
+
+    store, sid = hostile_store(tmp_path / "hostile")
+    out = export_dashboard(store, tmp_path / "hostile.html")
+    with serving(store) as url:
+        for target in (out.as_uri(), url):
+            w = Watched(browser)
+            w.page.on("dialog", lambda d, errors=w.errors: errors.append(f"dialog: {d.message}"))
+            w.page.goto(target)
+            assert w.wait_for_sweep() == sid
+            assert w.trial_rows() == 4
+            assert HOSTILE in w.page.locator("#sweep-title").text_content()
+            assert w.page.locator("#trials b, #sweep-list b, #trials img").count() == 0
+            assert w.page.locator("#parcoords .js-plotly-plot, #parcoords.js-plotly-plot").count() == 1
+            w.check_clean()
+            w.page.close()
