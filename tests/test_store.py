@@ -10,7 +10,7 @@ import pytest
 
 from raygen.config import build_config
 from raygen.engine.local import run_local
-from raygen.results import RunRecorder, find_run, read_artifacts, read_metrics, read_runs
+from raygen.results import RunRecorder, final_values, find_run, read_artifacts, read_metrics, read_runs
 
 SMALL = {"eval.parzen_samples": 100, "eval.test_examples": 100, "data.toy_samples": 300, "train.batch_size": 50,
          "train.steps": 20, "train.log_every": 10, "train.eval_every": 10, "train.checkpoint_every": 10}
@@ -102,3 +102,216 @@ def test_metric_time_and_types(toy_algorithm, tmp_path):
     assert str(table.schema.field("value").type) == "double"
     assert str(table.schema.field("step").type) == "int64"
     assert isinstance(read_metrics(tmp_path).time.iloc[0], pd.Timestamp)
+
+
+# ---------------------------------------------------------------------------------------------- issue 10
+
+
+def _config(toy_algorithm):
+    return build_config(algorithm=toy_algorithm, dataset="toy2d:circle")
+
+
+def test_two_writers_on_one_run_never_collide(toy_algorithm, tmp_path):
+    """A training recorder and an evaluate-style recorder interleave flushes and files: every row survives."""
+    cfg = _config(toy_algorithm)
+    train = RunRecorder(tmp_path, cfg, run_id="r")
+    train.write_run("running")
+    other = RunRecorder(tmp_path, cfg, run_id="r")  # started after the trainer, as `raygen evaluate` is
+    for step in range(1, 11):
+        train.log(step, {"train/loss": float(step)})
+        other.log(step, {"test/parzen_ll": -float(step)})
+        first, second = (train, other) if step % 2 else (other, train)
+        first.flush()
+        second.flush()
+        train.save_file(step, "checkpoint.pt", "checkpoint", b"x")
+        other.save_file(step, f"sample-{step}.txt", "text", b"y")
+    train.write_run("completed")
+    metrics = read_metrics(tmp_path)
+    assert sorted(metrics[metrics.metric == "loss"].step) == list(range(1, 11))
+    assert sorted(metrics[metrics.metric == "parzen_ll"].step) == list(range(1, 11))
+    arts = read_artifacts(tmp_path)
+    assert len(arts) == 20 and set(arts[arts.kind == "text"].name) == {f"sample-{s}.txt" for s in range(1, 11)}
+    # the non-owner's latest value reached the row although only the trainer wrote status rows
+    assert read_runs(tmp_path).iloc[0]["final.test/parzen_ll"] == -10.0
+
+
+def test_latest_value_wins_whoever_wrote_it(toy_algorithm, tmp_path):
+    """final.* is each metric's latest finite value by time, across writers and heartbeats."""
+    cfg = _config(toy_algorithm)
+    train = RunRecorder(tmp_path, cfg, run_id="r")
+    train.write_run("running")
+    train.log(5, {"test/lower_bound": 1.0})
+    train.flush()
+    evaluator = RunRecorder(tmp_path, cfg, run_id="r")
+    evaluator.log(5, {"test/lower_bound": 2.0, "test/parzen_ll": 3.0})
+    evaluator.flush()
+    train.heartbeat(6)  # the trainer rewrites its row: the evaluator's newer value stays
+    row = read_runs(tmp_path).iloc[0]
+    assert (row["final.test/lower_bound"], row["final.test/parzen_ll"], row["heartbeat_step"]) == (2.0, 3.0, 6)
+    train.log(7, {"test/lower_bound": 4.0, "test/parzen_ll": float("nan")})  # NaN never becomes the final value
+    train.write_run("completed")
+    row = read_runs(tmp_path).iloc[0]
+    assert (row["final.test/lower_bound"], row["final.test/parzen_ll"]) == (4.0, 3.0)
+    derived = final_values(read_metrics(tmp_path)).loc["r"]
+    for column, value in derived.items():
+        assert row[column] == value
+
+
+def test_raygen_evaluate_reaches_the_run_row_and_plain_readers(toy_algorithm, tmp_path):
+    from typer.testing import CliRunner
+
+    from raygen.cli import app
+
+    _, run_id = _run(tmp_path, toy_algorithm)
+    before = read_runs(tmp_path).iloc[0]
+    res = CliRunner().invoke(app, ["evaluate", run_id, "eval.parzen_samples=37", "--seed", "5", "--results",
+                                   str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    metrics = read_metrics(tmp_path)
+    parzen = metrics[(metrics.split == "test") & (metrics.metric == "parzen_ll")].sort_values("time")
+    assert len(parzen) == 2 and parzen.value.iloc[0] != parzen.value.iloc[1]
+    row = read_runs(tmp_path).iloc[0]
+    assert row["final.test/parzen_ll"] == parzen.value.iloc[-1] != before["final.test/parzen_ll"]
+    assert (row.status, row.steps, row.ended_at) == (before.status, before.steps, before.ended_at)
+    # the run had ended, so the evaluation's rows were folded at once: plain readers see them too
+    assert len(pd.read_parquet(tmp_path / "metrics")) == len(metrics)
+
+
+def _corrupt(path, data=b""):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_unreadable_files_are_skipped_with_a_warning_naming_them(toy_algorithm, tmp_path, caplog):
+    from typer.testing import CliRunner
+
+    from analysis.load import load_store
+    from raygen.cli import app
+
+    cfg = _config(toy_algorithm)
+    for run_id, status in (("done", "completed"), ("live", "running")):
+        rec = RunRecorder(tmp_path, cfg, run_id=run_id)
+        rec.write_run("running")
+        rec.log(1, {"train/loss": 1.0})
+        rec.flush()
+        rec.save_file(1, "a.txt", "text", b"a")
+        rec.write_run(status)
+    good = (len(read_runs(tmp_path)), len(read_metrics(tmp_path)), len(read_artifacts(tmp_path)))
+    half = (tmp_path / "runs" / "done.parquet").read_bytes()[:40]
+    bad = [
+        _corrupt(tmp_path / "runs" / "empty.parquet"),
+        _corrupt(tmp_path / "runs" / "cut.parquet", half),
+        _corrupt(tmp_path / "metrics" / "seg-000000000000.parquet"),
+        _corrupt(tmp_path / "metrics" / ".pending" / "live-0123456789ab-000000.parquet", half),
+        _corrupt(tmp_path / "artifacts" / "old-000001.parquet", b"PAR1garbage"),
+    ]
+    with caplog.at_level("WARNING"):
+        assert (len(read_runs(tmp_path)), len(read_metrics(tmp_path)), len(read_artifacts(tmp_path))) == good
+        store = load_store(tmp_path, metrics=True)
+    assert len(store.runs) == 2 and len(store.metrics) == good[1]
+    for path in bad:
+        assert str(path) in caplog.text
+    res = CliRunner().invoke(app, ["runs", "--results", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "done" in res.output and "live" in res.output
+    RunRecorder(tmp_path, cfg, run_id="live").fold()  # a fold steps over the unreadable piece too
+    assert len(read_metrics(tmp_path)) == good[1]
+
+
+def test_plain_pandas_pyarrow_and_duckdb_read_the_folders(toy_algorithm, tmp_path):
+    """Every column has one non-null type in every file, also where all values are null (issue 10 item 6)."""
+    import duckdb
+    import pyarrow.dataset as ds
+
+    from analysis.synthetic import demo_store
+
+    demo_store(tmp_path)  # failed runs (error), sweeps (sweep_id, params), a running trial
+    _run(tmp_path, toy_algorithm)  # a real run: None config fields (grad_clip, patience, ...), no sweep
+    rec = RunRecorder(tmp_path, _config(toy_algorithm), extra={"sweep_id": "s", "trial_id": "1", "smoke": True})
+    rec.write_run("failed", error="boom")
+    runs = read_runs(tmp_path)
+    for read in (pd.read_parquet, lambda p: pq.read_table(p).to_pandas()):
+        assert sorted(read(tmp_path / "runs").run_id) == sorted(runs.run_id)
+    table = pq.read_table(tmp_path / "runs")
+    for column, kind in [("error", "string"), ("sweep_id", "string"), ("ended_at", "timestamp[us, tz=UTC]"),
+                         ("wall_time_s", "double"), ("heartbeat_step", "int64"), ("smoke", "bool")]:
+        assert str(table.schema.field(column).type) == kind
+    ended = runs.loc[runs.status != "running", "run_id"]
+    assert len(pd.read_parquet(tmp_path / "metrics")) == len(read_metrics(tmp_path, ended))
+    assert len(pq.read_table(tmp_path / "artifacts")) == len(read_artifacts(tmp_path).query("run_id in @ended"))
+    assert ds.dataset(tmp_path / "metrics").to_table().num_rows == len(read_metrics(tmp_path, ended))
+    con = duckdb.connect()
+    n, smoke = con.execute("SELECT count(*), sum(smoke::int) FROM read_parquet(?, union_by_name = true)",
+                           [str(tmp_path / "runs" / "*.parquet")]).fetchone()
+    assert (n, smoke) == (len(runs), 1)
+    n = con.execute("SELECT count(*) FROM read_parquet(?)", [str(tmp_path / "metrics" / "*.parquet")]).fetchone()[0]
+    assert n == len(read_metrics(tmp_path, ended))
+
+
+def test_config_columns_have_one_type_across_algorithms():
+    """The same `config.<key>` column gets the same Arrow type whichever algorithm wrote the row."""
+    from raygen.algorithms import _ALGORITHMS
+    from raygen.results.store import config_types
+
+    seen: dict[str, tuple[str, str]] = {}
+    for name in sorted(_ALGORITHMS):
+        try:
+            cfg = build_config(algorithm=name, dataset="toy2d:circle")
+        except Exception:  # noqa: BLE001 - an algorithm that does not take this dataset: its defaults
+            cfg = build_config(algorithm=name, dataset="mnist")
+        for key, kind in config_types(cfg).items():
+            first = seen.setdefault(key, (str(kind), name))
+            assert first[0] == str(kind), f"config.{key}: {first[0]} in {first[1]}, {kind} in {name}"
+
+
+def test_heartbeat_and_smoke_columns(toy_algorithm, tmp_path):
+    rec = RunRecorder(tmp_path, _config(toy_algorithm), run_id="h", extra={"smoke": True})
+    rec.write_run("running")
+    first = read_runs(tmp_path).iloc[0]
+    rec.heartbeat(7)
+    row = read_runs(tmp_path).iloc[0]
+    assert (row.status, row.heartbeat_step, bool(row.smoke)) == ("running", 7, True)
+    assert row.heartbeat_at > first.heartbeat_at and row.started_at == first.started_at
+    plain = RunRecorder(tmp_path, _config(toy_algorithm), run_id="p")
+    plain.write_run("completed")
+    assert read_runs(tmp_path).set_index("run_id").loc["p", "smoke"] == False
+
+
+def test_run_row_cache_never_hides_a_change(toy_algorithm, tmp_path, caplog):
+    import os
+
+    cfg = _config(toy_algorithm)
+    for i in range(40):
+        RunRecorder(tmp_path, cfg, run_id=f"r{i:02d}").write_run("running")
+    for path in (tmp_path / "runs").glob("*.parquet"):
+        os.utime(path, ns=(path.stat().st_mtime_ns - 10**10,) * 2)  # older than the cache's freshness window
+    assert len(read_runs(tmp_path)) == 40
+    cache = tmp_path / "runs" / ".cache" / "index.parquet"
+    assert cache.is_file()
+    RunRecorder(tmp_path, cfg, run_id="r07").write_run("completed")  # changed after the cache was written
+    (tmp_path / "runs" / "r08.parquet").unlink()
+    runs = read_runs(tmp_path).set_index("run_id")
+    assert len(runs) == 39 and runs.loc["r07", "status"] == "completed" and "r08" not in runs.index
+    _corrupt(cache, b"not parquet")
+    with caplog.at_level("WARNING"):
+        assert len(read_runs(tmp_path)) == 39
+    assert str(cache) in caplog.text
+
+
+def test_stores_of_the_previous_layout_still_read(tmp_path):
+    """Visible `<run_id>-<seq>.parquet` metric files and null-typed run columns (before issue 10)."""
+    import pyarrow as pa
+
+    from raygen.results.store import METRICS_SCHEMA
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "metrics").mkdir()
+    pq.write_table(pa.Table.from_pylist([{"run_id": "old", "status": "completed", "error": None,
+                                          "started_at": pd.Timestamp("2025-01-01", tz="UTC"),
+                                          "final.test/nll": 1.0}]), tmp_path / "runs" / "old.parquet")
+    rows = [{"run_id": "old", "step": s, "split": "test", "metric": "nll", "value": 1.0,
+             "time": pd.Timestamp("2025-01-01", tz="UTC")} for s in (1, 2)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), tmp_path / "metrics" / "old-000000.parquet")
+    assert read_runs(tmp_path).iloc[0]["final.test/nll"] == 1.0
+    assert list(read_metrics(tmp_path, ["old"]).step) == [1, 2]

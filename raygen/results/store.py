@@ -453,12 +453,14 @@ class RunRecorder:
 
     # ------------------------------------------------------------------ run row
     def write_run(self, status: str, *, error: str | None = None) -> None:
-        """Write the run row (this recorder becomes its owner). An ended run's pieces are folded."""
+        """Write the run row (this recorder becomes its owner) after flushing buffered metrics; an ended run's
+        pieces are then folded into the segments."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
         with self._lock:
             self._owner = True
             self._ended = status in ENDED
+            self.flush()  # final.* only ever holds stored rows: buffered ones are stored first
             with locked(self.root, f"run-{self.run_id}"):
                 self._write_row_locked(status, error)
         if status in ENDED:
