@@ -99,11 +99,10 @@ def cluster():
     c.shutdown()
 
 
-def unique_metric_rows(metrics: pd.DataFrame, final_step: int) -> bool:
-    """No (run, step, split, metric) twice. At the final step the evaluation suite's train-split numbers may
-    repeat a training metric's name (the loop reports both there), so that step is left out."""
-    before = metrics[metrics["step"] < final_step]
-    return not before.duplicated(["run_id", "step", "split", "metric"]).any()
+def unique_metric_rows(metrics: pd.DataFrame, final_step: int | None = None) -> bool:
+    """No (run, step, split, metric) twice (the final evaluation of the training split is train_eval/, so
+    not even the final step repeats a key)."""
+    return not metrics.duplicated(["run_id", "step", "split", "metric"]).any()
 
 
 def wait_for(predicate, timeout: float = 300.0, every: float = 0.2):
@@ -196,8 +195,8 @@ def test_two_worker_run_resumes_from_its_checkpoint_after_losing_a_node(cluster,
 
 def test_sweep_spreads_over_nodes_and_stores_every_trial_once(cluster, tmp_path):
     spec = resolve(sweep_spec("spread"))
-    outcome = run_sweep(spec, tmp_path, verbose=0)
-    assert outcome.trials == 4 and outcome.statuses == {"completed": 4}
+    outcome = run_sweep(spec, tmp_path)
+    assert len(outcome.trials) == 4 and outcome.statuses == {"completed": 4}
     runs = read_runs(tmp_path)
     assert len(runs) == 4 and runs["run_id"].is_unique and runs["trial_id"].is_unique
     assert (runs["sweep_id"] == "spread").all()
@@ -212,21 +211,28 @@ def test_sweep_spreads_over_nodes_and_stores_every_trial_once(cluster, tmp_path)
     stored = json.loads((tmp_path / "sweeps" / "spread.json").read_text())
     assert stored["metric"] == {"name": "valid/lower_bound", "goal": "maximize"}
     assert stored["parameters"]["train.lr"]["log"] is True
-    assert outcome.best["run_id"] in set(runs["run_id"])
+    best = runs.loc[runs["final.valid/lower_bound"].idxmax()]
+    assert outcome.best_trial["run_id"] == best["run_id"]
+    assert outcome.best_trial["value"] == best["final.valid/lower_bound"]
 
 
-def test_nan_trial_is_errored_with_its_reason_and_the_sweep_goes_on(cluster, tmp_path):
-    # lr = 10 makes this tiny walkback's loss infinite at its first update (NonFiniteLossError).
-    spec = resolve(sweep_spec("nan", method="grid", run_cap=None, max_failures=1,
+def test_diverging_trial_fails_once_with_its_reason_and_the_sweep_goes_on(cluster, tmp_path):
+    # lr = 10 makes this tiny walkback diverge at its first updates (a NaN loss, or a noise scale of 0).
+    spec = resolve(sweep_spec("nan", method="grid", run_cap=None, max_failures=2,
                               parameters={"train.lr": {"values": [1.0e-3, 10.0]}}))
-    outcome = run_sweep(spec, tmp_path, verbose=0)
+    outcome = run_sweep(spec, tmp_path)
     runs = read_runs(tmp_path).set_index(read_runs(tmp_path)["params_json"].map(
         lambda p: json.loads(p)["train.lr"]))
-    assert outcome.trials == 2 and len(runs) == 2
+    assert len(outcome.trials) == 2 and len(runs) == 2
     assert runs.loc[1.0e-3, "status"] == "completed"
     bad = runs.loc[10.0]
-    assert bad["status"] == "failed"
-    assert bad["error"].startswith("NonFiniteLossError") and "loss became" in bad["error"]
+    assert bad["status"] == "failed" and bad["error"].startswith("DivergenceError: ")
+    # Never retried: Tune saw the trial end by itself, not an error it would retry max_failures times.
+    assert not outcome.result_grid.errors
+    import optuna
+
+    study = optuna.load_study(study_name="nan", storage=outcome.optuna_storage)
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL"]
 
 
 def test_trial_stopped_by_asha_is_stored_as_stopped_early(cluster, tmp_path):
@@ -237,8 +243,13 @@ def test_trial_stopped_by_asha_is_stored_as_stopped_early(cluster, tmp_path):
         fixed={**TINY, "train.steps": 90},
         parameters={"train.lr": {"values": [3.0e-3, 1.0e-7]}},
         early_terminate={"type": "asha", "grace_period": 30, "reduction_factor": 2}))
-    outcome = run_sweep(spec, tmp_path, verbose=0)
+    outcome = run_sweep(spec, tmp_path)
     assert outcome.statuses == {"completed": 1, "stopped": 1}
+    import optuna  # the stopped trial is PRUNED in the study, the finished one COMPLETE
+
+    study = optuna.load_study(study_name="asha", storage=outcome.optuna_storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
+    assert outcome.best_trial["params"]["train.lr"] == 3.0e-3
     runs = read_runs(tmp_path)
     runs = runs.set_index(runs["params_json"].map(lambda p: json.loads(p)["train.lr"]))
     good, bad = runs.loc[3.0e-3], runs.loc[1.0e-7]
@@ -279,8 +290,8 @@ def test_interrupted_sweep_resumes_to_exactly_its_trials(cluster, tmp_path):
     assert (before["status"] == "completed").sum() < 4, "the sweep finished before it was interrupted"
     first = set(before["run_id"])
 
-    outcome = run_sweep(load_spec(spec_file), results, resume=True, verbose=0)
-    assert outcome.resumed and outcome.trials == 4
+    outcome = run_sweep(load_spec(spec_file), results, resume=True)
+    assert len(outcome.trials) == 4
     runs = read_runs(results)
     assert len(runs) == 4 and runs["run_id"].is_unique
     assert first <= set(runs["run_id"])  # the interrupted trials kept their ids: no duplicates
@@ -288,9 +299,10 @@ def test_interrupted_sweep_resumes_to_exactly_its_trials(cluster, tmp_path):
     assert (runs["steps"] == 300).all()
     assert unique_metric_rows(read_metrics(results), 300)
 
-    # Once finished, running it again resumes nothing and changes nothing.
-    again = run_sweep(load_spec(spec_file), results, verbose=0)
-    assert again.trials == 4 and len(read_runs(results)) == 4
+    # Once finished, running it again resumes nothing, changes nothing, and says how to add trials.
+    again = run_sweep(load_spec(spec_file), results)
+    assert len(again.trials) == 4 and len(read_runs(results)) == 4
+    assert any("add trials with --more" in note for note in again.notes)
 
 
 def test_multi_objective_sweep_of_two_worker_trials_keeps_its_optuna_study(cluster, tmp_path):
@@ -303,7 +315,7 @@ def test_multi_objective_sweep_of_two_worker_trials_keeps_its_optuna_study(clust
         resources={"cpu": 1, "workers": 2, "driver_cpu": 0.1},
         metric=None, metrics=[{"name": "valid/lower_bound", "goal": "maximize"},
                               {"name": "test/lower_bound", "goal": "maximize"}]))
-    outcome = run_sweep(spec, tmp_path, verbose=0)
+    outcome = run_sweep(spec, tmp_path)
     assert outcome.statuses == {"completed": 2}
     runs = read_runs(tmp_path)
     assert (runs["workers"] == 2).all() and (runs["steps"] == 60).all()
@@ -322,9 +334,38 @@ def test_multi_objective_sweep_of_two_worker_trials_keeps_its_optuna_study(clust
 
 def test_changed_spec_is_not_resumed(cluster, tmp_path):
     spec = resolve(sweep_spec("changed", run_cap=1, max_concurrent=1))
-    run_sweep(spec, tmp_path, verbose=0)
+    run_sweep(spec, tmp_path)
     changed = copy.deepcopy(sweep_spec("changed", run_cap=1, max_concurrent=1))
     changed["parameters"]["train.lr"]["max"] = 1.0e-2
     with pytest.raises(SpecError, match="already exists .* with a different spec"):
-        run_sweep(resolve(changed), tmp_path, verbose=0)
+        run_sweep(resolve(changed), tmp_path)
     assert Path(tmp_path / "sweeps" / "changed.json").is_file()
+
+
+def test_requests_the_cluster_cannot_place_are_refused_before_any_trial(cluster, tmp_path):
+    # Three 1-CPU nodes and no GPU: a trial of 2 workers x 1 CPU + its driver fits across nodes; a GPU never.
+    with pytest.raises(SpecError, match=r"resources: each trial of nogpu asks for CPU 1, GPU 0\.25.*no node has any GPU"):
+        run_sweep(resolve(sweep_spec("nogpu", resources={"cpu": 1, "gpu": 0.25})), tmp_path)
+    with pytest.raises(SpecError, match="short of CPU"):
+        run_sweep(resolve(sweep_spec("wide", resources={"cpu": 1, "workers": 3, "driver_cpu": 0.5})), tmp_path)
+    assert read_runs(tmp_path).empty
+
+
+def test_python_entry_point_and_more_trials_continue_the_optuna_study(cluster, tmp_path):
+    import optuna
+
+    import raygen
+
+    raw = sweep_spec("more", run_cap=2, max_concurrent=2, method="tpe")
+    first = raygen.sweep(raw, results=tmp_path)
+    assert len(first.trials) == 2 and first.statuses == {"completed": 2}
+    assert len(first.result_grid) == 2 and first.best_trial["run_id"] in set(first.trials["run_id"])
+    assert first.optuna_storage == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
+    again = raygen.sweep(raw, results=tmp_path, more=2)
+    assert any("continuing the Optuna study of more (2 trials so far) with 2 more" in n for n in again.notes)
+    assert len(again.trials) == 4 and again.statuses == {"completed": 4} and len(again.result_grid) == 2
+    study = optuna.load_study(study_name="more", storage=again.optuna_storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    told = sorted(t.value for t in study.trials)
+    np.testing.assert_allclose(told, sorted(again.trials["valid/lower_bound"]), rtol=1e-9)
+    assert read_runs(tmp_path)["run_id"].is_unique
