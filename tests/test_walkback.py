@@ -192,6 +192,33 @@ def test_span_schedule_reaches_the_noise_of_sigma2_max_at_the_last_heating_step(
     assert torch.allclose(algo.transition(s, 0, 9.0).std, 9.0**power * F.softplus(-s))
 
 
+def test_isotropic_operator_has_one_std_per_state_and_trains():
+    algo = _algo(net=Stub(), **{"algo.covariance": "isotropic", "algo.temperature_noise": "std"})
+    s = torch.randn(5, 2)
+    std = algo.transition(s, 0, 3.0).std
+    assert torch.allclose(std, 3.0 * F.softplus(-s.mean(1, keepdim=True)).expand(5, 2))
+    cfg = _config(**{"algo.covariance": "isotropic", "algo.k_mode": "fixed", "algo.walkback_steps": 3,
+                     "train.steps": 6, "train.batch_size": 50})
+    assert cfg.to_dict()["algo"]["covariance"] == "isotropic"  # the run's stored config says what was trained
+    trained = train(cfg, lambda *a, **k: None)
+    std = trained.transition(torch.randn(4, 2), 0, 1.0).std
+    assert torch.allclose(std[:, :1].expand(4, 2), std)
+
+
+def test_evaluation_suite_stores_k_heating_steps_and_train_eval():
+    from raygen.engine.evaluate import evaluation_suite
+
+    cfg = _config(**{"algo.schedule": "span", "algo.walkback_steps": 3, "algo.k_mode": "random",
+                     "algo.extra_steps": 2, "eval.likelihood_samples": 7, "eval.parzen": False,
+                     "eval.test_examples": 20, "eval.train_examples": 10})
+    algo, dataset = build(cfg)
+    metrics, _ = evaluation_suite(algo, dataset, cfg, torch.Generator().manual_seed(0), pictures=False)
+    assert metrics["test/importance_k"] == 7 == metrics["train_eval/importance_k"]
+    # Table 3.1a's row label is the number of heating steps; the evaluated chain also has 2 extra T = 1 steps.
+    assert metrics["test/heating_steps"] == 3 and metrics["test/walkback_steps"] == 5
+    assert not any(k.startswith("train/") for k in metrics)
+
+
 def test_initial_t_max_is_measured_once_with_the_initial_noise_set_from_the_data():
     cfg = _config(**{"algo.schedule": "span", "algo.temperature_noise": "variance", "algo.init_noise": 0.1,
                      "algo.walkback_steps": 4, "algo.t_max_rule": "initial", "algo.net.hidden": [32, 32],

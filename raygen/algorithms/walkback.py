@@ -79,6 +79,12 @@ class WalkbackConfig(AlgoConfig):
         0.5, gt=0, le=1, description="α mixing the state into the operator's output (§3.3 gives no value; the "
         "original code uses 0.5)"
     )
+    covariance: Literal["diagonal", "isotropic"] = Field(
+        "diagonal",
+        description="gaussian noise covariance: diagonal σ=T·softplus(F_σ(s)) per dimension (Table 3.1a: 'Gaussian "
+        "noise with diagonal covariance'), or isotropic, one σ per state, T·softplus(mean over dimensions of "
+        "F_σ(s)), trained so (Table 3.1b: 'VW with isotropic Gaussian output'; §3.3 calls its operator isotropic)",
+    )
     min_std: float = Field(
         0.0, ge=0, description="floor added to softplus(F_σ) before scaling by T (not in the paper; 0 = paper)"
     )
@@ -494,6 +500,8 @@ class Walkback(Algorithm):
         a = self.cfg.alpha
         if self.cfg.operator == "gaussian":
             f_mu, f_sigma = out.chunk(2, dim=1)
+            if self.cfg.covariance == "isotropic":
+                f_sigma = f_sigma.mean(1, keepdim=True).expand_as(f_sigma)
             mean = (1 - a) * s + a * f_mu
             scale = temperature if self.cfg.temperature_noise == "std" else math.sqrt(temperature)
             std = scale * (F.softplus(f_sigma) + self.cfg.min_std)
