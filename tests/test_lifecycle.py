@@ -247,3 +247,36 @@ def test_heartbeat_keeps_a_run_alive_and_never_reopens_an_ended_one(toy_algorith
     assert list(effective_status(runs, after_s=99, now=later)) == ["lost"]
     assert list(effective_status(runs, after_s=101, now=later)) == ["running"]
     assert list(effective_status(runs.assign(status="failed"), after_s=1, now=later)) == ["failed"]
+
+
+def test_a_full_disk_simulated_ends_the_row_failed(toy_algorithm, tmp_path, monkeypatch):
+    """The same without a mountable file system: every store write fails with ENOSPC from the moment the run is
+    recorded `running` until the run's reserve is freed (as freeing real blocks would)."""
+    import errno
+
+    from raygen import lifecycle
+    from raygen.results import store
+
+    full = {"now": False}
+    write, start, release = store.atomic_write_bytes, lifecycle.Heartbeat.start, lifecycle.Reserve.release
+
+    def write_unless_full(path, data):
+        if full["now"]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        write(path, data)
+
+    def start_then_fill(self):
+        full["now"] = True
+        return start(self)
+
+    def release_frees(self):
+        full["now"] = False
+        release(self)
+
+    monkeypatch.setattr(store, "atomic_write_bytes", write_unless_full)
+    monkeypatch.setattr(lifecycle.Heartbeat, "start", start_then_fill)
+    monkeypatch.setattr(lifecycle.Reserve, "release", release_frees)
+    res = train(toy_algorithm, tmp_path, steps=20)
+    assert_one_line(res, "failed", "no space left", code=1)
+    row = read_runs(tmp_path).iloc[0]
+    assert row.status == "failed" and "No space left" in row.error
