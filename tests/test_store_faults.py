@@ -1,0 +1,166 @@
+"""Crash safety of the store's folds and rewinds: a process stopped at any file operation (every rename and
+delete in turn) leaves a store where plain readers see each row at most once and never a partial file, and
+raygen's readers see every row exactly once; the next fold or rewind finishes the job."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from raygen.config import build_config
+from raygen.results import RunRecorder, compact, read_metrics
+from raygen.results import store as store_mod
+from raygen.results.store import PENDING, fold
+
+RUNS = ("r0", "r1", "r2")
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.fixture()
+def crash_at(monkeypatch):
+    """crash_at(n): the n-th os.replace/os.unlink from now raises, and so does every later one (the process
+    is gone: no cleanup runs). Returns a function telling whether the crash happened."""
+    real = {"replace": os.replace, "unlink": os.unlink}
+
+    def arm(n: int):
+        state = {"calls": 0, "crashed": False}
+
+        def wrap(name):
+            def call(*args, **kwargs):
+                state["calls"] += 1
+                if state["crashed"] or state["calls"] >= n:
+                    state["crashed"] = True
+                    raise Crash(f"killed at file operation {state['calls']}")
+                return real[name](*args, **kwargs)
+            return call
+
+        monkeypatch.setattr(os, "replace", wrap("replace"))
+        monkeypatch.setattr(os, "unlink", wrap("unlink"))
+        return state
+
+    def disarm():
+        monkeypatch.setattr(os, "replace", real["replace"])
+        monkeypatch.setattr(os, "unlink", real["unlink"])
+
+    arm.disarm = disarm
+    return arm
+
+
+def _rows(frame) -> Counter:
+    return Counter(map(tuple, frame[["run_id", "step", "split", "metric", "value"]].itertuples(index=False)))
+
+
+def _plain_rows(root) -> Counter:
+    files = list((root / "metrics").glob("*.parquet"))
+    for path in files:
+        pq.read_table(path)  # never a partial file
+    if not files:
+        return Counter()
+    table = ds.dataset(root / "metrics", format="parquet").to_table()
+    return _rows(table.to_pandas())
+
+
+@pytest.fixture()
+def template(tmp_path, monkeypatch):
+    """Three runs in progress, four flushes each (pieces only), written once and copied for every crash."""
+    monkeypatch.setattr(store_mod, "SEGMENT_SOURCES", 5)  # segments fill up: folds roll over to new ones
+    root = tmp_path / "template"
+    cfg = build_config(algorithm="walkback", dataset="toy2d:swissroll")
+    for run in RUNS:
+        rec = RunRecorder(root, cfg, run_id=run)
+        rec.write_run("running")
+        for step in range(1, 5):
+            rec.log(step, {"train/loss": step + 0.5, "valid/lower_bound": -step * 1.5})
+            rec.flush()
+    return root
+
+
+def _copy(template, tmp_path, n):
+    root = tmp_path / f"crash{n}"
+    shutil.copytree(template, root)
+    return root
+
+
+def test_fold_crashed_at_every_file_operation_loses_and_doubles_nothing(template, tmp_path, crash_at):
+    expected = _rows(read_metrics(template))
+    assert sum(expected.values()) == 3 * 4 * 2 and not _plain_rows(template)
+
+    def folds(root):
+        fold(root, "metrics", ["r0"])
+        fold(root, "metrics", ["r1"])
+        fold(root, "metrics", None)
+
+    crashed_somewhere = 0
+    for n in range(1, 200):
+        root = _copy(template, tmp_path, n)
+        state = crash_at(n)
+        try:
+            folds(root)
+        except Crash:
+            pass
+        crash_at.disarm()
+        plain = _plain_rows(root)
+        assert max(plain.values(), default=1) == 1 and not plain - expected, f"crash at operation {n}"
+        assert _rows(read_metrics(root)) == expected, f"crash at operation {n}"
+        if not state["crashed"]:
+            break
+        crashed_somewhere += 1
+        compact(root, running=True)  # the next fold finishes the job
+        assert _plain_rows(root) == expected and _rows(read_metrics(root)) == expected
+        assert not list((root / "metrics" / PENDING).glob("*.parquet"))
+        shutil.rmtree(root)
+    assert crashed_somewhere > 10  # the loop really stopped the folds at many points
+
+
+def test_rewind_crashed_at_every_file_operation_never_doubles_or_drops_kept_rows(template, tmp_path, crash_at):
+    fold(template, "metrics", ["r0"])  # r0's rows half in a segment, half in pieces
+    RunRecorder(template, build_config(algorithm="walkback", dataset="toy2d:swissroll"), run_id="r0").log(
+        5, {"train/loss": 9.0})
+    before = read_metrics(template)
+    keep = before[(before.run_id != "r0") | (before.step <= 2)]
+    cfg = build_config(algorithm="walkback", dataset="toy2d:swissroll")
+    for n in range(1, 200):
+        root = _copy(template, tmp_path, n)
+        state = crash_at(n)
+        try:
+            RunRecorder(root, cfg, run_id="r0").rewind(2)
+        except Crash:
+            pass
+        crash_at.disarm()
+        got = read_metrics(root)
+        assert not got.duplicated(["run_id", "step", "split", "metric"]).any(), f"crash at operation {n}"
+        assert not _rows(keep) - _rows(got), f"crash at operation {n}"
+        assert not _rows(got) - _rows(before)
+        plain = _plain_rows(root)
+        assert max(plain.values(), default=1) == 1
+        if not state["crashed"]:
+            break
+        RunRecorder(root, cfg, run_id="r0").rewind(2)  # the restart rewinds again
+        assert _rows(read_metrics(root)) == _rows(keep)
+        shutil.rmtree(root)
+    else:
+        pytest.fail("the rewind never finished")
+
+
+def test_a_reader_racing_a_fold_counts_each_row_once(template, monkeypatch):
+    """The fold runs after the reader has read the pieces and before it lists the segments."""
+    expected = _rows(read_metrics(template))
+    real = store_mod._parquet_entries
+    fired = []
+
+    def entries(directory):
+        if directory == template / "metrics" and not fired:
+            fired.append(True)
+            fold(template, "metrics", None)
+        return real(directory)
+
+    monkeypatch.setattr(store_mod, "_parquet_entries", entries)
+    assert _rows(read_metrics(template)) == expected and fired
