@@ -478,6 +478,15 @@ def test_bits_per_dim_only_where_the_numbers_are_probabilities_of_discrete_pixel
     assert "bits_per_dim" not in toy.evaluate(points, "test", full=True, generator=torch.Generator().manual_seed(0))
 
 
+def test_reversibility_leaves_out_diverging_chains_instead_of_failing():
+    # μ = 0.5·s + 0.5·F(s) with F(s) = 40·s: every T = 1 step multiplies the state by 20.5, overflowing float32.
+    algo = _algo(net=Stub(mu=lambda s: 40 * s, sigma=lambda s: 0 * s),
+                 **{"algo.reversibility_steps": 100, "algo.reversibility_burn_in": 10,
+                    "algo.reversibility_chains": 8, "algo.k_mode": "fixed", "algo.walkback_steps": 2})
+    out = algo.reversibility(torch.Generator().manual_seed(0))
+    assert out["reversibility_chains_finite"] == 0.0 and math.isnan(out["reversibility_ratio"])
+
+
 def test_reversibility_measure_against_closed_forms():
     # μ = a·s with a = 0.5 and a constant σ: a Gaussian AR(1), reversible, so the KL estimate is ≈ 0.
     over = {"algo.reversibility_steps": 400, "algo.reversibility_burn_in": 50, "algo.reversibility_chains": 400}

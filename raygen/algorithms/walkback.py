@@ -16,18 +16,47 @@ its per-step batch-norm slot.
 Choices where the paper is silent or inconsistent (each is also documented beside its config field):
 
 * Temperature and noise. §3.3 sets σ = T·softplus(F_σ(s)), so the noise *standard deviation* is proportional
-  to T, while Algorithm 1 says the noise *variance* is Tσ² and doubles T each step. Both agree for the
-  appendix schedule T_t = T0·√(2^t) (variance ×2 per step) — the default `schedule="sqrt2"`. With a factor f
-  the variance grows by f² per step, so the number of heating steps that takes the noise variance from σ²
-  to σ²_max is ceil(log T_max / log f²), which is exactly Algorithm 1's ceil(log2 T_max) for f = √2.
+  to T (`temperature_noise="std"`), while Algorithm 1 says the operator "injects noise of variance Tσ²" and §3.2
+  that the injected noise "has variance linearly proportional to temperature"; the original code also uses
+  σ = √(T·softplus) (`temperature_noise="variance"`). The two readings agree for Algorithm 1's doubling if the
+  appendix schedule T_t = T0·√(2^t) is read with σ ∝ T (`schedule="sqrt2"`, the non-image default). With a
+  factor f and σ ∝ T^p the variance grows by f^(2p) per step, so ceil(log T_max / log f^(2p)) heating steps
+  take it from σ² to σ²_max, Algorithm 1's ceil(log2 T_max) for f^(2p) = 2.
+* Heating images (the image default; issue: with the settings above images never heated). The image
+  experiments have K = 30 heating steps (appendix), Table 3.1a compares 5/10/15 steps as "the effect of longer
+  annealing", and the heated end state must be "a broad Gaussian" from which the first cooling step "can move
+  the state across the whole domain of the data". Under Algorithm 1's T_max = σ²_max/σ² with σ² the operator's
+  current T=1 noise, nothing heats: a freshly initialised operator's noise (softplus(0)² ≈ 0.48) exceeds the
+  variance of [0,1] pixels (≈ 0.07), so T_max < 1, and during training the learnt T=1 noise grows past the
+  data's spread (measured on digits: 0.04 → 0.48 std in 1 000 updates, T_max 44 → 0.3), so a re-estimated T_max
+  collapses. Under the appendix's literal σ = T·softplus with T up to 2^15 the end state blows up instead
+  (p* std ≈ 1 500 on [0,1] pixels). The reading under which the regime exists, and the image default:
+  - noise variance ∝ T (`temperature_noise="variance"`, Algorithm 1's own wording);
+  - K heating steps fixed (`walkback_steps`, 30 as in the appendix; 5/10/15 for Table 3.1a) that span
+    T = 1 to T_max geometrically (`schedule="span"`), so more steps anneal the same range more slowly — the
+    tightness condition of §3.1 — and K does not depend on a moving T_max; `k_mode="random"` still adds
+    Algorithm 1's n ~ U{0..N1} initial T = 1 steps;
+  - T_max = σ²_max/σ² with σ² the T=1 noise of the operator *as initialised*, softplus(F_σ) set to a tenth of
+    the data std (`init_noise=0.1`, `t_max_rule="initial"`): the temperatures come from the data, not from the
+    network's arbitrary initial scale or its transient noise level;
+  - σ²_max = the squared range of the pixels (`max_variance="squared_range"`, Algorithm 1's "or squared
+    diameter"): the top step's noise spans [0, 1], so s_K has forgotten x and p* is wide.
+  The alternatives stay available by name: `t_max_rule="noise_ratio"` (re-estimated, Algorithm 1 literally),
+  `schedule="sqrt2"|"geometric"` with `k_mode`, `temperature_noise="std"`, `max_variance="data_variance"`.
+* Bernoulli heating. The operator divides its logits by T (§3.3), which does heat toward fair coins, but its
+  noise ρ(1−ρ) ≤ 1/4 never grows with T, so a variance-ratio T_max stays near 1. For it `t_max_rule="auto"`
+  means a fixed top temperature (`t_max`, 100: |logit| ≤ 10 gives ρ within 0.5 ± 0.025).
 * Levels. Algorithm 1 keeps T = 1 for the steps t ≤ n+1 and multiplies after each later step, so step t has
   temperature T0·f^ℓ_t with ℓ_t = max(0, t−1−n). All T = 1 steps share level 0, i.e. the same operator and
   the same batch-norm slot: Proposition 1's proof needs the T = 1 steps to apply one operator, and level 0 is
   the operator run by the long T = 1 chains.
 * σ² (the noise at T = 1) is estimated as the mean over dimensions of softplus(F_σ(s_0))² at the data (for
   the Bernoulli operator: the mean of ρ(1−ρ) at T = 1), kept as an exponential moving average over training
-  trajectories (`noise_momentum`). σ²_max is the data variance averaged over dimensions (the same per-dimension
-  units as σ²). T_max = σ²_max / σ².
+  trajectories (`noise_momentum`; used by `t_max_rule="noise_ratio"`, reported as `noise_std`). σ²_max is the
+  data variance (or squared range) averaged over dimensions (the same per-dimension units as σ²).
+* Model selection: Algorithm 1 trains "until convergence monitoring L on a validation set and doing early
+  stopping": the loop keeps the state with the best `valid/lower_bound` and evaluates it (train.select_*,
+  train.patience).
 * The model whose bound is reported is the sampler: cooling through the levels of a heating trajectory with
   n = `extra_steps` (so its last extra_steps + 1 steps run the T = 1 operator), which is exactly "annealed
   cooling followed by extra steps at T = 1".
@@ -778,7 +807,22 @@ class Walkback(Algorithm):
                 forward.append(p.log_prob(s_next))
                 backward.append(p_next.log_prob(s))
                 s, p = s_next, p_next
-            return reversibility_ratio(torch.stack(forward, 1), torch.stack(backward, 1), cfg.reversibility_burn_in)
+            lf, lb = torch.stack(forward, 1), torch.stack(backward, 1)
+            # A learnt operator iterated 1 000 times can run away (F is unbounded); such chains have no finite
+            # log-probabilities. They are left out of the measure and counted, rather than failing the whole
+            # evaluation suite.
+            finite = (torch.isfinite(lf) & torch.isfinite(lb)).all(1)
+            kept = int(finite.sum())
+            if kept < len(finite):
+                log.warning("walkback: %d of %d reversibility chains diverged (non-finite log-probabilities)",
+                            len(finite) - kept, len(finite))
+            if kept == 0:
+                nan = float("nan")
+                out = {"reversibility_kl": nan, "entropy_rate": nan, "reversibility_ratio": nan}
+            else:
+                out = reversibility_ratio(lf[finite], lb[finite], cfg.reversibility_burn_in)
+            out["reversibility_chains_finite"] = kept / len(finite)
+            return out
 
     # ------------------------------------------------------------------ sampling
     @contextlib.contextmanager
