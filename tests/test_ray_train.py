@@ -11,7 +11,7 @@ import pytest
 
 from raygen.config import build_config
 from raygen.engine.ray_train import LatestMetrics, mark_run, reopen_run, resume_step, run_status
-from raygen.engine.sweep import NonFiniteMetricError, _check_objectives
+from raygen.engine.sweep import MetricNameError, NonFiniteMetricError, _check_objectives
 from raygen.results import RunRecorder, read_artifacts, read_metrics, read_runs
 
 
@@ -89,7 +89,7 @@ def test_latest_metrics_and_objective_checks():
     assert latest.update(10, {"train/loss": 2.0}) == {"train/loss": 2.0, "step": 10}
     assert latest.update(20, {"valid/nll": 1.5}) == {"train/loss": 2.0, "valid/nll": 1.5, "step": 20}
     _check_objectives(latest.values, ["valid/nll"])
-    with pytest.raises(NonFiniteMetricError, match="never reported"):
+    with pytest.raises(MetricNameError, match="never reported"):  # a name error, not a divergence
         _check_objectives(latest.values, ["test/nll"])
     latest.update(30, {"valid/nll": math.nan})
     with pytest.raises(NonFiniteMetricError, match="valid/nll=nan"):
