@@ -15,6 +15,7 @@ _ALGORITHMS = {
     "vae": "raygen.algorithms.vae:VAE",
     "gan": "raygen.algorithms.gan:GAN",
     "gmmn": "raygen.algorithms.gmmn:GMMN",
+    "net": "raygen.algorithms.diffusion:NET",
 }
 
 
