@@ -16,6 +16,7 @@ CASES = [
     ("bench_parzen.py", ["--samples", "300", "--points", "200", "--dim", "16", "--subset", "20"]),
     ("bench_professor.py", ["--smoke"]),
     ("bench_report.py", ["--trials", "12", "--rows", "20"]),
+    ("bench_store.py", ["--runs", "12", "--rows", "40", "--real", "--no-report"]),
     pytest.param("bench_ray_train.py", ["--smoke"], marks=pytest.mark.ray),
     pytest.param("bench_sweep.py", ["--smoke"], marks=pytest.mark.ray),
 ]
