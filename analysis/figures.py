@@ -115,16 +115,22 @@ def image_panel(
         raise MissingData("no readable image artifacts", needs or "runs that saved image artifacts")
     ncols = min(ncols, len(images))
     nrows = -(-len(images) // ncols)
+    # Paper width at most (7.2 in); each row as tall as its widest picture needs, plus a line for its label.
+    panel_w = min(7.2 / ncols, 3.6)
+    aspect = max(img.shape[0] / img.shape[1] for img in images)
+    row_h = panel_w * aspect + 0.3
+    height = row_h * nrows + 0.4
     # Fixed margins instead of constrained layout: a grid of images needs no layout solver (2x faster to save).
-    fig = Figure(figsize=(3.2 * ncols, 3.2 * nrows + 0.5))
+    fig = Figure(figsize=(panel_w * ncols, height))
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / (3.2 * nrows + 0.5), wspace=0.06, hspace=0.16)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / height, wspace=0.04,
+                        hspace=0.3 / (panel_w * aspect))
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, text in zip(axes.flat, images, titles):
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
-        ax.set_title(text, fontsize=8)
-    fig.suptitle(title)
+        ax.set_title(text, fontsize=7)
+    fig.suptitle(title, fontsize=9)
     return fig
 
 

@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from analysis.common import (
     Cell,
@@ -355,22 +354,26 @@ def fig_a1(runs: pd.DataFrame, metrics: pd.DataFrame, *, key: str = "valid/lower
     means = {k: g for k, g in keyed.groupby("_key", sort=False)}
     for ax, (schedule, steps_value) in zip(axes.flat, panels):
         panel = sub[(sub["_schedule"] == schedule) & (sub["_steps"] == steps_value)]
-        # Colour encodes the rate (a colour bar, not a legend that would cover the curves).
+        # Colour encodes the rate: a colour bar with one block per rate level (a legend would cover the curves;
+        # a few blocks stay vector graphics in the PDF where a continuous bar would be a raster).
         level_rate = panel.groupby("_level")["_rate"].median().sort_values()
-        norm = Normalize(level_rate.min(), level_rate.max() if level_rate.max() > level_rate.min() else level_rate.min() + 1)
-        for label, rate in level_rate.items():
+        colors = RATE_CMAP(np.linspace(0, 1, max(len(level_rate), 2)))[: len(level_rate)]
+        for color, label in zip(colors, level_rate.index):
             rows = means.get((schedule, steps_value, label))
             if rows is not None:
-                plot_mean_curve(ax, mean_of_rows(rows), label=str(label), color=RATE_CMAP(norm(rate)))
+                plot_mean_curve(ax, mean_of_rows(rows), label=str(label), color=color)
         rate_name = "α(0)" if steps_value == 1 else ("ω" if schedule == "increasing" else "α")
         ax.set_title(f"{int(steps_value)} step{'s' if steps_value != 1 else ''}, {schedule}")
         ax.set_xlabel("training step (updates)")
         ax.set_ylabel(f"{_words(key)} (nats)")
         if ax.lines:
-            bar = fig.colorbar(ScalarMappable(norm=norm, cmap=RATE_CMAP), ax=ax, pad=0.02, aspect=25)
+            n = len(level_rate)
+            mappable = ScalarMappable(norm=BoundaryNorm(np.arange(n + 1) - 0.5, n), cmap=ListedColormap(colors))
+            bar = fig.colorbar(mappable, ax=ax, pad=0.02, aspect=25)
             bar.set_label(rate_name)
-            bar.set_ticks(level_rate.to_numpy() if len(level_rate) <= 5 else MaxNLocator(5).tick_values(
-                level_rate.min(), level_rate.max()))
+            step = max(1, -(-n // 8))  # at most 8 labels: they never overlap
+            bar.set_ticks(range(0, n, step), labels=[str(x) for x in list(level_rate.index)[::step]])
+            bar.ax.tick_params(length=0)
     fig.suptitle(f"Fig A.1: {_words(key)} per infusion rate ({data})")
     return attach(fig, sel)
 

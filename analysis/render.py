@@ -11,10 +11,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 
-from analysis.figures import PNG_DPI
+from analysis.figures import PAPER_RC, PNG_DPI
 
 
 def fmt(x: Any, digits: int = 6) -> str:
@@ -244,11 +245,13 @@ def write_figure(figure: Any, directory: Path, name: str) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{name}.png", directory / f"{name}.pdf"]
     try:
-        # The figures use constrained layout already; bbox_inches="tight" would lay them out a second time.
-        figure.savefig(paths[0], dpi=PNG_DPI)
-        # The layout is in inches and points, so the PDF reuses the one just computed instead of redoing it.
-        figure.set_layout_engine("none")
-        figure.savefig(paths[1])
+        # Saved under the paper settings (TrueType fonts in the PDF, 200 dpi PNG) whoever built the figure.
+        with matplotlib.rc_context(PAPER_RC):
+            # The figures use constrained layout already; bbox_inches="tight" would lay them out a second time.
+            figure.savefig(paths[0], dpi=PNG_DPI)
+            # The layout is in inches and points, so the PDF reuses the one just computed instead of redoing it.
+            figure.set_layout_engine("none")
+            figure.savefig(paths[1])
     finally:
         figure.clear()
     return paths

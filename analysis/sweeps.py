@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
 
 from analysis.common import NON_MODEL_CONFIG, MissingData, final, require
 from analysis.figures import new_figure
@@ -389,10 +390,10 @@ def effects_figure(runs: pd.DataFrame, sweep_id: str, specs: Mapping[str, Any] |
     require(not done.empty, f"sweep {sweep_id} has no finished trial", f"completed trials of sweep {sweep_id}")
     o = info.objectives[0]
     params = info.params[:12]
-    ncols = min(4, len(params))
-    fig, axes = new_figure(-(-len(params) // ncols), ncols, width=3.4, height=2.8)
+    ncols = min(3, len(params))
+    fig, axes = new_figure(-(-len(params) // ncols), ncols, width=2.4, height=2.1)
     for ax in axes.flat[len(params):]:
-        ax.axis("off")
+        ax.remove()
     y = pd.to_numeric(done[o.metric], errors="coerce")
     for ax, p in zip(axes.flat, params):
         col = done[p.name]
@@ -400,17 +401,23 @@ def effects_figure(runs: pd.DataFrame, sweep_id: str, specs: Mapping[str, Any] |
             cats = [c for c in (p.choices or sorted(col.dropna().astype(str).unique())) if c is not None]
             code = {str(c): i for i, c in enumerate(cats)}
             x = col.map(lambda v, code=code: code.get(str(v), np.nan))
-            ax.set_xticks(range(len(cats)), [str(c) for c in cats], fontsize=7, rotation=30)
+            ax.set_xticks(range(len(cats)), [str(c) for c in cats], rotation=30 if len(cats) > 3 else 0)
         else:
             x = pd.to_numeric(col, errors="coerce")
             if p.log and (x.dropna() > 0).all():
                 ax.set_xscale("log")
-        ax.scatter(x, y, s=8, alpha=0.6)
-        ax.scatter(x.iloc[:1], y.iloc[:1], s=40, marker="*", color="tab:red", label="best")
-        ax.set_xlabel(p.name, fontsize=8)
-        ax.set_ylabel(o.metric, fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.suptitle(f"Sweep {info.name}: {o.metric} ({o.goal}) vs each parameter, {len(done)} finished trials")
+                # Decade ticks only: minor-tick labels of a narrow log range overlap one another.
+                ax.xaxis.set_major_locator(LogLocator(base=10, numticks=5))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.scatter(x, y, s=8, alpha=0.6, label="trial")
+        ax.scatter(x.iloc[:1], y.iloc[:1], s=40, marker="*", color="tab:red", label="best trial")
+        ax.set_xlabel(p.name)
+        ax.set_ylabel(o.metric)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2)
+    fig.suptitle(f"Sweep {info.name}: {o.metric} ({o.goal}) per parameter, {len(done)} finished trials")
     return fig
 
 

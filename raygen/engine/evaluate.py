@@ -45,7 +45,7 @@ def nearest_neighbour_artifact(algo: Algorithm, dataset: Dataset, n: int = 16) -
     train = dataset.splits["train"].reshape(len(dataset.splits["train"]), -1).float()
     index, _ = nearest_neighbours(samples, train)
     pairs = torch.stack([samples, train[index]], 1).reshape(2 * n, *dataset.image_shape)
-    return Artifact("nearest.png", "image", image_grid_png(pairs, nrow=8, title="sample | nearest training example"))
+    return Artifact("nearest.png", "image", image_grid_png(pairs, nrow=8, group=2, title="sample | nearest training example"))
 
 
 def _split_label(split: str) -> str:

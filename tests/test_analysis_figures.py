@@ -1,0 +1,114 @@
+"""Figures fit for a paper: PNG at ≥ 200 dpi, vector PDF (a raster only where the content is a picture, no
+Type 3 bitmap fonts), at most 7.2 in wide, every text inside the figure and tick labels not overlapping,
+published numbers drawn as references, no empty panels; pictures with step labels and gaps."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from PIL import Image
+
+from analysis import infusion, professor, sweeps
+from analysis.figures import PAPER_RC
+from analysis.render import write_figure
+from analysis.synthetic import SyntheticRun, demo_store, write_run
+from raygen import plots
+from raygen.results import read_artifacts, read_metrics, read_runs
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = demo_store(tmp_path_factory.mktemp("store"))
+    return root, read_runs(root), read_metrics(root), read_artifacts(root)
+
+
+def _figures(demo):
+    import matplotlib
+
+    root, runs, metrics, artifacts = demo
+    with matplotlib.rc_context(PAPER_RC):
+        return {
+            "tab_a1_plot": infusion.tab_a1_figure(runs),
+            "fig_a1": infusion.fig_a1(runs, metrics),
+            "fig_3_3": infusion.fig_3_3(runs, metrics),
+            "fig_2_3": professor.distances_figure(runs),
+            "curves": professor.training_curves(runs, metrics, dataset="ptb"),
+            "effects": sweeps.effects_figure(runs, "infusion-omega", {}),
+            "samples": infusion.samples_figure(runs, artifacts, root),
+        }
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 - 0.5 and b.x0 < a.x1 - 0.5 and a.y0 < b.y1 - 0.5 and b.y0 < a.y1 - 0.5
+
+
+def test_figures_are_paper_sized_and_every_text_fits(demo, tmp_path):
+    for name, fig in _figures(demo).items():
+        assert fig.get_figwidth() <= 7.2 + 1e-9, name
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        # Everything drawn (titles, labels, tick labels, legends) lies inside the figure.
+        tight = fig.get_tightbbox(renderer)
+        width, height = fig.get_size_inches()
+        assert tight.x0 >= -0.01 and tight.y0 >= -0.01, name
+        assert tight.x1 <= width + 0.01 and tight.y1 <= height + 0.01, (name, tight, width, height)
+        for ax in fig.axes:
+            lo, hi = sorted(ax.get_xlim())
+            drawn = [t for t, loc in zip(ax.get_xticklabels(), ax.get_xticks())
+                     if t.get_visible() and t.get_text() and lo - 1e-12 <= loc <= hi + 1e-12]
+            extents = [t.get_window_extent(renderer) for t in drawn]
+            for i in range(len(extents) - 1):
+                assert not _overlaps(extents[i], extents[i + 1]), (name, drawn[i].get_text(), drawn[i + 1].get_text())
+        files = write_figure(fig, tmp_path, name)
+        png, pdf = files
+        assert Image.open(png).info["dpi"][0] >= 199.9
+        data = pdf.read_bytes()
+        assert data.startswith(b"%PDF") and b"/Type3" not in data, name  # TrueType text, not bitmap glyphs
+        if name == "samples":
+            assert b"/Subtype /Image" in data  # the content is a picture: embedded as one
+        else:
+            assert b"/Subtype /Image" not in data, name  # a plot: vector only
+
+
+def test_fig_3_3_has_no_empty_parzen_panel(tmp_path):
+    run = SyntheticRun("a", "infusion", "mnist", config={"algo.steps": 5, "algo.omega": 0.1},
+                       curves={"valid/lower_bound": ([10, 20], [1.0, 2.0])}, finals={"test/lower_bound": 2.0})
+    write_run(tmp_path, run)
+    fig = infusion.fig_3_3(read_runs(tmp_path), read_metrics(tmp_path))
+    assert len(fig.axes) == 1 and fig.axes[0].lines
+    run.run_id, run.curves["valid/parzen_ll"] = "b", ([10, 20], [100.0, 200.0])
+    write_run(tmp_path / "p", run)
+    fig = infusion.fig_3_3(read_runs(tmp_path / "p"), read_metrics(tmp_path / "p"))
+    assert len(fig.axes) == 2 and all(ax.lines for ax in fig.axes)
+
+
+def test_tab_a1_figure_draws_the_published_numbers_as_reference(demo):
+    _, runs, _, _ = demo
+    fig = infusion.tab_a1_figure(runs)
+    five = next(ax for ax in fig.axes if ax.get_title() == "5 steps")
+    published = next(line for line in five.lines if line.get_linestyle() == "--")
+    assert list(published.get_ydata()) == [823.81, 910.19, 1142.43, 1303.19, 1406.38, 1448.66, 1397.41, 1262.57]
+    assert fig.legends and {t.get_text() for t in fig.legends[0].get_texts()} == {"published (TAB A.1)", "ours"}
+
+
+def test_tile_leaves_gaps_between_pairs_and_chains():
+    images = np.zeros((4, 1, 3, 3), dtype=np.float32)
+    canvas = tile = plots.tile(images, nrow=4, pad=1, group=2, group_pad=3)
+    assert tile.shape == (1 + 3 + 1, 1 + 3 + 1 + 3 + 3 + 3 + 1 + 3 + 1, 1)
+    # White (1.0) between the pairs, black (0.0) inside the images.
+    assert (canvas[1:4, 8:11] == 1).all() and (canvas[1:4, 1:4] == 0).all()
+    rows = plots.tile(np.zeros((4, 1, 3, 3), dtype=np.float32), nrow=2, pad=1, row_pad=4)
+    assert rows.shape[0] == 1 + 3 + 4 + 3 + 1 and (rows[4:8] == 1).all()
+
+
+def test_picture_artifacts_are_200_dpi_pngs():
+    chains = np.random.default_rng(0).random((12, 3, 1, 8, 8)).astype(np.float32)
+    for data in (plots.chains_png(chains, title="chains"),
+                 plots.image_grid_png(chains[0], nrow=3, group=1, title="a | b | c")):
+        image = Image.open(io.BytesIO(data))
+        assert image.format == "PNG" and image.info["dpi"][0] >= 199.9
+        assert image.size[0] <= 7.2 * 200
