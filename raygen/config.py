@@ -74,7 +74,10 @@ class EvalConfig(Section):
     test_examples: int | None = Field(1000, ge=1, description="IS/LB examples (Infusion TAB 3.1: 1000 test)")
     train_examples: int | None = Field(100, ge=1, description="IS/LB examples on train (Infusion TAB 3.1: 100)")
     likelihood_samples: int = Field(
-        20, ge=1, description="k importance samples per example (footnote 4: LB=mean, IS=logsumexp-log k)"
+        20, ge=1, description="k importance samples per example (footnote 4: LB=mean, IS=logsumexp-log k). The "
+        "IS estimate grows with k; the papers used far more (VW §3.4.2: 'a large number of destructive paths', no "
+        "number; Infusion §3.5.1: '20 000 intermediates samples'); 20 keeps CPU evaluation cheap. Every IS "
+        "number is stored with its k (importance_k)"
     )
     repeats: int = Field(10, ge=1, description="repeated evaluations reported as mean ± std (Infusion TAB 3.1)")
     dequantize: bool = Field(True, description="add U(0,1/256) noise to scaled test points (Infusion §3.5)")
