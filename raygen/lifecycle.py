@@ -86,9 +86,13 @@ def run_row(results: str | Path, run_id: str) -> dict[str, Any] | None:
     import pyarrow.parquet as pq
 
     path = Path(results) / "runs" / f"{run_id}.parquet"
-    if not path.is_file():
+    try:
+        # One open file (a row replaced meanwhile is read whole, old or new) and no scanner threads:
+        # `pq.read_table` here crashed (SIGSEGV in Scanner.from_dataset) inside a busy Tune driver.
+        with open(path, "rb") as handle:
+            return pq.ParquetFile(handle).read(use_threads=False).to_pylist()[0]
+    except FileNotFoundError:
         return None
-    return pq.read_table(path).to_pylist()[0]
 
 
 def run_status(results: str | Path, run_id: str) -> tuple[str | None, str | None]:

@@ -11,7 +11,6 @@ import errno
 import json
 import logging
 import pickle
-import sys
 import uuid
 import warnings
 from collections.abc import Mapping
@@ -19,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from raygen.algorithms import Algorithm
 from raygen.config import RunConfig
 from raygen.data import Dataset, load_dataset
+from raygen.engine.loggers import Progress, check_loggers, display_mode
 from raygen.engine.loop import build, train
 from raygen.engine.report import CHECKPOINT_NAME, StoreReporter
 from raygen.lifecycle import effective_status, recorded, reopen_run, run_row
@@ -97,6 +96,7 @@ def prepare(config: RunConfig, *, workers: int = 1, build_model: bool = True) ->
     (loaded once: the runner passes it on). Raises RunSetupError, DataError or ConfigError."""
     if build_model:
         check_device(config.device)
+    check_loggers(config)  # a log.* switch without its package installed
     dataset = load_dataset(config.dataset, config.data)
     for split in ("train", "valid"):
         if split not in dataset.splits or len(dataset.splits[split]) == 0:
@@ -190,25 +190,25 @@ def restore(
 def _train_recorded(config: RunConfig, recorder: RunRecorder, dataset: Dataset, *, resume: dict[str, Any] | None,
                     progress: bool | None) -> None:
     show = config.train.progress if progress is None else progress
-    bar = tqdm(total=config.train.steps, initial=recorder.steps, desc=recorder.run_id, unit="upd",
-               disable=not show or not sys.stderr.isatty())
+    # A bar in a terminal or notebook (log records written through it), else a log line every
+    # train.progress_every updates; both show the algorithm's objective (raygen.engine.loggers).
+    bar = Progress(config, recorder.run_id, initial=recorder.steps, mode=display_mode(show))
 
     def on_progress(step: int, total: int, metrics: dict[str, float]) -> None:
-        bar.update(step - bar.n)
+        bar.update(step, metrics)
         beat.beat(step)
-        shown = {k.split("/", 1)[-1]: f"{v:.4g}" for k, v in metrics.items() if k.startswith(("train/", "valid/"))}
-        if shown:
-            bar.set_postfix(dict(list(shown.items())[:4]), refresh=False)
 
+    reporter = None
     try:
-        with recorded(recorder) as beat:
-            train(config, StoreReporter(recorder), resume=resume, dataset=dataset,
-                  progress=on_progress)
+        with bar, recorded(recorder) as beat:
+            reporter = StoreReporter(recorder)
+            train(config, reporter, resume=resume, dataset=dataset, progress=on_progress)
     except BaseException as err:
         err.raygen_run_id = recorder.run_id  # type: ignore[attr-defined]  # the CLI names the failed run
+        if reporter is not None:
+            reporter.close(ok=False)
         raise
-    finally:
-        bar.close()
+    reporter.close()
 
 
 def run_local(
@@ -235,8 +235,8 @@ def resume_local(results: str | Path, run: str, *, progress: bool | None = None)
     The rows the run wrote after that checkpoint are rewound first (`RunRecorder.rewind`, the same rewind a
     Ray Train restart does), so no (run_id, step, split, metric) key is stored twice.
     """
-    check_writable(results)
     run_id = find_run(results, run)
+    check_writable(results)
     row = run_row(results, run_id)
     assert row is not None
     import pandas as pd
