@@ -43,9 +43,9 @@ from analysis.protocol import (
 ALGORITHM = "walkback"
 WALKBACK_STEPS = "algo.walkback_steps"  # K for k_mode=fixed
 OPERATOR = "algo.operator"  # transition operator (S000 §3.3)
-# Isotropic output (Table 3.1b): the operator trained with one variance shared by all pixels. Read from
-# whichever of these the run row has (the first that is set wins).
-ISOTROPIC_KEYS = ("config.algo.isotropic", "config.algo.output_variance", "config.algo.variance")
+# Isotropic output (Table 3.1b): the operator trained with one variance shared by all pixels
+# (algo.covariance=isotropic; `algo.isotropic` in stores written before that key).
+ISOTROPIC_KEYS = ("config.algo.covariance", "config.algo.isotropic")
 MODEL_CHOICE = ("valid/lower_bound", "test/lower_bound")  # early stopping/model choice on validation (§3.5)
 BITS_PER_DIM = ("test/bits_per_dim", "test/bpd")
 # The number of heating steps K each evaluation used: logged by the final evaluation (any k_mode).

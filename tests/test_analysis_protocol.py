@@ -173,7 +173,7 @@ def test_vw_3_1a_rows_by_logged_heating_steps_and_3_1b_only_isotropic(tmp_path):
         SyntheticRun("k15", "walkback", "mnist", config={"algo.k_mode": "random", "algo.walkback_steps": 30},
                      finals={"test/walkback_steps": 15.0, "test/lower_bound": 1000.0, "train_eval/lower_bound": 1100.0,
                              "test/importance": 1200.0, "test/importance_isotropic": 700.0}),
-        SyntheticRun("iso", "walkback", "mnist", config={"algo.isotropic": True, "algo.k_mode": "fixed",
+        SyntheticRun("iso", "walkback", "mnist", config={"algo.covariance": "isotropic", "algo.k_mode": "fixed",
                                                           "algo.walkback_steps": 15},
                      finals={"test/lower_bound": 650.0, "test/importance": 710.0, "train_eval/importance": 790.0}),
     )
