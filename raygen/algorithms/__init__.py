@@ -16,6 +16,7 @@ _ALGORITHMS = {
     "gan": "raygen.algorithms.gan:GAN",
     "gmmn": "raygen.algorithms.gmmn:GMMN",
     "net": "raygen.algorithms.diffusion:NET",
+    "gsn": "raygen.algorithms.gsn:GSN",
 }
 
 
