@@ -280,3 +280,15 @@ def test_a_full_disk_simulated_ends_the_row_failed(toy_algorithm, tmp_path, monk
     assert_one_line(res, "failed", "no space left", code=1)
     row = read_runs(tmp_path).iloc[0]
     assert row.status == "failed" and "No space left" in row.error
+
+
+def test_resume_refuses_a_live_run_and_an_unknown_one(toy_algorithm, tmp_path):
+    from raygen.config import build_config
+    from raygen.results import RunRecorder
+
+    rec = RunRecorder(tmp_path, build_config(algorithm=toy_algorithm, dataset="toy2d:circle"))
+    rec.write_run("running")  # its heartbeat is fresh: it may be training right now
+    assert_one_line(invoke("train", "--resume", rec.run_id, "--results", tmp_path), "still running")
+    assert_one_line(invoke("train", "--resume", "nosuchrun", "--results", tmp_path), "not found")
+    assert_one_line(invoke("train", "--resume", rec.run_id, "--steps", 5, "--results", tmp_path), "drop --steps")
+    assert read_runs(tmp_path).iloc[0].status == "running"
