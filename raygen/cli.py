@@ -193,27 +193,12 @@ def sample(
 ) -> None:
     """Draw new samples and chains from a run's checkpoint; writes pictures next to the run's files."""
     _setup_logging(verbose)
-    import torch
+    from raygen.api import sample_run  # the same code as the Python API's Run.sample
 
-    from raygen.engine.local import check_writable, restore
-    from raygen.results import RunRecorder, find_run
-
-    overrides: dict[str, Any] = {"eval.sample_count": n}
-    if chain_steps is not None:
-        overrides["eval.chain_steps"] = chain_steps
     with _OneLine(verbose):
-        find_run(results, run)  # a store that does not exist is not created by the check below
-        check_writable(results)  # before the work, not after it
-        algo, dataset, cfg, run_id = restore(results, run, device=device, overrides=overrides)
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        algo.eval()
-        with torch.no_grad():
-            artifacts = algo.artifacts(dataset, generator=generator)
-        recorder = RunRecorder(results, cfg, run_id=run_id)
-        for artifact in artifacts:
-            name = f"sample-seed{seed}-{artifact.name}"
-            typer.echo(recorder.save_file(algo.updates, name, artifact.kind, artifact.data))
+        out = sample_run(results, run, n=n, seed=seed, chain_steps=chain_steps, device=device, array=False)
+    for path in out.paths:
+        typer.echo(path)
 
 
 @app.command()
@@ -227,26 +212,12 @@ def evaluate(
 ) -> None:
     """Run the evaluation suite on the test split (and eval.splits) and append the numbers to the store."""
     _setup_logging(verbose)
-    import torch
-
+    from raygen.api import evaluate_run  # the same code as the Python API's Run.evaluate
     from raygen.config import parse_override
-    from raygen.engine.evaluate import evaluation_suite
-    from raygen.engine.local import check_writable, restore
-    from raygen.engine.report import StoreReporter
-    from raygen.results import RunRecorder, find_run
 
-    parsed = dict(parse_override(o) for o in overrides or [])
-    bad = [k for k in parsed if not k.startswith("eval.")]
-    if bad:
-        _fail(f"evaluate accepts only eval.* overrides, got {', '.join(bad)}")
     with _OneLine(verbose):
-        find_run(results, run)  # a store that does not exist is not created by the check below
-        check_writable(results)  # before the evaluation, which can take long, not after it
-        algo, dataset, cfg, run_id = restore(results, run, device=device, overrides=parsed)
-        torch.manual_seed(seed)
-        metrics, artifacts = evaluation_suite(algo, dataset, cfg, torch.Generator().manual_seed(seed),
-                                              pictures=False)
-        StoreReporter(RunRecorder(results, cfg, run_id=run_id))(algo.updates, metrics, artifacts=artifacts)
+        parsed = dict(parse_override(o) for o in overrides or [])
+        metrics = evaluate_run(results, run, parsed, seed=seed, device=device)
     for key, value in sorted(metrics.items()):
         typer.echo(f"{key}\t{value:.6g}")
 
@@ -311,6 +282,23 @@ def runs(
         table.add_row(row.run_id, row.algorithm, row.dataset, row.shown, str(steps),
                       f"{wall if pd.notna(wall) else 0:.1f}")
     Console(width=200).print(table)
+
+
+@app.command()
+def compact(
+    results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
+    running: bool = typer.Option(False, "--running", help="also fold the pieces of runs still running (what "
+                                 "they write later stays in pieces until they end)"),
+) -> None:
+    """Fold the metric and artifact pieces of ended runs into the store's segments and refresh the run-row
+    cache. Runs fold their own pieces when they end; this finishes what a kill interrupted. Safe while runs
+    write (docs/results.md)."""
+    from raygen.results import compact as compact_store
+
+    if not results.is_dir():
+        _fail(f"results store {results} does not exist")
+    done = compact_store(results, running=running)
+    typer.echo(f"folded {done['metrics']} metric and {done['artifacts']} artifact pieces in {results}")
 
 
 @app.command("config")

@@ -315,3 +315,21 @@ def test_stores_of_the_previous_layout_still_read(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), tmp_path / "metrics" / "old-000000.parquet")
     assert read_runs(tmp_path).iloc[0]["final.test/nll"] == 1.0
     assert list(read_metrics(tmp_path, ["old"]).step) == [1, 2]
+
+
+def test_raygen_compact_folds_what_a_kill_left(tmp_path):
+    """A run killed after its row said `failed` but before its fold: `raygen compact` finishes the fold."""
+    from typer.testing import CliRunner
+
+    from analysis.synthetic import SyntheticRun, write_run
+    from raygen.cli import app
+
+    run = SyntheticRun("k", "infusion", "mnist", status="failed", curves={"valid/lower_bound": ([1, 2], [3.0, 4.0])})
+    write_run(tmp_path, run, fold=False)
+    live = SyntheticRun("l", "infusion", "mnist", status="running", curves={"train/loss": ([1], [1.0])})
+    write_run(tmp_path, live)
+    assert len(read_metrics(tmp_path)) == 3 and not list((tmp_path / "metrics").glob("*.parquet"))
+    res = CliRunner().invoke(app, ["compact", "--results", str(tmp_path)])
+    assert res.exit_code == 0 and "folded 2 metric" in res.output, res.output
+    assert sorted(pd.read_parquet(tmp_path / "metrics").run_id) == ["k", "k"]  # the running run stays pending
+    assert len(read_metrics(tmp_path)) == 3

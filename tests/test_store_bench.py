@@ -18,6 +18,7 @@ def _segments(root, table):
 
 def test_bulk_store_equals_the_folded_pieces(tmp_path, monkeypatch):
     monkeypatch.setattr(store_mod, "SEGMENT_SOURCES", 12)  # several segments per table
+    monkeypatch.setattr(store_mod, "SEGMENT_ROW_GROUP", 25)  # and several row groups per segment
     real, bulk = tmp_path / "real", tmp_path / "bulk"
     benchmark_store(real, trials=6, metric_rows=40, metric_files=7)
     benchmark_store(bulk, trials=6, metric_rows=40, metric_files=7, bulk=True)
@@ -31,3 +32,10 @@ def test_bulk_store_equals_the_folded_pieces(tmp_path, monkeypatch):
     # the real layout: a run file and up to 7 metric pieces (cut at report steps) and 6 artifact pieces per run
     names = [s for _, sources in _segments(real, "metrics") for s in sources]
     assert 6 * 4 <= len(names) <= 6 * 7 and len(set(names)) == len(names)
+    # a read of some runs skips row groups by their run_id range and returns exactly those runs' rows
+    every = read_metrics(real)
+    some = ["bench-00001", "bench-00004"]
+    got = read_metrics(real, some).sort_values(["run_id", "step", "split", "metric"]).reset_index(drop=True)
+    want = every[every.run_id.isin(some)].sort_values(["run_id", "step", "split", "metric"]).reset_index(drop=True)
+    assert len(got) == 2 * 40 and got.equals(want)
+    assert pq.ParquetFile(next((real / "metrics").glob("*.parquet"))).metadata.num_row_groups > 1
