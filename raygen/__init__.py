@@ -1,6 +1,20 @@
-"""raygen: train, sweep and analyse learned-transition-operator generative models and Professor Forcing."""
+"""raygen: train, sweep and analyse learned-transition-operator generative models and Professor Forcing.
+
+The Python API (the same runs, store and files as the `raygen` command):
+
+    import raygen
+    run = raygen.train("walkback", "toy2d:mog", steps=500)   # -> Run: .final, .metrics, .curve(), .sample(n)
+    store = raygen.open("results")                           # -> Store: .runs, .metrics, .artifacts, .run(id)
+    out = raygen.sweep("sweeps/x.yaml", smoke=True)          # -> SweepResult: .trials, .best_trial
+
+Importing raygen is cheap: torch, pandas and Ray load when a function first needs them.
+"""
+
+from raygen.api import Run, Samples, Store, evaluate_run, open, sample_run, train
 
 __version__ = "0.1.0"
+
+__all__ = ["Run", "Samples", "Store", "__version__", "evaluate_run", "open", "sample_run", "sweep", "train"]
 
 
 def sweep(spec, results="results", **options):

@@ -56,7 +56,12 @@ class TrainConfig(Section):
     patience: int | None = Field(
         None, ge=1, description="stop after this many validation evaluations without improvement (None: never)"
     )
-    progress: bool = Field(True, description="show a progress bar when run in a terminal")
+    progress: bool = Field(
+        True, description="show progress: a bar in a terminal or notebook, else a log line every progress_every updates"
+    )
+    progress_every: int | None = Field(
+        None, ge=1, description="updates between progress log lines when stderr is not a terminal (None: eval_every)"
+    )
     deterministic: bool = Field(True, description="torch.use_deterministic_algorithms on CPU runs")
     threads: int | None = Field(
         None,
@@ -97,6 +102,28 @@ class EvalConfig(Section):
     )
 
 
+class LogConfig(Section):
+    """Where a run's metrics and pictures go besides the results store (which stays the source of truth):
+    each switch turns on an adapter on the report path that mirrors every metric and image the run writes."""
+
+    tensorboard: bool = Field(False, description="write TensorBoard event files (tensorboardX, installed with Ray)")
+    tensorboard_dir: str | None = Field(
+        None, description="TensorBoard log directory; each run writes <dir>/<run_id> (None: <results>/tensorboard)"
+    )
+    mlflow: bool = Field(False, description="log to MLflow (extra: pip install 'raygen[mlflow]')")
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI (None: MLflow's default, $MLFLOW_TRACKING_URI or ./mlruns)"
+    )
+    mlflow_experiment: str = Field("raygen", description="MLflow experiment name")
+    wandb: bool = Field(False, description="log to Weights & Biases (extra: pip install 'raygen[wandb]')")
+    wandb_project: str = Field("raygen", description="W&B project")
+    wandb_entity: str | None = Field(None, description="W&B entity (None: the logged-in user's default)")
+    wandb_mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="W&B mode (None: W&B's default, $WANDB_MODE)"
+    )
+    send_images: bool = Field(True, description="send image artifacts (samples, chains) too, not only metrics")
+
+
 class AlgoConfig(Section):
     """Base of the per-algorithm configs; each algorithm module defines its subclass beside its code."""
 
@@ -131,6 +158,7 @@ class RunConfig(Section):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    log: LogConfig = LogConfig()
     data: SerializeAsAny[Section] = Field(default_factory=lambda: _data_config_cls()())
     algo: SerializeAsAny[AlgoConfig] = Field(default_factory=AlgoConfig)
 
@@ -185,7 +213,7 @@ def _section_fields(name: str, algorithm: str | None) -> dict[str, Any]:
     """Field names of each section, for resolving bare override keys and suggesting fixes."""
     from raygen.algorithms import algorithm_class
 
-    sections = {"train": TrainConfig, "eval": EvalConfig, "data": _data_config_cls()}
+    sections = {"train": TrainConfig, "eval": EvalConfig, "log": LogConfig, "data": _data_config_cls()}
     if algorithm:
         sections["algo"] = algorithm_class(algorithm).Config
     return sections if name == "*" else {name: sections[name]}

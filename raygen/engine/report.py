@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from raygen.algorithms import Artifact
+from raygen.engine.loggers import Loggers, open_loggers
 from raygen.results import RunRecorder
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -23,8 +24,11 @@ def checkpoint_bytes(payload: dict[str, Any]) -> bytes:
 class StoreReporter:
     """`report(step, metrics, checkpoint=, artifacts=)` → metrics rows, checkpoint file, artifact files."""
 
-    def __init__(self, recorder: RunRecorder) -> None:
+    def __init__(self, recorder: RunRecorder, loggers: Loggers | None = None) -> None:
         self.recorder = recorder
+        # TensorBoard / MLflow / W&B mirrors switched on by the run's `log` config, fed after the store.
+        self.loggers = loggers if loggers is not None else open_loggers(recorder.config, recorder.run_id,
+                                                                          recorder.root)
 
     def __call__(
         self,
@@ -41,3 +45,9 @@ class StoreReporter:
         for artifact in artifacts:
             self.recorder.save_file(step, artifact.name, artifact.kind, artifact.data)
         self.recorder.flush()
+        if self.loggers:
+            self.loggers(step, metrics, artifacts)
+
+    def close(self, ok: bool = True) -> None:
+        """End the mirrors' runs (MLflow's status, W&B's finish); the store needs no closing."""
+        self.loggers.close(ok)
