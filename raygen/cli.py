@@ -69,6 +69,10 @@ def _expected_failure(err: BaseException) -> tuple[str, int] | None:
         message, code = str(err.args[0]), 2
     elif isinstance(err, NonFiniteLossError):
         message, code = f"the loss became NaN or infinite ({err}); try a lower train.lr or train.grad_clip", 1
+    elif isinstance(err, (FloatingPointError, ValueError)) and getattr(err, "raygen_run_id", None) and \
+            _diverged(err):  # e.g. a noise scale that underflowed to 0 ("std must be > 0")
+        message, code = (f"training diverged ({type(err).__name__}: {first_line(err)}); try a lower train.lr or "
+                         "train.grad_clip"), 1
     elif is_out_of_memory(err):
         message, code = f"out of memory ({first_line(err)}); make the networks or train.batch_size smaller", 1
     elif isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
@@ -84,6 +88,12 @@ def _expected_failure(err: BaseException) -> tuple[str, int] | None:
         return None
     run_id = getattr(err, "raygen_run_id", None)
     return (f"run {run_id} failed: {message}" if run_id and code != 130 else message), code
+
+
+def _diverged(err: BaseException) -> bool:
+    from raygen.engine.sweep import is_divergence  # the one definition of divergence (sweeps never retry it)
+
+    return is_divergence(err)
 
 
 class _OneLine:

@@ -292,3 +292,11 @@ def test_resume_refuses_a_live_run_and_an_unknown_one(toy_algorithm, tmp_path):
     assert_one_line(invoke("train", "--resume", "nosuchrun", "--results", tmp_path), "not found")
     assert_one_line(invoke("train", "--resume", rec.run_id, "--steps", 5, "--results", tmp_path), "drop --steps")
     assert read_runs(tmp_path).iloc[0].status == "running"
+
+
+def test_a_diverging_walkback_is_one_line_and_a_failed_row(tmp_path):
+    # lr=1e12 drives the transition operator's std to 0 within a few updates (a ValueError, not a NaN loss)
+    res = invoke("train", "walkback", "--dataset", "toy2d:circle", "--steps", 200, "--device", "cpu", "--results",
+                 tmp_path, "train.lr=1e12", "algo.net.hidden=[16]", "data.toy_samples=200", "train.batch_size=20")
+    assert_one_line(res, "failed", "training diverged", "train.lr", code=1)
+    assert read_runs(tmp_path).iloc[0].status == "failed"
