@@ -29,7 +29,7 @@ from typing import Any
 import matplotlib
 import pandas as pd
 
-from analysis import infusion, professor, sweeps, walkback
+from analysis import baselines, infusion, professor, sweeps, walkback
 from analysis.common import MissingData, runs_of, smoke_mask
 from analysis.figures import PAPER_RC
 from analysis.load import Store, load_store, read_metrics_fast
@@ -97,6 +97,7 @@ def paper_items() -> list[Item]:
     """The paper tables and figures, in the order the index lists them. Each builder gets the store and
     whether smoke runs may be used (`--include-smoke`)."""
     it, vw, pf = "Infusion Training (Bordes 2017)", "Variational Walkback (Goyal 2017/2018)", "Professor Forcing (Goyal 2018)"
+    bl = "Baselines run by raygen (VAE, GAN, GMMN, GSN, NET)"
     return [
         Item("infusion_tab_a1", "Infusion TAB A.1: test lower bound per infusion rate and number of steps", "table",
              lambda s, k: infusion.tab_a1(s.runs, include_smoke=k), it),
@@ -144,6 +145,12 @@ def paper_items() -> list[Item]:
              lambda s, k: walkback.long_chains_figure(s.runs, s.artifacts, s.root, include_smoke=k), vw),
         Item("walkback_fig_3_3_inpainting", "VW Fig 3.3: inpainting", "figure",
              lambda s, k: walkback.inpainting_figure(s.runs, s.artifacts, s.root, include_smoke=k), vw),
+        Item("baselines_vw_table_3_1b", "VW Table 3.1b with our VAE/GAN/GMMN by our AIS", "table",
+             lambda s, k: baselines.vw_table_3_1b(s.runs, include_smoke=k), bl),
+        Item("baselines_it_table_3_1", "Infusion TAB 3.1 with our VAE/GAN/GMMN by our AIS", "table",
+             lambda s, k: baselines.it_table_3_1(s.runs, include_smoke=k), bl),
+        Item("baselines_it_parzen", "Infusion FIG 3.4 with our GSN/diffusion/GAN/GMMN+AE Parzen rows", "table",
+             lambda s, k: baselines.parzen_table(s.runs, include_smoke=k), bl),
         Item("pf_table_2_1", "PF Table 2.1: sequential binarized MNIST test NLL (nats per image)", "table",
              lambda s, k: professor.table_2_1(s.runs, include_smoke=k), pf),
         Item("pf_ptb_bpc", "PF PTB: validation BPC 1.50 vs 1.48", "table",
