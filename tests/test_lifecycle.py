@@ -98,6 +98,9 @@ def test_a_raygen_checkpoint_loads_and_a_truncated_one_is_named(toy_algorithm, t
     checkpoint = tmp_path / "files" / run_id / "checkpoint.pt"
     payload = read_checkpoint(checkpoint)
     assert payload["algorithm"]["updates"] == 10 and payload["config"]["algorithm"] == "meanfit"
+    stale = {**payload, "config": {**payload["config"], "train": {**payload["config"]["train"], "gone": 1}}}
+    torch.save(stale, checkpoint)  # a config field this raygen does not know (an older or newer raygen)
+    assert_one_line(invoke("sample", run_id, "--results", tmp_path), str(checkpoint), "train.gone")
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     assert_one_line(invoke("sample", run_id, "--results", tmp_path), "cannot read checkpoint", str(checkpoint))
 

@@ -159,6 +159,18 @@ def unpickling_reason(err: BaseException) -> str:
     return first_line(err)
 
 
+def checkpoint_config(payload: dict[str, Any], path: Path) -> RunConfig:
+    from pydantic import ValidationError
+
+    try:
+        return RunConfig.model_validate(payload["config"])
+    except ValidationError as err:  # e.g. written by a raygen with other config fields
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise CheckpointError(f"checkpoint {path} holds a config this raygen cannot read: {where}: {first['msg']}"
+                              + (f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else "")) from None
+
+
 def checkpoint_path(results: str | Path, run: str) -> Path:
     run_id = find_run(results, run)
     path = Path(results) / "files" / run_id / CHECKPOINT_NAME
@@ -173,7 +185,7 @@ def restore(
     """Rebuild a trained algorithm from its checkpoint (the config travels inside the checkpoint)."""
     path = checkpoint_path(results, run)
     payload = read_checkpoint(path)
-    config = RunConfig.model_validate(payload["config"])
+    config = checkpoint_config(payload, path)
     if device is not None:
         overrides = {**(overrides or {}), "device": device}
     if overrides:
@@ -252,7 +264,7 @@ def resume_local(results: str | Path, run: str, *, progress: bool | None = None)
     path = Path(results) / "files" / run_id / CHECKPOINT_NAME
     if path.is_file():
         payload: dict[str, Any] | None = read_checkpoint(path)
-        config = RunConfig.model_validate(payload["config"])
+        config = checkpoint_config(payload, path)
         step = int(payload["algorithm"]["updates"])
     else:  # died before its first checkpoint: start again from update 0
         payload, config, step = None, RunConfig.model_validate(json.loads(row["config_json"])), 0
