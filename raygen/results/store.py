@@ -26,6 +26,7 @@ listing ten thousand runs does not open ten thousand files; the files stay the t
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -285,6 +286,11 @@ def run_row_table(row: Mapping[str, Any], config_kinds: Mapping[str, pa.DataType
     return pa.Table.from_arrays([pa.array([v], f.type) for f, v in zip(fields, values)], schema=pa.schema(fields))
 
 
+@functools.cache
+def _versions() -> str:
+    return json.dumps(package_versions(), sort_keys=True)
+
+
 def package_versions() -> dict[str, str]:
     import platform
     from importlib.metadata import PackageNotFoundError, version
@@ -529,7 +535,7 @@ class RunRecorder:
             "heartbeat_at": t,
             "heartbeat_step": self.steps,
             "config_json": json.dumps(self.config.to_dict(), sort_keys=True),
-            "versions_json": json.dumps(package_versions(), sort_keys=True),
+            "versions_json": _versions(),  # once per process: the heartbeat rewrites the row often
             "git_commit": git_commit(),
             "final_at_json": json.dumps({k: _iso(at) for k, (_, at) in sorted(finals.items()) if at is not None}),
         }
