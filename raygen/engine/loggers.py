@@ -20,6 +20,7 @@ import math
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -170,6 +171,11 @@ class Progress:
 # ---------------------------------------------------------------------------------------------- adapters
 
 
+def first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 def _require(module: str, switch: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
@@ -196,8 +202,10 @@ class TensorBoardLogger:
         tensorboardx = _require("tensorboardX", "tensorboard", "tensorboard")
         root = Path(config.log.tensorboard_dir) if config.log.tensorboard_dir else Path(results) / "tensorboard"
         self.directory = root / run_id
-        # Each writer (training, a later `raygen evaluate`) adds its own event file; TensorBoard merges them.
-        self.writer = tensorboardx.SummaryWriter(logdir=str(self.directory))
+        # Each writer (training, a later `raygen evaluate`) adds its own event file, which TensorBoard merges.
+        # The default name (time in seconds + host) is not unique: a second writer within the same second
+        # would truncate the first one's file, hence a random suffix.
+        self.writer = tensorboardx.SummaryWriter(logdir=str(self.directory), filename_suffix=f".{uuid.uuid4().hex[:8]}")
 
     def metrics(self, step: int, metrics: Mapping[str, float]) -> None:
         for key, value in metrics.items():
@@ -347,13 +355,16 @@ class Loggers:
 def open_loggers(config: RunConfig, run_id: str, results: str | Path) -> Loggers:
     """The adapters `config.log` switches on for run `run_id` of the store at `results`."""
     adapters: list[Any] = []
-    try:
-        for switch, cls in ADAPTERS.items():
-            if getattr(config.log, switch):
+    for switch, cls in ADAPTERS.items():
+        if getattr(config.log, switch):
+            try:
                 adapters.append(cls(config, run_id, Path(results)))
-    except BaseException:
-        Loggers(adapters).close(ok=False)
-        raise
+            except MissingExtraError:
+                Loggers(adapters).close(ok=False)
+                raise
+            except Exception as err:  # noqa: BLE001 - an unreachable server or a bad URI: the run goes on
+                log.warning("run %s: the %s logger could not start (%s: %s); the run goes on without it, the "
+                            "results store has every value", run_id, switch, type(err).__name__, first_line(err))
     for adapter in adapters:
         log.info("run %s: logging to %s%s", run_id, adapter.name,
                  f" ({adapter.directory})" if hasattr(adapter, "directory") else "")
