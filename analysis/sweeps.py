@@ -28,6 +28,7 @@ from raygen.config import flatten
 
 log = logging.getLogger(__name__)
 
+NULL = "null"  # how a parameter's chosen null value is shown (inactive parameters are NaN, shown as n/a)
 PLAIN = "runs: "  # pseudo-sweep id prefix: the runs of one algorithm that belong to no sweep
 # Objective used when a sweep has no stored spec: the metric each paper selects models on.
 DEFAULT_OBJECTIVES = {
@@ -129,9 +130,11 @@ def _params_frame(members: pd.DataFrame, sweep_id: str) -> pd.DataFrame:
     rows = []
     for text in members["params_json"]:
         try:
-            rows.append(flatten(json.loads(text)) if isinstance(text, str) and text else {})
+            values = flatten(json.loads(text)) if isinstance(text, str) and text else {}
         except json.JSONDecodeError:
-            rows.append({})
+            values = {}
+        # A chosen null is the level "null"; an inactive parameter is absent from params_json and stays NaN.
+        rows.append({k: NULL if v is None else v for k, v in values.items()})
     return pd.DataFrame(rows, index=range(len(rows)))
 
 
@@ -146,8 +149,8 @@ def _param_from_spec(name: str, spec: Any, observed: pd.Series) -> Param | None:
         condition = spec.get("when")
         distribution = str(spec.get("distribution", "") or spec.get("type", "") or spec.get("kind", "")).lower()
         if "values" in spec or "choice" in distribution or "categorical" in distribution:
-            return Param(name, "categorical", choices=list(spec.get("values") or spec.get("choices") or []),
-                         condition=condition)
+            choices = [NULL if c is None else c for c in spec.get("values") or spec.get("choices") or []]
+            return Param(name, "categorical", choices=choices, condition=condition)
         if "min" in spec or "max" in spec or "low" in spec or "high" in spec:
             low = spec.get("min", spec.get("low"))
             high = spec.get("max", spec.get("high"))

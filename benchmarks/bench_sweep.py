@@ -96,7 +96,7 @@ def main() -> None:
     ray_start = time.perf_counter() - start
     try:
         start = time.perf_counter()
-        outcome = run_sweep(spec, results, verbose=0)
+        outcome = run_sweep(spec, results)
         wall = time.perf_counter() - start
     finally:
         ray.shutdown()

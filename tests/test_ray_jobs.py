@@ -172,6 +172,8 @@ def test_ray_job_submit_runs_a_sweep_into_the_store(tmp_path):
         )
         assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
         assert "succeeded" in (submit.stdout + submit.stderr).lower()
+        # The job's log ends with the sweep's summary: the best trial and the next commands.
+        assert "best valid/lower_bound (maximize): " in submit.stdout and f"raygen report {results}" in submit.stdout
 
         # The README's data-parallel command, against the same cluster: one worker on each node.
         train = subprocess.run(

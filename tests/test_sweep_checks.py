@@ -476,3 +476,47 @@ def test_python_entry_point_is_exported():
 
     assert callable(raygen.sweep) and "result_grid" in raygen.sweep.__doc__
     assert math.isfinite(GRID_CAP)
+
+
+def test_report_tables_tell_a_chosen_null_from_an_inactive_parameter():
+    from analysis.sweeps import best_trials as report_best
+    from analysis.sweeps import param_effects, sweep_trials
+
+    resolved = resolve(spec(parameters={"train.grad_clip": {"values": [None, 5.0]},
+                                        "algo.walkback_steps": {"values": [2, 3], "when": {"train.grad_clip": [5.0]}}}))
+    params = [{"train.grad_clip": None}, {"train.grad_clip": 5.0, "algo.walkback_steps": 2},
+              {"train.grad_clip": None}, {"train.grad_clip": 5.0, "algo.walkback_steps": 3}]
+    runs = pd.DataFrame({"run_id": [f"r{i}" for i in range(4)], "trial_id": [str(i) for i in range(4)],
+                         "status": "completed", "sweep_id": "unit", "algorithm": "walkback",
+                         "params_json": [json.dumps(p) for p in params], "final.valid/lower_bound": [-1.0, -2, -3, -4]})
+    specs = {"unit": resolved.to_json()}
+    trials, _ = sweep_trials(runs, "unit", specs)
+    assert list(trials["train.grad_clip"]) == ["null", 5.0, "null", 5.0]
+    assert trials["algo.walkback_steps"].isna().tolist() == [True, False, True, False]
+    effects = param_effects(runs, "unit", specs)
+    levels = set(zip(effects["parameter"], effects["level"].astype(str)))
+    assert ("train.grad_clip", "null") in levels and ("algo.walkback_steps", "n/a (inactive)") in levels
+    assert report_best(runs, specs).iloc[0]["best params"] == "train.grad_clip=null"
+
+
+def test_a_searcher_restored_after_a_killed_driver_does_not_tell_a_finished_trial_again(tmp_path):
+    """The driver told Optuna a trial's end, then died before Tune's snapshot: the restored (older) searcher gets
+    that trial's reports again. Telling a finished trial raises in Optuna and would crash the resumed sweep."""
+    space = resolve(spec(parameters={"train.lr": {"min": 1e-4, "max": 1e-2}})).space()  # picklable, like Tune's
+
+    def searcher():
+        return sw.RaygenOptunaSearch(space=space, metric="m", mode="min", sampler=optuna.samplers.RandomSampler(0),
+                                     storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}"),
+                                     study_name="s")
+
+    first = searcher()
+    first.suggest("a")
+    first.on_trial_result("a", {"m": 0.3, "training_iteration": 1})
+    first.save(str(tmp_path / "searcher.pkl"))  # Tune's snapshot, before the trial ended
+    first.on_trial_complete("a", {"m": 0.2, "step": 10, sw.BUDGET_KEY: True})
+    restored = searcher()
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_result("a", {"m": 0.2, "training_iteration": 2})
+    restored.on_trial_complete("a", {"m": 0.2, "step": 10, sw.BUDGET_KEY: True})
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 0.2)]

@@ -388,14 +388,30 @@ class RaygenOptunaSearch(OptunaSearch):
     `study.tell` raises on it and the sampler loses the trial). Reports made before the objective was first
     measured are skipped."""
 
+    def _told(self, trial_id: str) -> bool:
+        """Whether the study already holds this trial's end: the searcher restored after a killed driver is older
+        than the study, which the driver had told before it died (telling it again raises)."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or self._ot_study is None:
+            return False
+        try:
+            finished = self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+        except Exception:  # noqa: BLE001 - unknown: let OptunaSearch decide
+            return False
+        if finished:
+            self._completed_trials.add(trial_id)
+        return finished
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if isinstance(self.metric, list) or FAILED_KEY in result:
+        if isinstance(self.metric, list) or FAILED_KEY in result or self._told(trial_id):
             return
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self._told(trial_id):
+            return
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
         values = [result.get(m) for m in metrics] if result else []
         finite = bool(values) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
@@ -594,7 +610,10 @@ class StoreCallback(Callback):
             log.exception("could not record pending trial %s", trial.trial_id)
 
     def _line(self, trial: Any) -> None:
-        status, error = run_status(self.results, run_id_for(self.sweep_id, trial.trial_id))
+        try:  # the table is a courtesy: never let it fail a trial or the sweep
+            status, error = run_status(self.results, run_id_for(self.sweep_id, trial.trial_id))
+        except Exception:  # noqa: BLE001
+            status, error = None, None
         values = trial.last_result or {}
         objective = "  ".join(_fmt_value(values.get(o)) for o in self.objectives)
         text = f"trial {trial.trial_id} {status or trial.status.lower()}: {objective}"
@@ -787,15 +806,25 @@ def _quiet(verbose: bool) -> Iterator[None]:
     if verbose:
         yield
         return
+    import warnings
+
+    import optuna
+
     names = ("ray", "ray.tune", "ray.train", "ray.data", "ray._private")
     levels = {n: logging.getLogger(n).level for n in names}
     for n in names:
         logging.getLogger(n).setLevel(logging.ERROR)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in RDB ..."
     try:
-        yield
+        with warnings.catch_warnings():
+            # A resumed trial reports its iterations again; Optuna keeps the first value and says so each time.
+            warnings.filterwarnings("ignore", message="The reported value is ignored", category=UserWarning)
+            yield
     finally:
         for n, level in levels.items():
             logging.getLogger(n).setLevel(level)
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _reconcile(results: Path, spec: ResolvedSweep, known: set[str], storage_url: str) -> list[str]:
