@@ -487,6 +487,16 @@ def test_reversibility_leaves_out_diverging_chains_instead_of_failing():
     assert out["reversibility_chains_finite"] == 0.0 and math.isnan(out["reversibility_ratio"])
 
 
+def test_sigmoid_mean_output_keeps_an_expansive_network_from_running_away():
+    over = {"algo.reversibility_steps": 100, "algo.reversibility_burn_in": 10, "algo.reversibility_chains": 8,
+            "algo.k_mode": "fixed", "algo.walkback_steps": 2, "algo.mean_output": "sigmoid"}
+    algo = _algo(net=Stub(mu=lambda s: 40 * s, sigma=lambda s: 0 * s - 2.0), **over)
+    s = torch.randn(6, 2)
+    assert torch.allclose(algo.transition(s, 0, 1.0).mean, 0.5 * s + 0.5 * torch.sigmoid(40 * s))
+    out = algo.reversibility(torch.Generator().manual_seed(0))  # the linear F of the test above diverges
+    assert out["reversibility_chains_finite"] == 1.0 and math.isfinite(out["reversibility_ratio"])
+
+
 def test_reversibility_measure_against_closed_forms():
     # μ = a·s with a = 0.5 and a constant σ: a Gaussian AR(1), reversible, so the KL estimate is ≈ 0.
     over = {"algo.reversibility_steps": 400, "algo.reversibility_burn_in": 50, "algo.reversibility_chains": 400}
@@ -544,7 +554,8 @@ def test_presets_follow_the_papers():
     assert images.train.lr == 1e-4 and images.train.batch_size == 100
     # The image heating regime: 30 heating steps (appendix) from T = 1 to T_max, noise variance ∝ T.
     assert (images.algo.schedule, images.algo.temperature_noise, images.algo.walkback_steps,
-            images.algo.max_variance, images.algo.init_noise) == ("span", "variance", 30, "squared_range", 0.1)
+            images.algo.max_variance, images.algo.init_noise, images.algo.mean_output) == (
+        "span", "variance", 30, "squared_range", 0.1, "sigmoid")
     assert isinstance(images.algo, WalkbackConfig)
 
 

@@ -114,6 +114,13 @@ class WalkbackConfig(AlgoConfig):
         "noise with diagonal covariance'), or isotropic, one σ per state, T·softplus(mean over dimensions of "
         "F_σ(s)), trained so (Table 3.1b: 'VW with isotropic Gaussian output'; §3.3 calls its operator isotropic)",
     )
+    mean_output: Literal["linear", "sigmoid"] = Field(
+        "linear",
+        description="gaussian F_μ: linear (the network's output, §3.3 leaves F arbitrary) or sigmoid, F_μ in [0,1] "
+        "(image default: μ=(1−α)s+αF_μ is then a contraction toward the pixel box, so heated trajectories and long "
+        "T=1 chains cannot run away; with a linear F_μ digits runs reached |s_K| ≈ 2·10^5 and the bound's mean "
+        "was ruled by those paths)",
+    )
     min_std: float = Field(
         0.0, ge=0, description="floor added to softplus(F_σ) before scaling by T (not in the paper; 0 = paper)"
     )
@@ -470,7 +477,8 @@ class Walkback(Algorithm):
             # σ²_max the squared range of the pixels ("squared diameter"), σ² the initial T=1 noise, set to a
             # tenth of the data std. Adam 1e-4, batch 100 as in the original code's image scripts.
             return {"algo": {"schedule": "span", "temperature_noise": "variance", "init_noise": 0.1,
-                             "max_variance": "squared_range", "walkback_steps": 30, "k_mode": "random"},
+                             "max_variance": "squared_range", "walkback_steps": 30, "k_mode": "random",
+                             "mean_output": "sigmoid"},
                     "train": {"lr": 1e-4, "batch_size": 100}}
         if dataset_kind == "points":
             # Figs 3.8/3.9: 30 steps, temperature ×1.1 per step. The original code uses batches of 2500–5000;
@@ -529,6 +537,8 @@ class Walkback(Algorithm):
         a = self.cfg.alpha
         if self.cfg.operator == "gaussian":
             f_mu, f_sigma = out.chunk(2, dim=1)
+            if self.cfg.mean_output == "sigmoid":
+                f_mu = torch.sigmoid(f_mu)
             if self.cfg.covariance == "isotropic":
                 f_sigma = f_sigma.mean(1, keepdim=True).expand_as(f_sigma)
             mean = (1 - a) * s + a * f_mu
