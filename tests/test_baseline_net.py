@@ -97,3 +97,41 @@ def test_net_training_raises_the_bound_and_bits_per_dim_on_digits():
                            splits={"train": images, "valid": images, "test": images}))
     out = net.evaluate(images, "test", full=True, generator=g)
     assert out["bits_per_dim"] == pytest.approx(-(out["lower_bound"] + 16 * math.log(1 / 256)) / (16 * math.log(2)))
+
+
+def test_ddpm_mean_with_the_true_noise_is_the_forward_posterior_mean():
+    from raygen.algorithms.diffusion import DDPM
+
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    cfg = build_config(algorithm="ddpm", dataset="toy2d:circle", overrides={
+        "algo.steps": 30, "algo.scale": 1.0, "algo.shift": 0.0, "algo.hidden": [8], "algo.variance": "posterior"})
+    algo = DDPM(cfg, _points(x)).double()
+    y0 = x.double()
+    t = torch.randint(2, 31, (50,), generator=torch.Generator().manual_seed(1))
+    betas = algo.betas
+    ab = torch.cumprod(1 - betas, 0)
+    b, a_t, a_prev = betas[t - 1, None], ab[t - 1, None], ab[t - 2, None]
+    eps = torch.randn(50, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    yt = a_t.sqrt() * y0 + (1 - a_t).sqrt() * eps
+    algo.epsilon = lambda y, tt: eps  # the true noise
+    mean, std = algo.reverse(yt, t)
+    # Ho et al. eq. 7: μ̃ = √ᾱ_{t−1} β_t/(1 − ᾱ_t) y_0 + √(1 − β_t)(1 − ᾱ_{t−1})/(1 − ᾱ_t) y_t, β̃ = (1 − ᾱ_{t−1})/(1 − ᾱ_t) β_t
+    expected = a_prev.sqrt() * b / (1 - a_t) * y0 + (1 - b).sqrt() * (1 - a_prev) / (1 - a_t) * yt
+    assert torch.allclose(mean, expected, atol=1e-10)
+    assert torch.allclose(std, ((1 - a_prev) / (1 - a_t) * b).sqrt().expand_as(std), atol=1e-12)
+
+
+def test_ddpm_simple_objective_trains():
+    from raygen.algorithms.diffusion import DDPM
+
+    x = M + S * torch.randn(200, 1, generator=torch.Generator().manual_seed(0))
+    # strong noise (β up to 0.3) so that ε is predictable from y_t for most t
+    cfg = build_config(algorithm="ddpm", dataset="toy2d:circle", overrides={
+        "algo.steps": 20, "algo.hidden": [32], "algo.beta_end": 0.3, "train.lr": 3e-3})
+    algo = DDPM(cfg, _points(x))
+    algo.setup(x)
+    torch.manual_seed(0)
+    losses = [algo.train_step(x[(i % 2) * 100 : (i % 2 + 1) * 100])["loss"] for i in range(200)]
+    assert sum(losses[-20:]) / 20 < 0.7 * sum(losses[:20]) / 20
+    g = torch.Generator().manual_seed(0)
+    assert math.isfinite(algo.evaluate(x, "valid", full=False, generator=g)["lower_bound"])

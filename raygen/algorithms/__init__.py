@@ -16,6 +16,7 @@ _ALGORITHMS = {
     "gan": "raygen.algorithms.gan:GAN",
     "gmmn": "raygen.algorithms.gmmn:GMMN",
     "net": "raygen.algorithms.diffusion:NET",
+    "ddpm": "raygen.algorithms.diffusion:DDPM",
     "gsn": "raygen.algorithms.gsn:GSN",
 }
 

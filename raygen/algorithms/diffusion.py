@@ -108,15 +108,19 @@ class NET(Algorithm):
 
     # ------------------------------------------------------------------ processes
     def _coef(self, table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """table[t − 1] per row, shaped (B, 1) in like's dtype; t = 0 gives ᾱ_0 = 1 / β_0 = 0 where needed."""
+        """table[t − 1] per row (t ≥ 1), shaped (B, 1) in like's dtype."""
         return table[(t - 1).clamp_min(0)].to(like.dtype)[:, None]
 
-    def reverse(self, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """p(y_{t−1} | y_t): (mean, std), each (B, D); t (B,) in 1..T."""
+    def _features(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """[y, sin/cos of t/T at time_features/2 log-spaced frequencies] (B, D + time_features)."""
         half = self.cfg.time_features // 2
         freqs = torch.exp(torch.arange(half, dtype=y.dtype, device=y.device) * (-math.log(1000.0) / max(half - 1, 1)))
         angle = (t.to(y.dtype) / self.cfg.steps)[:, None] * freqs[None] * 1000.0
-        h = self.net(torch.cat([y, angle.sin(), angle.cos()], 1))
+        return torch.cat([y, angle.sin(), angle.cos()], 1)
+
+    def reverse(self, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """p(y_{t−1} | y_t): (mean, std), each (B, D); t (B,) in 1..T."""
+        h = self.net(self._features(y, t))
         beta = self._coef(self.betas, t, y)
         mean = y + beta.sqrt() * h[:, : self.dim]
         log_var = beta.log() + self.cfg.log_var_range * torch.tanh(h[:, self.dim :] / self.cfg.log_var_range)
@@ -234,3 +238,59 @@ class NET(Algorithm):
         else:
             png = plots.image_grid_png(samples.clamp(0, 1), nrow=8, title="NET samples")
         return [Artifact("samples.png", "image", png)]
+
+
+# ---------------------------------------------------------------------------------------------- DDPM
+
+
+class DDPMConfig(NETConfig):
+    objective: Literal["simple", "bound"] = Field(
+        "simple", description="training loss: Ho et al.'s simple ε-regression ‖ε − ε_θ‖² (their best samples) or "
+        "the lower bound itself"
+    )
+    variance: Literal["beta", "posterior"] = Field(
+        "beta", description="fixed reverse variance σ²_t: β_t or the posterior's β̃_t (Ho et al. found both similar)"
+    )
+
+
+class DDPM(NET):
+    """Denoising diffusion probabilistic model (Ho, Jain & Abbeel 2020) — beyond the papers: NET's modern
+    descendant, with the same forward process, bound, evaluation and sampling, so it sits beside NET,
+    Walkback and Infusion at equal steps and budget. The reverse mean is parametrised by a noise predictor,
+    μ_θ(y_t, t) = (y_t − β_t/√(1 − ᾱ_t)·ε_θ(y_t, t))/√(1 − β_t), with a fixed variance; training regresses ε
+    (`objective=simple`) or maximises the bound. The t = 1 term is the Gaussian density of the dequantised
+    data (as NET here), not Ho et al.'s discretised decoder."""
+
+    name = "ddpm"
+    Config = DDPMConfig
+    cfg: DDPMConfig
+
+    def __init__(self, config: RunConfig, dataset: Dataset) -> None:
+        super().__init__(config, dataset)
+        cfg = self.cfg
+        self.net = mlp(self.dim + cfg.time_features, cfg.hidden, self.dim, cfg.activation)  # ε_θ only
+
+    def epsilon(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(self._features(y, t))
+
+    def reverse(self, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        beta = self._coef(self.betas, t, y)
+        ab = self._coef(self.alpha_bar, t, y)
+        mean = (y - beta / (1 - ab).sqrt() * self.epsilon(y, t)) / (1 - beta).sqrt()
+        if self.cfg.variance == "beta":
+            var = beta
+        else:  # β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t); at t = 1 it is 0, so β_1 is kept there
+            ab_prev = torch.where(t[:, None] == 1, torch.ones_like(ab), self._coef(self.alpha_bar, t - 1, y))
+            var = torch.where(t[:, None] == 1, beta, beta * (1 - ab_prev) / (1 - ab))
+        return mean, var.sqrt().expand_as(mean)
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        if self.cfg.objective == "bound":
+            return super().train_step(batch)
+        y0 = self.to_model_space(batch.float())
+        t = torch.randint(1, self.cfg.steps + 1, (len(y0),), device=y0.device)
+        ab = self._coef(self.alpha_bar, t, y0)
+        eps = torch.randn_like(y0)
+        loss = ((eps - self.epsilon(ab.sqrt() * y0 + (1 - ab).sqrt() * eps, t)) ** 2).sum(1).mean()
+        self.update(self.optimizers()["model"], loss)
+        return {"loss": float(loss.detach())}
