@@ -119,6 +119,8 @@ def test_a_corrupt_data_file_leaves_no_run(toy_algorithm, tmp_path):
 def test_a_batch_larger_than_the_data_leaves_no_run(toy_algorithm, tmp_path):
     res = train(toy_algorithm, tmp_path, "train.batch_size=5000")
     assert_one_line(res, "train.batch_size=5000", "200 examples")
+    res = train(toy_algorithm, tmp_path, "train.batch_size=150", "--workers", 2)  # 100 each: refused before Ray
+    assert_one_line(res, "train.batch_size=150", "100 examples of each of 2 workers")
     assert no_runs(tmp_path)
 
 
