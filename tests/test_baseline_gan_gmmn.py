@@ -108,7 +108,7 @@ def test_observation_std_is_chosen_where_the_exact_marginal_is_highest():
     cfg = build_config(algorithm="gan", dataset="toy2d:circle", overrides={
         "algo.latent": latent, "algo.decoder_hidden": [], "algo.observation_std_grid": [0.02, 0.1, 0.5],
         "algo.std_selection_examples": 30, "algo.std_selection_steps": 200,
-        "algo.ais": {"initial_step_size": 0.1}, "algo.ais_examples": 0,
+        "algo.ais": {"initial_step_size": 0.1, "steps": 50}, "algo.ais_examples": 1,
     })
     algo = GAN(cfg, _points(x))
     with torch.no_grad():
