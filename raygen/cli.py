@@ -281,7 +281,8 @@ def runs(
         for run_id in repair_lost(results, after_s=lost_after):
             typer.echo(f"marked lost run {run_id} failed", err=True)
     frame = read_runs(results)
-    table = Table("run_id", "algorithm", "dataset", "status", "steps", "wall_time_s")
+    header = ("run_id", "algorithm", "dataset", "status", "steps", "wall_time_s")
+    rows = []
     if not frame.empty:
         frame = frame.assign(shown=effective_status(frame, after_s=lost_after)).sort_values("started_at")
     for row in frame.itertuples() if not frame.empty else []:
@@ -289,8 +290,16 @@ def runs(
         if row.status == "running" and pd.notna(getattr(row, "heartbeat_at", None)):  # not ended: as of its heartbeat
             steps = getattr(row, "heartbeat_step", steps)
             wall = (pd.Timestamp(row.heartbeat_at) - pd.Timestamp(row.started_at)).total_seconds()
-        table.add_row(row.run_id, row.algorithm, row.dataset, row.shown, str(steps),
-                      f"{wall if pd.notna(wall) else 0:.1f}")
+        rows.append((row.run_id, row.algorithm, row.dataset, row.shown, str(steps),
+                     f"{wall if pd.notna(wall) else 0:.1f}"))
+    if len(rows) > 200:  # a sweep's worth: plain aligned columns (rich takes seconds per thousand rows)
+        widths = [max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
+        typer.echo("\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()
+                              for r in [header, *rows]))
+        return
+    table = Table(*header)
+    for r in rows:
+        table.add_row(*r)
     Console(width=200).print(table)
 
 

@@ -333,3 +333,22 @@ def test_raygen_compact_folds_what_a_kill_left(tmp_path):
     assert res.exit_code == 0 and "folded 2 metric" in res.output, res.output
     assert sorted(pd.read_parquet(tmp_path / "metrics").run_id) == ["k", "k"]  # the running run stays pending
     assert len(read_metrics(tmp_path)) == 3
+
+
+def test_raygen_runs_lists_a_sweep_worth_of_runs_as_plain_columns(tmp_path):
+    from datetime import timedelta
+
+    from typer.testing import CliRunner
+
+    from analysis.synthetic import T0, SyntheticRun, write_run
+    from raygen.cli import app
+
+    for i in range(201):
+        write_run(tmp_path, SyntheticRun(f"run-{i:03d}", "infusion", "mnist", status="failed",
+                                         started=T0 + timedelta(minutes=i)), fold=False)
+    res = CliRunner().invoke(app, ["runs", "--results", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].split() == ["run_id", "algorithm", "dataset", "status", "steps", "wall_time_s"]
+    assert [line.split()[0] for line in lines[1:]] == [f"run-{i:03d}" for i in range(201)]
+    assert lines[1].split()[1:4] == ["infusion", "mnist", "failed"]
