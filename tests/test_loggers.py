@@ -205,6 +205,7 @@ def test_terminal_bar_shows_the_objective_and_log_lines_do_not_collide_with_it(m
         raygen_log.removeHandler(handler)
     out = terminal.getvalue()
     assert re.search(r"(^|[\r\n])a log line\n", out), repr(out)  # on a line of its own, not after the bar
+    assert out.count("a log line") == 1  # once: the redirect must not add a second handler
     last = out.rstrip("\n").split("\r")[-1]
     assert "train/loss=1.25" in last and "valid/lower_bound=-3.5" in last and "10/20" in last
     assert "nll_step" not in out

@@ -97,6 +97,11 @@ def display_mode(enabled: bool = True) -> str:
     return "bar" if stream is not None and hasattr(stream, "isatty") and stream.isatty() else "lines"
 
 
+def _is_console(handler: logging.Handler) -> bool:
+    """The test tqdm's redirect uses: a StreamHandler writing to stdout or stderr."""
+    return isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (sys.stdout, sys.stderr)
+
+
 def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
@@ -132,9 +137,12 @@ class Progress:
             if self.mode == "bar":
                 from tqdm.contrib.logging import logging_redirect_tqdm
 
-                self._stack.enter_context(
-                    logging_redirect_tqdm([logging.getLogger(), logging.getLogger("raygen")], tqdm_class=type(self.bar))
-                )
+                # Only loggers that have a console handler: tqdm gives the others a bare handler of their own,
+                # which would print every record a second time (unformatted) besides the root's.
+                consoles = [logger for logger in (logging.getLogger(), logging.getLogger("raygen"))
+                            if any(_is_console(h) for h in logger.handlers)]
+                if consoles:
+                    self._stack.enter_context(logging_redirect_tqdm(consoles, tqdm_class=type(self.bar)))
         return self
 
     def __exit__(self, *exc: object) -> None:
