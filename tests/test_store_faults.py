@@ -164,3 +164,18 @@ def test_a_reader_racing_a_fold_counts_each_row_once(template, monkeypatch):
 
     monkeypatch.setattr(store_mod, "_parquet_entries", entries)
     assert _rows(read_metrics(template)) == expected and fired
+
+
+def test_a_piece_folded_between_listing_and_reading_is_read_from_its_segment(template, monkeypatch):
+    expected = _rows(read_metrics(template))
+    real = store_mod._read_parquet
+    fired = []
+
+    def read(path, **kwargs):
+        if PENDING in str(path) and not fired:
+            fired.append(True)
+            fold(template, "metrics", None)  # the listed piece is gone when the reader opens it
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(store_mod, "_read_parquet", read)
+    assert _rows(read_metrics(template)) == expected and fired

@@ -780,27 +780,39 @@ def _read_table(root: Path, table: str, run_ids: Iterable[str] | None = None) ->
     schema = TABLES[table]
     wanted = None if run_ids is None else sorted(set(run_ids))
     directory = Path(root) / table
-    for attempt in range(20):
-        try:
-            # Pieces first, segments second: a piece folded meanwhile is then found in its segment and
-            # dropped as covered, never missed.
-            parts: list[tuple[str, pa.Table, list[str]]] = []
-            for path in _pieces(root, table, wanted):
+    parts: dict[str, tuple[pa.Table, list[str]]] = {}
+
+    def read_pieces() -> None:
+        for path in _pieces(root, table, wanted):
+            if path.name in parts:
+                continue
+            try:
                 got = _read_parquet(path)
-                if got is not None:
-                    parts.append((path.name, *got))
+            except _Vanished:  # folded meanwhile (its rows are in the segment read next) or replaced by a rewind
+                continue
+            if got is not None:
+                parts[path.name] = got
+
+    for attempt in range(20):
+        # Pieces first, segments second: a piece folded meanwhile is then found in its segment and dropped as
+        # covered, never missed; pieces listed again last bring those written meanwhile (a rewind's too).
+        read_pieces()
+        try:
             segments = []
             for entry in _parquet_entries(directory):
                 got = _read_parquet(entry.path, run_ids=wanted)
                 if got is not None:
                     segments.append(got)
-            break
-        except _Vanished:  # renamed or deleted by a fold or rewind while we read: read again
+        except _Vanished:  # segments are replaced by rename, never deleted: only by hand. Read them again
             time.sleep(0.01 * attempt)
+            continue
+        read_pieces()
+        break
     else:
         raise RuntimeError(f"{directory} kept changing while being read")
-    covered = {s for _, _, sources in parts for s in sources} | {s for _, sources in segments for s in sources}
-    tables = [t for t, _ in segments] + [t for name, t, _ in parts if name not in covered]
+    parts_list = [(name, t, sources) for name, (t, sources) in parts.items()]
+    covered = {s for _, _, sources in parts_list for s in sources} | {s for _, sources in segments for s in sources}
+    tables = [t for t, _ in segments] + [t for name, t, _ in parts_list if name not in covered]
     tables = [t.select(schema.names).cast(schema) for t in tables]
     if wanted is not None:
         tables = [t.filter(pc.is_in(t["run_id"], pa.array(wanted, pa.string()))) for t in tables]
