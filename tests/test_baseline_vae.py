@@ -105,3 +105,17 @@ def test_bernoulli_decoder_refuses_points():
     cfg = build_config(algorithm="vae", dataset="toy2d:circle", overrides={"algo.observation": "bernoulli"})
     with pytest.raises(ValueError, match="Bernoulli decoder needs"):
         VAE(cfg, _points(torch.randn(4, 2)))
+
+
+def test_bernoulli_vae_on_binary_images_reports_bits_per_dim_without_a_bin_width():
+    cfg = build_config(algorithm="vae", dataset="digits", overrides={
+        "algo.latent": 2, "algo.decoder_hidden": [8], "algo.encoder_hidden": [8], "algo.observation": "bernoulli",
+        "eval.repeats": 2, "eval.likelihood_samples": 5})
+    x = (torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    vae = VAE(cfg, Dataset(name="digits", kind="image", shape=(1, 8, 8), splits={"train": x, "valid": x, "test": x},
+                           binary=True))
+    vae.setup(x)
+    out = vae.evaluate(x, "test", full=True, generator=torch.Generator().manual_seed(1))
+    assert out["bits_per_dim"] == pytest.approx(-out["lower_bound"] / (64 * math.log(2)))
+    assert out["bits_per_dim_importance"] == pytest.approx(-out["importance"] / (64 * math.log(2)))
+    assert out["importance"] >= out["lower_bound"]

@@ -8,8 +8,8 @@ q(z | x) = N(μ(x), diag σ²(x)). Training maximises the ELBO (DL book eq. 20.7
 
 with one reparametrised sample z = μ + σ·ε per example and the KL in closed form. Evaluation:
 * quick: the ELBO and its two terms (reconstruction, KL), which tell whether the latents are used (Martins' advice);
-* full: `eval.repeats` times, on fresh U(0, 1/256) dequantisation for Gaussian decoders on images: the ELBO and the
-  IWAE bound with k = `eval.likelihood_samples` (DL book eq. 20.79, Burda et al.; k = 5 000 in their tables):
+* full: `eval.repeats` times, on fresh U(0, 1/256) dequantisation for Gaussian decoders on images: the ELBO (the
+  mean of the k log-weights, with its two terms from one more sample) and the IWAE bound with k = `eval.likelihood_samples` (DL book eq. 20.79, Burda et al.; k = 5 000 in their tables):
   log (1/k) Σ_j p(x, z_j)/q(z_j | x), z_j ~ q; then AIS (`algo.ais`) on the first `algo.ais_examples` examples
   (once: it is the expensive one). bits/dim from the bounds on dequantised images.
 
@@ -29,6 +29,7 @@ from raygen.algorithms.latent import DecoderConfig, DecoderModel, mlp
 from raygen.config import RunConfig
 from raygen.data.base import Dataset
 from raygen.metrics.likelihood import (
+    DEQUANTIZATION_WIDTH,
     bits_per_dim,
     bits_per_dim_estimates,
     gaussian_log_prob,
@@ -76,6 +77,7 @@ class VAE(DecoderModel):
         raw = math.log(math.expm1(max(cfg.init_std - cfg.min_std, 1e-6)))
         self.raw_std = torch.nn.Parameter(torch.full((self.dim,), raw))
         self._opt: torch.optim.Optimizer | None = None
+        self._binary = dataset.binary
         if cfg.observation == "bernoulli" and dataset.kind != "image":
             raise ValueError("vae: a Bernoulli decoder needs [0, 1] image data; use algo.observation=gaussian")
 
@@ -86,11 +88,11 @@ class VAE(DecoderModel):
         return self.cfg.min_std + torch.nn.functional.softplus(self.raw_std)
 
     def setup(self, train: torch.Tensor) -> None:
-        if self.cfg.observation == "bernoulli":
-            x = train.reshape(len(train), -1)
-            if not bool(((x == 0) | (x == 1)).all()):
-                log.warning("vae: Bernoulli decoder on non-binary data: the bounds are cross-entropies, not "
-                            "log-likelihoods (binarize the data, data.binarize=...)")
+        x = train.reshape(len(train), -1)
+        self._binary = bool(((x == 0) | (x == 1)).all())
+        if self.cfg.observation == "bernoulli" and not self._binary:
+            log.warning("vae: Bernoulli decoder on non-binary data: the bounds are cross-entropies, not "
+                        "log-likelihoods (binarize the data, data.binarize=...)")
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         if self._opt is None:
@@ -155,6 +157,10 @@ class VAE(DecoderModel):
     def _full_evaluation(self, x: torch.Tensor, split: str, generator: torch.Generator) -> dict[str, float]:
         ec = self.run_config.eval
         images = self.data_kind == "image" and self.observation() == "gaussian" and ec.dequantize
+        # bits/dim: dequantised 8-bit images under the Gaussian decoder, or binary images under the Bernoulli one
+        # (whose bounds are already log-probabilities: no bin width)
+        binary = self.observation() == "bernoulli" and self._binary
+        width = None if binary else DEQUANTIZATION_WIDTH
         repeats, first = [], None
         for _ in range(ec.repeats):
             xr = self.dequantized(x, generator)
@@ -163,18 +169,19 @@ class VAE(DecoderModel):
                 terms = self.elbo_terms(xr, generator)
                 ell = self.iwae_log_weights(xr, ec.likelihood_samples, generator)
             row = {
-                "lower_bound": float(terms["elbo"].double().mean()),
+                # ELBO and IWAE from the same k samples (as Infusion footnote 4): mean ℓ ≤ logsumexp ℓ − log k
+                "lower_bound": float(ell.mean(1).mean()),
                 "reconstruction": float(terms["reconstruction"].double().mean()),
                 "kl": float(terms["kl"].double().mean()),
                 "importance": float((torch.logsumexp(ell, 1) - math.log(ell.shape[1])).mean()),
             }
-            if images:
-                row.update(bits_per_dim_estimates(row, self.dim))
+            if images or binary:
+                row.update(bits_per_dim_estimates(row, self.dim, width))
             repeats.append(row)
         out = summarise_repeats(repeats)
         ais = self.ais_metrics(first, generator)
-        if ais and images:
-            ais["bits_per_dim_ais"] = bits_per_dim(ais["ais"], self.dim)
+        if ais and (images or binary):
+            ais["bits_per_dim_ais"] = bits_per_dim(ais["ais"], self.dim, width)
         out.update(ais)
         log.info("vae %s: %s", split, ", ".join(f"{k}={v:.3f}" for k, v in out.items()))
         return out
