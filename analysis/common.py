@@ -198,7 +198,8 @@ def model_key(runs: pd.DataFrame) -> pd.Series:
     return pd.util.hash_pandas_object(frame, index=False)
 
 
-def best_model(runs: pd.DataFrame, metrics: Sequence[str], goal: str = "max") -> pd.DataFrame:
+def best_model(runs: pd.DataFrame, metrics: Sequence[str], goal: str = "max", keys: pd.Series | None = None
+               ) -> pd.DataFrame:
     """The runs of the model config with the best mean of the first of `metrics` that any run logged.
 
     Papers report their best model, chosen on validation data; so the first metric should be a validation
@@ -209,7 +210,8 @@ def best_model(runs: pd.DataFrame, metrics: Sequence[str], goal: str = "max") ->
     for metric in metrics:
         values = final(runs, metric)
         if values.notna().any():
-            keys = model_key(runs)
+            # `keys`: model_key of a larger frame computed once by a caller that picks per group.
+            keys = model_key(runs) if keys is None else keys.loc[runs.index]
             means = values.groupby(keys).mean().dropna()
             best = means.idxmax() if goal == "max" else means.idxmin()
             return runs[keys == best]

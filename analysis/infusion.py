@@ -30,6 +30,7 @@ from analysis.common import (
     has_metric,
     k_text,
     metric_cell,
+    model_key,
     require,
     selection_note,
     train_metric,
@@ -220,6 +221,7 @@ def _tab_a1_cells(sub: pd.DataFrame) -> dict[tuple[float, float], tuple[Cell, pd
     validation LB) fills the cell, averaged over its seeds: runs of other configs (learning rates, budgets,
     smoke runs) are never averaged in."""
     cells: dict[tuple[float, float], tuple[Cell, pd.DataFrame, str]] = {}
+    keys = model_key(sub)  # once: hashing the config columns per cell is what made a 1000-trial sweep slow
     for steps_value, block in sub.groupby("_steps"):
         levels, ranges = block["_rate"], pd.Series("", index=block.index)
         if block["_rate"].nunique() > MAX_RATES:
@@ -228,7 +230,7 @@ def _tab_a1_cells(sub: pd.DataFrame) -> dict[tuple[float, float], tuple[Cell, pd
             levels = block["_rate"].groupby(bins, observed=True).transform("median").round(10)
             ranges = bins.map(lambda b: f"{b.left:.4g}–{b.right:.4g}").astype(str)
         for rate, group in block.groupby(levels):
-            chosen = best_model(group, MODEL_CHOICE)
+            chosen = best_model(group, MODEL_CHOICE, keys=keys)
             cells[(float(steps_value), float(rate))] = (metric_cell(chosen, "test/lower_bound"), chosen,
                                                         ranges[group.index[0]])
     return cells

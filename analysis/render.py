@@ -176,7 +176,8 @@ def caption_lines(frame: pd.DataFrame) -> list[str]:
         notes.append(
             "ours = mean over the n runs of a cell (runs of one model config, differing in seed); ± = std over "
             "those seeds when n ≥ 2; for a single run, the std over its repeated evaluations (or, for Parzen, the "
-            "standard error over test points) when it has one, else no ± (n = 1). Bold: the best value."
+            "standard error over test points) when it has one, else no ± (n = 1)."
+            + ("" if frame.attrs.get("ours_only") else " Bold: the best value of each column.")
         )
         if frame.attrs.get("source"):
             notes.append(f"Published: {frame.attrs['source']}.")

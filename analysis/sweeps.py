@@ -231,6 +231,10 @@ def sweep_trials(runs: pd.DataFrame, sweep_id: str, specs: Mapping[str, Any] | N
     trials = members[meta].copy()
     for p in params:
         trials[p.name] = params_frame[p.name].values if p.name in params_frame.columns else np.nan
+        if p.kind != "categorical":
+            # A number-valued parameter cannot be chosen as null: a null there is an inactive (conditional)
+            # parameter written as null by older stores, so it is NaN ("n/a") like an absent one.
+            trials[p.name] = trials[p.name].astype(object).where(trials[p.name].astype(object) != NULL, np.nan)
     for o in objectives:
         trials[o.metric] = final(members, o.metric).values
     name = str((spec or {}).get("name") or sweep_id)
