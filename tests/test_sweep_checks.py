@@ -520,3 +520,19 @@ def test_a_searcher_restored_after_a_killed_driver_does_not_tell_a_finished_tria
     restored.on_trial_complete("a", {"m": 0.2, "step": 10, sw.BUDGET_KEY: True})
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'o.db'}")
     assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 0.2)]
+
+
+def test_snapshot_files_a_killed_driver_left_empty_are_moved_aside(tmp_path):
+    import cloudpickle
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    for session, ok in (("2026-01-01_10-00-00", True), ("2026-01-01_11-00-00", False)):
+        (tmp_path / f"experiment_state-{session}.json").write_text("" if not ok else json.dumps({"trials": []}))
+        (tmp_path / f"search_gen_state-{session}.json").write_text(json.dumps({"counter": 1}))
+        (tmp_path / f"searcher-state-{session}.pkl").write_bytes(cloudpickle.dumps({"x": 1}))
+    assert _find_newest_experiment_checkpoint(str(tmp_path)).endswith("11-00-00.json")  # Tune takes the empty one
+    moved = sw.repair_snapshots(str(tmp_path))
+    assert sorted(moved) == sorted(f"{k}-2026-01-01_11-00-00.{e}" for k, e in (
+        ("experiment_state", "json"), ("search_gen_state", "json"), ("searcher-state", "pkl")))
+    assert _find_newest_experiment_checkpoint(str(tmp_path)).endswith("10-00-00.json")
+    assert sw.repair_snapshots(str(tmp_path)) == []

@@ -772,31 +772,82 @@ def best_trials(trials: Any, spec: ResolvedSweep) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------- running
 
 
-def write_spec(spec: ResolvedSweep, results: Path, *, resume: bool) -> None:
-    """RESULTS/sweeps/<sweep_id>.json; a resumed sweep must have the same resolved spec."""
+def write_spec(spec: ResolvedSweep, results: Path, *, resume: bool, planned: int | None = None) -> int:
+    """RESULTS/sweeps/<sweep_id>.json; a resumed sweep must have the same resolved spec. `planned` (the trials
+    of every experiment part started so far) is kept in it; returns the previous value (0 for a new sweep)."""
     path = spec_path(results, spec.sweep_id)
     document = {**spec.to_json(), "fingerprint": spec.fingerprint()}
+    before = 0
     if path.is_file() and resume:
         previous = json.loads(path.read_text())
+        before = int(previous.get("planned", previous.get("num_samples") or 0))
         if previous.get("fingerprint") != document["fingerprint"]:
             raise SpecError(
                 f"sweep '{spec.sweep_id}' already exists in {results} with a different spec (Tune cannot change a "
                 f"search space on resume): give the spec a new name, or delete {path.parent / path.name} and "
                 "the sweep's Tune directory"
             )
+    document["planned"] = planned if planned is not None else before
     atomic_write_bytes(path, (json.dumps(document, indent=2, sort_keys=True, default=str) + "\n").encode())
+    return before
 
 
 def _exists(path: str) -> bool:
     return tune.Tuner.can_restore(path) if "://" in path or Path(path).exists() else False
 
 
+_SNAPSHOT = re.compile(r"^(experiment_state|search_gen_state|searcher-state)-(.+)\.(json|pkl)$")
+
+
+def _snapshot_ok(path: Path) -> bool:
+    import cloudpickle
+
+    try:
+        data = path.read_bytes()
+        if path.suffix == ".json":
+            json.loads(data)
+        else:
+            cloudpickle.loads(data)
+    except Exception:  # noqa: BLE001 - empty, truncated or otherwise unreadable
+        return False
+    return bool(data)
+
+
+def repair_snapshots(path: str) -> list[str]:
+    """Tune rewrites its experiment snapshot (experiment_state-, search_gen_state-, searcher-state-<session>) in
+    place, and restores from the newest session's files without checking them: a driver killed while they were
+    written leaves them empty or truncated, and Tune then starts the experiment over with trials that have no
+    config. Keep the newest session whose three files are all readable; move the newer ones aside
+    (`broken-<name>`), so Tune restores from the last complete snapshot. Local storage only."""
+    if "://" in path or not Path(path).is_dir():
+        return []
+    sessions: dict[str, list[Path]] = {}
+    for f in Path(path).iterdir():
+        match = _SNAPSHOT.match(f.name)
+        if match:
+            sessions.setdefault(match.group(2), []).append(f)
+    good = [k for k, files in sessions.items() if len(files) == 3 and all(_snapshot_ok(f) for f in files)]
+    keep = max(good, default="")
+    moved = []
+    for session, files in sessions.items():
+        if session > keep or session not in good:
+            for f in files:
+                f.rename(f.with_name(f"broken-{f.name}"))
+                moved.append(f.name)
+    if moved:
+        log.warning("moved aside unreadable Tune snapshot files of a killed driver: %s", ", ".join(sorted(moved)))
+    return moved
+
+
 def _parts(spec: ResolvedSweep, results: Path) -> list[str]:
     """The sweep's existing Tune experiments: the first, then each continuation."""
     out = []
-    while _exists(experiment_path(spec, results, len(out))):
-        out.append(experiment_path(spec, results, len(out)))
-    return out
+    while True:
+        path = experiment_path(spec, results, len(out))
+        repair_snapshots(path)
+        if not _exists(path):
+            return out
+        out.append(path)
 
 
 @contextlib.contextmanager
@@ -877,7 +928,9 @@ def run_sweep(
         raise SpecError("--more: a grid sweep has a fixed set of points; raise run_cap or list more values")
     if more < 0:
         raise SpecError(f"--more must be positive (got {more})")
-    write_spec(spec, results, resume=bool(parts))
+    planned = write_spec(spec, results, resume=bool(parts))
+    # New trials: all of run_cap for a new sweep; for an existing one, --more and any rise of run_cap.
+    add = more + max(0, spec.num_samples - planned) if parts else spec.num_samples + more
     storage_url = optuna_url(spec, results)
 
     # Reports made before the objective is first measured lack it; Tune would reject them (strict metric
@@ -908,22 +961,21 @@ def run_sweep(
             grid = tuner.fit()
             known |= {r.metrics.get("trial_id") for r in grid if r.metrics}
             stop = _stopper_of(tuner) or stop
-        target = spec.num_samples + more
         have = len(sweep_trials(results, spec))
-        if parts and have >= target and not more:
+        if parts and not add and done_before == have:
             notes.append(f"sweep {spec.sweep_id} had already run its {have} trials (run_cap {spec.num_samples});"
                          f" add trials with --more N")
-        elif have < target and stop.reason is None:
-            count = target - have if parts else spec.num_samples
+        elif parts and not add:
+            notes.append(f"resumed sweep {spec.sweep_id}")
+        if add and stop.reason is None:
             part = len(parts)
             if part:
                 notes.append(f"continuing the Optuna study of {spec.sweep_id} ({have} trials so far) with "
-                             f"{count} more (experiment part {part})")
-            grid, new_stop, new_known = _fit_new(spec, results, part, count, trainable, storage_url, verbose,
+                             f"{add} more (experiment part {part})")
+            write_spec(spec, results, resume=bool(parts), planned=planned + add)
+            grid, new_stop, new_known = _fit_new(spec, results, part, add, trainable, storage_url, verbose,
                                                  table_every_s)
             stop, known = new_stop, known | new_known
-        elif parts and done_before < have:
-            notes.append(f"resumed sweep {spec.sweep_id}")
         known |= _known_trials(results, spec)
         notes += _reconcile(results, spec, known, storage_url)
     trials = sweep_trials(results, spec)
