@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -171,6 +170,7 @@ def repair(results: str | Path, *, after_s: float | None = None) -> list[str]:
         error = LOST_ERROR.format(since=pd.Timestamp(since).strftime("%Y-%m-%d %H:%M:%S UTC"))
         # only_if: a run that came back to life (a heartbeat since we read) is left alone
         if mark_run(results, row.run_id, "failed", error=error, only_if=("running",)):
+            Reserve(results, row.run_id).release()
             repaired.append(row.run_id)
     return repaired
 
@@ -216,7 +216,8 @@ class Reserve:
     stay `running`). Readers skip dot files."""
 
     def __init__(self, root: str | Path, run_id: str) -> None:
-        self.path = Path(root) / "runs" / f".{run_id}.{uuid.uuid4().hex[:8]}.reserve"
+        # One name per run: the file a killed run left behind is taken over by its resume, or deleted by repair.
+        self.path = Path(root) / "runs" / f".{run_id}.reserve"
 
     def take(self) -> None:
         try:

@@ -136,6 +136,7 @@ def test_a_killed_run_is_shown_lost_and_resumes_under_its_id(slowfit, tmp_path, 
         assert res.exit_code == 0, res.output
         row = read_runs(store).iloc[0]
         assert row.status == "failed" and row.error.startswith("lost: no heartbeat since")
+        assert not list((store / "runs").glob(".*.reserve"))  # the killed run's disk reserve is freed
         assert _shown_status(store, run_id) == "failed"
 
     res = CliRunner().invoke(app, ["train", "--resume", run_id[:12], "--results", str(store)])
@@ -154,6 +155,7 @@ def test_a_killed_run_is_shown_lost_and_resumes_under_its_id(slowfit, tmp_path, 
     arts = read_artifacts(store)
     assert not arts.duplicated(["run_id", "step", "name"]).any()
     assert runs.iloc[0]["started_at"] == pd.Timestamp(row["started_at"])  # the same run, continued
+    assert not list((store / "runs").glob(".*.reserve"))
 
     again = CliRunner().invoke(app, ["train", "--resume", run_id, "--results", str(store)])
     assert again.exit_code == 2 and "is completed" in again.output
