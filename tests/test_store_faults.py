@@ -179,3 +179,57 @@ def test_a_piece_folded_between_listing_and_reading_is_read_from_its_segment(tem
 
     monkeypatch.setattr(store_mod, "_read_parquet", read)
     assert _rows(read_metrics(template)) == expected and fired
+
+
+def test_a_full_disk_leaves_every_file_complete(template, monkeypatch):
+    """ENOSPC in the middle of writing a file (half of it written): the write fails naming the disk error, the
+    file it would have replaced is intact, no temporary file is left, and no row is lost or doubled."""
+    import errno
+    from pathlib import Path
+
+    expected = _rows(read_metrics(template))
+    row_before = pq.read_table(template / "runs" / "r0.parquet").to_pylist()
+    real_write = Path.write_bytes
+
+    def full(self, data):
+        real_write(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    cfg = build_config(algorithm="walkback", dataset="toy2d:swissroll")
+    rec = RunRecorder(template, cfg, run_id="r0")
+    rec.log(9, {"train/loss": 1.0})
+    with pytest.raises(OSError, match="No space"):
+        rec.flush()
+    with pytest.raises(OSError, match="No space"):
+        rec.write_run("completed")
+    with pytest.raises(OSError, match="No space"):
+        fold(template, "metrics", None)
+    monkeypatch.setattr(Path, "write_bytes", real_write)
+    assert pq.read_table(template / "runs" / "r0.parquet").to_pylist() == row_before
+    assert not list(template.rglob("*.tmp"))
+    assert _rows(read_metrics(template)) == expected and not _plain_rows(template)
+
+
+def test_an_ended_run_is_recorded_even_when_its_last_metrics_cannot_be(template, monkeypatch):
+    """The disk fills while flushing the last metrics: the row still says how the run ended, and its final.*
+    holds only values that were stored (one source of truth: the metrics table)."""
+    import errno
+    from pathlib import Path
+
+    real_write = Path.write_bytes
+
+    def full_for_pieces(self, data):
+        if PENDING in str(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    cfg = build_config(algorithm="walkback", dataset="toy2d:swissroll")
+    rec = RunRecorder(template, cfg, run_id="r1")
+    rec.rewind(None)
+    rec.log(9, {"train/loss": 123.0})
+    monkeypatch.setattr(Path, "write_bytes", full_for_pieces)
+    rec.write_run("failed", error="OSError: disk full")
+    monkeypatch.setattr(Path, "write_bytes", real_write)
+    row = pq.read_table(template / "runs" / "r1.parquet").to_pylist()[0]
+    assert row["status"] == "failed" and row["final.train/loss"] == 4.5  # the last stored value, not 123

@@ -422,6 +422,7 @@ class RunRecorder:
         self._pending: list[dict[str, Any]] = []
         self.final: dict[str, float] = {}
         self.final_at: dict[str, datetime] = {}
+        self._stored: dict[str, tuple[float, datetime]] = {}  # final values of the rows written to disk
         self._replace_finals = False
         self._owner = False
         self._ended = False  # this recorder wrote how the run ended (heartbeat: see there)
@@ -466,6 +467,7 @@ class RunRecorder:
             latest = latest_values(metrics).get(self.run_id, {})
             self.final = {k: v for k, (v, _) in latest.items()}
             self.final_at = {k: t for k, (_, t) in latest.items()}
+            self._stored = dict(latest)
             self.steps = int(metrics["step"].max()) if not metrics.empty else 0
             self._replace_finals = True  # the row's final.* may hold rows just dropped
             return previous
@@ -479,7 +481,13 @@ class RunRecorder:
         with self._lock:
             self._owner = True
             self._ended = status in ENDED
-            self.flush()  # final.* only ever holds stored rows: buffered ones are stored first
+            try:
+                self.flush()  # buffered rows are stored first; final.* only ever holds stored rows
+            except OSError as err:
+                if status == "running":
+                    raise
+                # a full disk must not keep an ended run `running`: its row is written without those rows
+                log.error("run %s: %d metric rows not written: %s", self.run_id, len(self._pending), err)
             with locked(self.root, f"run-{self.run_id}"):
                 self._write_row_locked(status, error)
         if status in ENDED:
@@ -502,7 +510,7 @@ class RunRecorder:
     def _write_row_locked(self, status: str, error: str | None) -> None:
         t = now()
         ended = t if status != "running" else None
-        mine = {k: (v, self.final_at.get(k)) for k, v in self.final.items()}
+        mine = dict(self._stored)
         if self._replace_finals:
             finals = mine
             self._replace_finals = False
@@ -553,7 +561,7 @@ class RunRecorder:
             row = _read_row(self.row_path)
             if row is None:
                 return
-            finals = _merge_latest(_row_finals(row), {k: (v, self.final_at.get(k)) for k, v in self.final.items()})
+            finals = _merge_latest(_row_finals(row), self._stored)
             for key in [k for k in row if k.startswith("final.")]:
                 del row[key]
             row.update({f"final.{k}": v for k, (v, _) in finals.items()})
@@ -598,6 +606,9 @@ class RunRecorder:
                 return
             table = pa.Table.from_pylist(self._pending, schema=METRICS_SCHEMA)
             atomic_write_table(self._piece("metrics"), table)
+            for row in self._pending:
+                if math.isfinite(row["value"]):
+                    self._stored[f"{row['split']}/{row['metric']}"] = (row["value"], row["time"])
             self._pending = []
             if not self._owner:
                 self._publish()
