@@ -168,7 +168,9 @@ def repair(results: str | Path, *, after_s: float | None = None) -> list[str]:
         since = getattr(row, "heartbeat_at", None)
         since = row.started_at if since is None or pd.isna(since) else since
         error = LOST_ERROR.format(since=pd.Timestamp(since).strftime("%Y-%m-%d %H:%M:%S UTC"))
-        # only_if: a run that came back to life (a heartbeat since we read) is left alone
+        fresh = run_row(results, row.run_id)  # a heartbeat since the listing: alive after all, left alone
+        if fresh is None or effective_status(pd.DataFrame([fresh]), after_s=after_s).iloc[0] != "lost":
+            continue
         if mark_run(results, row.run_id, "failed", error=error, only_if=("running",)):
             Reserve(results, row.run_id).release()
             repaired.append(row.run_id)

@@ -340,3 +340,25 @@ def test_every_algorithm_checkpoint_loads_without_unpickling_code(algorithm, tmp
     torch.save(saved["payload"], tmp_path / "checkpoint.pt")
     payload = read_checkpoint(tmp_path / "checkpoint.pt")
     assert payload["algorithm"]["updates"] >= 2 and payload["config"]["algorithm"] == algorithm
+
+
+def test_repair_marks_only_the_runs_whose_heartbeat_stopped(toy_algorithm, tmp_path):
+    import time
+
+    from raygen.config import build_config
+    from raygen.lifecycle import Heartbeat, repair
+    from raygen.results import RunRecorder
+
+    cfg = build_config(algorithm=toy_algorithm, dataset="toy2d:circle")
+    dead, alive, done = (RunRecorder(tmp_path, cfg, run_id=name) for name in ("dead", "alive", "done"))
+    for rec in (dead, alive, done):
+        rec.write_run("running")
+    done.write_run("completed")
+    beat = Heartbeat(alive, interval=0.05).start()
+    try:
+        time.sleep(2.5)  # `dead` wrote its last heartbeat 2.5 s ago; `alive` one every 0.05 s
+        assert repair(tmp_path, after_s=2.0) == ["dead"]
+    finally:
+        beat.stop()
+    status = read_runs(tmp_path).set_index("run_id")["status"]
+    assert status.to_dict() == {"dead": "failed", "alive": "running", "done": "completed"}
