@@ -1,5 +1,5 @@
 """Metrics: Parzen windows, lower bounds and importance sampling, reversibility, BPC, hidden-state distances,
-AIS for decoder-based models.
+AIS for decoder-based models, Inception score and FID on a user-supplied feature network.
 
 Pure functions over tensors (most also take numpy arrays); no algorithm knowledge. The algorithms produce
 the raw quantities (samples, log-weights, per-step log-probabilities, hidden states) and call these.
@@ -7,6 +7,12 @@ the raw quantities (samples, log-weights, per-step log-probabilities, hidden sta
 
 from raygen.metrics.ais import AISConfig, AISResult, ais_log_likelihood, ais_schedule
 from raygen.metrics.chains import nearest_neighbours, reversibility_ratio
+from raygen.metrics.inception import (
+    frechet_distance,
+    frechet_distance_features,
+    inception_score,
+    load_feature_extractor,
+)
 from raygen.metrics.likelihood import (
     bernoulli_log_prob,
     bits_per_dim,
@@ -31,9 +37,13 @@ __all__ = [
     "bits_per_dim",
     "bits_per_dim_estimates",
     "dequantize",
+    "frechet_distance",
+    "frechet_distance_features",
     "gaussian_log_prob",
     "hidden_state_distances",
     "importance_estimates",
+    "inception_score",
+    "load_feature_extractor",
     "mean_std",
     "nearest_neighbours",
     "parzen_evaluate",
