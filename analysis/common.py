@@ -4,7 +4,7 @@ A comparison table is a DataFrame with label columns (`model`, ...) and, for eac
 table, the columns `q published`, `q published ±`, [`q published mark`], `q ours`, `q ours ±`, `q ± over`
 and `q n`. `ours` is the mean over the n runs in the cell; `±` is the standard deviation over those runs
 when n ≥ 2, and the run's own standard deviation over repeated evaluations when n = 1 and the run logged
-one (`<metric>_std`, as Infusion TAB 3.1 does); `± over` says which ("runs" or "evals"). The frame's
+one (`<metric>_std`, as Infusion TAB 3.1 does); `± over` says which, in words. The frame's
 `attrs` carry `title`, `caption`, `labels` and `quantities` for the renderers.
 """
 
@@ -208,7 +208,7 @@ def best_model(runs: pd.DataFrame, metrics: Sequence[str], goal: str = "max", ke
     if runs.empty:
         return runs
     for metric in metrics:
-        values = final(runs, metric)
+        values = choice_values(runs, metric)
         if values.notna().any():
             # `keys`: model_key of a larger frame computed once by a caller that picks per group.
             keys = model_key(runs) if keys is None else keys.loc[runs.index]
@@ -216,6 +216,16 @@ def best_model(runs: pd.DataFrame, metrics: Sequence[str], goal: str = "max", ke
             best = means.idxmax() if goal == "max" else means.idxmin()
             return runs[keys == best]
     return runs
+
+
+def choice_values(runs: pd.DataFrame, metric: str) -> pd.Series:
+    """The value a model is chosen on. For a validation metric, the run's own model selection
+    (`selection/<metric>`: the best validation value, whose state the final evaluation scored) where it
+    logged one, else the last logged value."""
+    values = final(runs, metric)
+    if metric.startswith("valid/"):
+        values = final(runs, f"selection/{metric}").fillna(values)
+    return values
 
 
 def selection_note(runs: pd.DataFrame, metrics: Sequence[str]) -> str:

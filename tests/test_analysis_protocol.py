@@ -243,3 +243,14 @@ def test_missing_data_names_the_isotropic_need(tmp_path):
     with pytest.raises(MissingData) as err:
         walkback.table_3_1b(runs)
     assert "isotropic" in err.value.needs and "diagonal" in err.value.reason
+
+
+def test_model_choice_uses_the_runs_own_selection_value(tmp_path):
+    """A run that selected its best validation state (train.select_metric) is chosen on that value (the state
+    its final evaluation scored), not on the last validation value it logged."""
+    a = _infusion("a", lb=1100.0, config={"train.lr": 1e-3}, **{"selection/valid/lower_bound": 1300.0})
+    a.finals["valid/lower_bound"] = 900.0  # the last quick evaluation, after the selected step
+    b = _infusion("b", lb=1200.0, config={"train.lr": 1e-4})
+    b.finals["valid/lower_bound"] = 1000.0
+    table = infusion.table_3_1(_write(tmp_path, a, b))
+    assert table.attrs["selection"].used == {"a"}
