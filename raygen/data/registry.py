@@ -94,6 +94,23 @@ _SOURCES: list[DatasetSource] = [
         files="raygen.data.cifar:cifar10_files",
     ),
     DatasetSource(
+        "svhn",
+        "image",
+        "SVHN cropped digits 32x32 RGB in [0,1] (official train_32x32.mat / test_32x32.mat; last 5k of train "
+        "as valid; never downloaded)",
+        "raygen.data.svhn:load_svhn",
+        names=("svhn",),
+        files="raygen.data.svhn:svhn_files",
+    ),
+    DatasetSource(
+        "svhn+extra",
+        "image",
+        "SVHN as `svhn`, training also on extra_32x32.mat (531k more images)",
+        "raygen.data.svhn:load_svhn",
+        names=("svhn+extra",),
+        files="raygen.data.svhn:svhn_files",
+    ),
+    DatasetSource(
         "idx:",
         "image",
         "images from any IDX file (80/10/10 split) or a directory with train and test IDX files; labels "
