@@ -170,8 +170,10 @@ def _param_from_data(name: str, observed: pd.Series) -> Param | None:
     values = [v for v in observed if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not values:
         return None
-    if all(_is_number(v) for v in values):
-        arr = np.asarray(values, dtype=float)
+    numbers = [v for v in values if v != NULL]
+    # Numbers and nulls: a number-valued parameter whose nulls are inactive trials (see sweep_trials).
+    if numbers and all(_is_number(v) for v in numbers):
+        arr = np.asarray(numbers, dtype=float)
         integer = bool(np.all(arr == np.round(arr)))
         # Without a spec a parameter spanning two or more decades is taken as log-sampled.
         log_scale = bool(arr.min() > 0 and arr.max() / arr.min() >= 100)
