@@ -8,7 +8,9 @@ on a laptop. Each paper table/figure is one plain function over the store's Data
     table = infusion.tab_a1(store.runs)                     # a DataFrame: published beside ours
     fig = infusion.fig_a1(store.runs, store.metrics)        # a matplotlib Figure
 
-`build_report(results, out)` writes all of them; `serve_dashboard` / `export_dashboard` show sweeps.
+`build_report(results, out)` writes all of them (`filters=ReportFilter(...)` restricts the runs; only runs on
+each paper's data and settings fill its published cells, see analysis/protocol.py); `serve_dashboard` /
+`export_dashboard` show sweeps.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from analysis.load import Store, load_store
 
 __all__ = [
     "MissingData",
+    "ReportFilter",
     "ReportSummary",
     "Store",
     "build_report",
@@ -30,12 +33,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from analysis.dashboard import export_dashboard, serve_dashboard
-    from analysis.report import ReportSummary, build_report
+    from analysis.report import ReportFilter, ReportSummary, build_report
 
 
 def __getattr__(name: str) -> Any:
     # The report pulls in matplotlib and the dashboard plotly/optuna: import them only when asked for.
-    if name in ("build_report", "ReportSummary"):
+    if name in ("build_report", "ReportFilter", "ReportSummary"):
         from analysis import report
 
         return getattr(report, name)

@@ -227,7 +227,7 @@ def to_latex(frame: pd.DataFrame, label: str) -> str:
         lines.append(" & ".join(cell_tex(v) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     caption = " ".join([str(frame.attrs.get("title", label))] + caption_lines(frame))
-    lines += [r"\caption{" + latex_escape(caption) + "}", r"\label{tab:" + latex_escape(label) + "}", r"\end{table}"]
+    lines += [r"\caption{" + latex_escape(caption) + "}", r"\label{tab:" + label + "}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
