@@ -78,3 +78,18 @@ def test_feature_extractor_from_a_torchscript_file(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="not a TorchScript file"):
         load_feature_extractor(tmp_path / "junk.pt")
+
+
+def test_classifier_stand_in_scores_a_balanced_separable_set():
+    from raygen.metrics.inception import train_classifier
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 2
+    images = (torch.rand(200, 1, 4, 4, generator=g) * 0.2 + labels[:, None, None, None] * 0.8).clamp(0, 1)
+    net = train_classifier(images, labels, hidden=(16, 8), steps=1500, lr=1e-2)
+    probs, feats = extract(net, images)
+    assert float((probs.argmax(1) == labels).double().mean()) == 1.0
+    # confident, balanced predictions over 2 classes: the score approaches 2 (the closed form for one-hot)
+    assert inception_score(probs, splits=1)[0] == pytest.approx(2.0, abs=0.1)
+    assert frechet_distance_features(feats[:100], feats[:100]) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance_features(feats[labels == 0], feats[labels == 1]) > 1.0

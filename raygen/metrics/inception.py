@@ -101,3 +101,56 @@ def extract(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 100) -
             probs.append(torch.softmax(out[0].double(), 1).cpu())
             feats.append(out[1].double().cpu())
     return torch.cat(probs), torch.cat(feats)
+
+
+# ---------------------------------------------------------------------------------------------- offline stand-in
+
+
+class ClassifierFeatures(torch.nn.Module):
+    """An MLP classifier of the dataset's own labels with the extractor interface: images → (logits, features
+    of the last hidden layer). Scores computed with it are raygen's *classifier score* and *classifier FID* —
+    a different score from the Inception score and FID, meaningful only between models of the same dataset."""
+
+    def __init__(self, in_dim: int, classes: int, hidden: tuple[int, ...] = (256, 128)) -> None:
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        for a, b in zip((in_dim, *hidden[:-1]), hidden):
+            layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+        self.body = torch.nn.Sequential(*layers)
+        self.head = torch.nn.Linear(hidden[-1], classes)
+        self.in_dim = in_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.reshape(len(x), -1)
+        if flat.shape[1] != self.in_dim:  # grey images arrive expanded to 3 channels by `extract`
+            flat = x[:, :1].reshape(len(x), -1)
+        f = self.body(flat)
+        return self.head(f), f
+
+
+def train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    hidden: tuple[int, ...] = (256, 128),
+    steps: int = 2000,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> ClassifierFeatures:
+    """Fit `ClassifierFeatures` to (images (N, ...), int labels (N,)) by Adam on the cross-entropy."""
+    if len(images) != len(labels) or len(images) == 0:
+        raise ValueError(f"train_classifier needs as many labels as images, got {len(images)} and {len(labels)}")
+    labels = labels.long()
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = ClassifierFeatures(images[0].numel(), int(labels.max()) + 1, hidden)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    x = images.reshape(len(images), -1).float()
+    for _ in range(steps):
+        idx = torch.randint(len(x), (min(batch_size, len(x)),), generator=gen)
+        loss = torch.nn.functional.cross_entropy(net(x[idx])[0], labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net.eval()
