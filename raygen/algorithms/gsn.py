@@ -31,6 +31,7 @@ from raygen.algorithms.latent import mlp
 from raygen.config import AlgoConfig, RunConfig
 from raygen.data.base import Dataset
 from raygen.metrics.likelihood import bernoulli_log_prob, gaussian_log_prob
+from raygen.nets.conv import ConvConfig, ConvOperator
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ class GSNConfig(AlgoConfig):
     )
     reconstruction_std: float = Field(0.1, gt=0, description="σ of the Gaussian reconstruction distribution")
     hidden: tuple[int, ...] = Field((1500,), description="hidden widths (GSN MNIST: 1 500 tanh units)")
+    architecture: Literal["mlp", "conv"] = Field(
+        "mlp", description="mlp (the GSN paper's) or conv: VW's convolutional image operator (`algo.conv`)"
+    )
+    conv: ConvConfig = Field(ConvConfig(), description="the convolutional operator (architecture=conv, images only)")
     activation: Literal["tanh", "relu", "leaky_relu"] = "tanh"
     walkback_steps: int = Field(5, ge=1, description="k corruption–reconstruction steps per training example")
     sampling_steps: int = Field(100, ge=1, description="chain steps from noise when sampling")
@@ -76,7 +81,12 @@ class GSN(Algorithm):
         if cfg.corruption == "salt_pepper" and cfg.noise > 1:
             raise ValueError(f"gsn: the salt-and-pepper probability algo.noise must be ≤ 1, got {cfg.noise}")
         self.dim = dataset.dim
-        self.net = mlp(self.dim, cfg.hidden, self.dim, cfg.activation)
+        if cfg.architecture == "conv":
+            if dataset.image_shape is None:
+                raise ValueError("gsn: algo.architecture=conv needs image data")
+            self.net = ConvOperator(dataset.image_shape, 1, 1, cfg.conv)
+        else:
+            self.net = mlp(self.dim, cfg.hidden, self.dim, cfg.activation)
         self.register_buffer("data_mean", torch.zeros(self.dim))
         self.register_buffer("data_std", torch.ones(self.dim))
         self._opt: torch.optim.Optimizer | None = None
