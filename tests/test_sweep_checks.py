@@ -528,7 +528,7 @@ def test_snapshot_files_a_killed_driver_left_empty_are_moved_aside(tmp_path):
 
     for session, ok in (("2026-01-01_10-00-00", True), ("2026-01-01_11-00-00", False)):
         (tmp_path / f"experiment_state-{session}.json").write_text("" if not ok else json.dumps({"trials": []}))
-        (tmp_path / f"search_gen_state-{session}.json").write_text(json.dumps({"counter": 1}))
+        (tmp_path / f"search_gen_state-{session}.json").write_bytes(cloudpickle.dumps({"counter": 1}))  # as Tune
         (tmp_path / f"searcher-state-{session}.pkl").write_bytes(cloudpickle.dumps({"x": 1}))
     assert _find_newest_experiment_checkpoint(str(tmp_path)).endswith("11-00-00.json")  # Tune takes the empty one
     moved = sw.repair_snapshots(str(tmp_path))

@@ -263,6 +263,8 @@ def run_trial(config: dict[str, Any], trial_id: str, *, send: Callable[[dict, by
     """One trial, outside of Tune's API (tests call it directly): `send(payload, checkpoint_bytes)` reports."""
     from raygen.engine.loop import train
 
+    if JOB_KEY not in config:
+        raise RuntimeError("a trial without raygen's job settings: Tune restored an experiment without its state")
     job = config[JOB_KEY]
     run_id = run_id_for(job["sweep_id"], trial_id)
     params = trial_params(config)
@@ -793,7 +795,11 @@ def write_spec(spec: ResolvedSweep, results: Path, *, resume: bool, planned: int
 
 
 def _exists(path: str) -> bool:
-    return tune.Tuner.can_restore(path) if "://" in path or Path(path).exists() else False
+    """Whether Tune can restore the experiment: its tuner.pkl (all `Tuner.can_restore` checks) and, locally, a
+    snapshot of its state (without one Tune "restores" an empty experiment whose trials have no config)."""
+    if "://" in path:
+        return tune.Tuner.can_restore(path)
+    return Path(path).is_dir() and tune.Tuner.can_restore(path) and any(Path(path).glob("experiment_state-*.json"))
 
 
 _SNAPSHOT = re.compile(r"^(experiment_state|search_gen_state|searcher-state)-(.+)\.(json|pkl)$")
@@ -804,13 +810,15 @@ def _snapshot_ok(path: Path) -> bool:
 
     try:
         data = path.read_bytes()
-        if path.suffix == ".json":
-            json.loads(data)
-        else:
-            cloudpickle.loads(data)
-    except Exception:  # noqa: BLE001 - empty, truncated or otherwise unreadable
+    except OSError:
         return False
-    return bool(data)
+    for load in (json.loads, cloudpickle.loads):  # search_gen_state-*.json is a pickle, despite its name
+        try:
+            load(data)
+            return bool(data)
+        except Exception:  # noqa: BLE001, S112 - empty, truncated or otherwise unreadable: try the other format
+            continue
+    return False
 
 
 def repair_snapshots(path: str) -> list[str]:
