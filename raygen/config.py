@@ -1,6 +1,7 @@
 """Typed run configuration: one frozen pydantic model per component, composed into `RunConfig`.
 
-Precedence (lowest first): class defaults < the algorithm's presets for the dataset kind < a YAML file
+Precedence (lowest first): class defaults < the algorithm's presets for the dataset kind (then for the named
+dataset) < a YAML file
 < `key=value` overrides. The resolved config is what gets stored with every result row and checkpoint.
 Unknown keys, wrong types and impossible values fail here, before any work starts, naming the key.
 """
@@ -329,7 +330,8 @@ def build_config(
     if not tree.get("dataset"):
         raise ConfigError("config key 'dataset' is missing")
     try:
-        presets = algorithm_class(algorithm).presets(dataset_kind(tree["dataset"]))
+        cls = algorithm_class(algorithm)
+        presets = _deep_merge(cls.presets(dataset_kind(tree["dataset"])), cls.dataset_presets(tree["dataset"]))
     except KeyError as err:
         raise ConfigError(str(err.args[0])) from None
     tree = _deep_merge(presets, tree)

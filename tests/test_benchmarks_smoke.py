@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CASES = [
     ("bench_ais.py", ["--smoke"]),
+    ("bench_first_run.py", ["--smoke"]),
     ("bench_infusion_step.py", ["--smoke"]),
     ("bench_parzen.py", ["--samples", "300", "--points", "200", "--dim", "16", "--subset", "20"]),
     ("bench_professor.py", ["--smoke"]),

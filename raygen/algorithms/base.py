@@ -48,6 +48,11 @@ class Algorithm(nn.Module):
         """Paper settings that depend on the kind of data (nested RunConfig overrides)."""
         return {}
 
+    @classmethod
+    def dataset_presets(cls, dataset: str) -> dict[str, Any]:
+        """Settings for one named dataset, applied over `presets` (e.g. sizes fitted to the small digits)."""
+        return {}
+
     def __init__(self, config: RunConfig, dataset: Dataset) -> None:
         super().__init__()
         self.run_config = config

@@ -67,6 +67,9 @@ def evaluation_suite(
         for split in ec.splits:
             n = ec.train_examples if split == "train" else ec.test_examples
             data = _subset(dataset.splits[split], n).to(device)
+            # One line per stage: on a CPU the full evaluation can take as long as the training did.
+            log.info("final evaluation: %s split, %d examples, %d repeat(s) of %d samples each", split, len(data),
+                     ec.repeats, ec.likelihood_samples)
             values = algo.evaluate(data, split, full=True, generator=generator)
             if "importance" in values:
                 # The IS estimate grows with k (VW 3.4.2 asks for "a large number of destructive paths"; no paper
@@ -80,6 +83,7 @@ def evaluation_suite(
                 metrics.update({f"{label}/{k}": v for k, v in parzen_metrics(algo, dataset, config, split).items()})
         artifacts: list[Artifact] = []
         if pictures:
+            log.info("final evaluation: pictures (samples, chains)")
             artifacts = list(algo.artifacts(dataset, generator=generator))
             if dataset.kind == "image":
                 nearest = nearest_neighbour_artifact(algo, dataset)
