@@ -148,3 +148,25 @@ def test_unknown_select_metric_is_a_clear_error(toy_algorithm):
     with pytest.raises(ValueError, match="select_metric='bogus'.*reports \\['nll'\\]"):
         train(_config(toy_algorithm, **{"train.steps": 10, "train.eval_every": 10, "train.select_metric": "bogus"}),
               Collect())
+
+
+def test_without_a_selection_metric_the_last_state_is_evaluated(toy_algorithm, monkeypatch):
+    from tests.toy_algorithm import MeanFit
+
+    def evaluate(self, data, split, *, full, generator):
+        return {"mean0": float(self.mean[0])}  # nothing to select by (no lower_bound, nll or loss)
+
+    monkeypatch.setattr(MeanFit, "evaluate", evaluate)
+    report = Collect()
+    algo = train(_config(toy_algorithm, **{"train.steps": 30, "train.eval_every": 10, "train.patience": 1,
+                                           "eval.parzen": False}), report)
+    assert algo.updates == 30 and report.reports[-1][1]["test/mean0"] == float(algo.mean[0])
+    assert not any(k.startswith("selection/") for k in report.reports[-1][1])
+
+
+def test_a_non_finite_validation_value_is_never_selected(toy_algorithm, monkeypatch):
+    seen = _scripted_validation(monkeypatch, {10: float("nan"), 20: 3.0, 30: float("-inf")})
+    report = Collect()
+    train(_config(toy_algorithm, **{"train.steps": 30, "train.eval_every": 10, "train.lr": 0.05,
+                                    "eval.parzen": False}), report)
+    assert report.reports[-1][1]["selection/step"] == 20 and report.reports[-1][1]["test/mean0"] == seen[20]

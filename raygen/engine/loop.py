@@ -7,6 +7,7 @@ runner supplies (local: Parquet + progress bar; Ray: the same writer on rank 0 p
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -141,18 +142,23 @@ class Selection:
         self.best_step: int | None = None
         self.best_model: dict[str, torch.Tensor] | None = None
         self.stale = 0  # evaluations since the last improvement
+        self.disabled = False  # no metric to select by: the last state is evaluated, no early stop
 
-    def _resolve(self, evaluation: dict[str, float]) -> None:
+    def _resolve(self, evaluation: dict[str, float]) -> bool:
+        """Fix the metric on the first evaluation; False when there is nothing to select by."""
+        if self.disabled:
+            return False
         if self.metric is None:
             for name, mode in _FALLBACK_SELECTION:
                 if name in evaluation:
                     self.metric, self.mode = name, self.mode or mode
                     break
             else:
-                raise ValueError(
-                    f"no validation metric to select the model by (none of {[n for n, _ in _FALLBACK_SELECTION]} "
-                    f"among {sorted(evaluation)}): set train.select_metric"
-                )
+                log.warning("no validation metric to select the model by (none of %s among %s): the last update "
+                            "is evaluated; set train.select_metric", [n for n, _ in _FALLBACK_SELECTION],
+                            sorted(evaluation))
+                self.disabled = True
+                return False
         if self.metric not in evaluation:
             raise ValueError(
                 f"train.select_metric='{self.metric}' is not a validation metric of this algorithm; it reports "
@@ -160,12 +166,16 @@ class Selection:
             )
         if self.mode is None:
             raise ValueError(f"train.select_mode is needed to select on '{self.metric}' (max or min)")
+        return True
 
     def observe(self, step: int, evaluation: dict[str, float], algo: Algorithm) -> bool:
         """Record one validation evaluation; True when patience has run out (stop training)."""
-        self._resolve(evaluation)
+        if not self._resolve(evaluation):
+            return False
         value = float(algo.ctx.all_reduce_mean(torch.tensor([evaluation[self.metric]], device=algo.device))[0])
-        better = self.best_value is None or (value > self.best_value if self.mode == "max" else value < self.best_value)
+        # A non-finite value (a diverged evaluation) never counts as an improvement.
+        better = math.isfinite(value) and (
+            self.best_value is None or (value > self.best_value if self.mode == "max" else value < self.best_value))
         if better:
             self.best_value, self.best_step, self.stale = value, step, 0
             if self.keep:
