@@ -12,7 +12,7 @@ TINY = {"eval.parzen_samples": 60, "eval.parzen_valid_examples": 30, "eval.test_
         "train.eval_every": 2, "train.eval_examples": 20, "train.checkpoint_every": 100, "train.progress": False}
 CASES = {
     "vae": ({"algo.decoder_hidden": [8], "algo.encoder_hidden": [8], "algo.latent": 2, "algo.ais_examples": 2,
-             "algo.ais.steps": 3}, ("test/lower_bound", "test/importance", "test/ais", "test/parzen_ll")),
+             "algo.ais.steps": 3}, ("test/lower_bound", "test/importance", "test/ais", "test/ais_examples_importance", "test/parzen_ll")),
     "gan": ({"algo.decoder_hidden": [8], "algo.discriminator_hidden": [8], "algo.latent": 2, "algo.ais_examples": 2,
              "algo.ais.steps": 3, "algo.std_selection_steps": 2, "algo.std_selection_examples": 2},
             ("test/mmd", "test/ais", "test/observation_std", "test/parzen_ll")),

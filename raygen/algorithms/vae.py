@@ -180,6 +180,13 @@ class VAE(DecoderModel):
             repeats.append(row)
         out = summarise_repeats(repeats)
         ais = self.ais_metrics(first, generator)
+        if ais:
+            # AIS scores only the first ais_examples examples: the IWAE bound on the same ones, to compare like
+            # with like (AIS should not be below it, up to noise, when it has enough distributions)
+            n = min(self.cfg.ais_examples, len(first))
+            with torch.no_grad():
+                sub = self.iwae_log_weights(first[:n], ec.likelihood_samples, generator)
+            ais["ais_examples_importance"] = float((torch.logsumexp(sub, 1) - math.log(sub.shape[1])).mean())
         if ais and (images or binary):
             ais["bits_per_dim_ais"] = bits_per_dim(ais["ais"], self.dim, width)
         out.update(ais)
