@@ -349,6 +349,6 @@ def test_raygen_runs_lists_a_sweep_worth_of_runs_as_plain_columns(tmp_path):
     res = CliRunner().invoke(app, ["runs", "--results", str(tmp_path)])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert lines[0].split() == ["run_id", "algorithm", "dataset", "status", "steps", "wall_time_s"]
+    assert lines[0].split()[:4] == ["run_id", "algorithm", "dataset", "status"]
     assert [line.split()[0] for line in lines[1:]] == [f"run-{i:03d}" for i in range(201)]
     assert lines[1].split()[1:4] == ["infusion", "mnist", "failed"]
