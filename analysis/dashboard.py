@@ -101,16 +101,19 @@ _PLOTLY_LITERAL_KEYS = frozenset({"meta", "uid", "ids", "customdata"})
 _PLOTLY_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
-def plotly_text_safe(value: Any, key: str | None = None) -> Any:
+def plotly_text_safe(value: Any, key: str | None = None, literal: frozenset[str] = _PLOTLY_LITERAL_KEYS) -> Any:
     """`value` with every string's `<`, `>`, `&` turned into entities (plotly displays them as typed)."""
-    if key in _PLOTLY_LITERAL_KEYS:
+    if key in literal:
         return value
     if isinstance(value, str):
         return value.translate(_PLOTLY_TEXT_ESCAPES)
     if isinstance(value, dict):
-        return {k: plotly_text_safe(v, k) for k, v in value.items()}
+        # Parallel coordinates draw their tick labels as plain text (checked in Chromium: "&gt;" would show
+        # as such), so those stay as stored; their axis labels are pseudo-HTML like everything else.
+        inner = literal | {"ticktext"} if value.get("type") == "parcoords" else literal
+        return {k: plotly_text_safe(v, k, inner) for k, v in value.items()}
     if isinstance(value, list):
-        return [plotly_text_safe(v, key) for v in value]
+        return [plotly_text_safe(v, key, literal) for v in value]
     return value
 
 

@@ -218,6 +218,10 @@ def test_hostile_strings_render_as_text_in_the_export_and_the_served_page(browse
             assert w.trial_rows() == 4
             assert HOSTILE in w.page.locator("#sweep-title").text_content()
             assert w.page.locator("#trials b, #sweep-list b, #trials img").count() == 0
+            # Shown as typed everywhere: no escape entity leaks into what the reader sees (HOSTILE has none
+            # of these two), charts included.
+            shown = w.page.locator("body").inner_text() + w.page.locator("#parcoords").text_content()
+            assert "&lt;" not in shown and "&gt;" not in shown
             assert w.page.locator("#parcoords .js-plotly-plot, #parcoords.js-plotly-plot").count() == 1
             w.check_clean()
             w.page.close()
