@@ -22,6 +22,19 @@ def _logging() -> None:
                             datefmt="%H:%M:%S", stream=sys.stderr)
 
 
+RESULTS_OPTION = typer.Option("--results", help="results store directory (as in every other command; the "
+                              "positional RESULTS is the same)")
+
+
+def _store(results: Path, option: Path | None) -> Path:
+    """The store named by --results (spelled as in every raygen command) or, for old scripts, positionally."""
+    if option is not None and results != Path("results") and option != results:
+        typer.secho(f"error: two results stores given ({results} and --results {option}); pass one",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    return option if option is not None else results
+
+
 def _check_store(results: Path) -> None:
     if not results.is_dir():
         typer.secho(f"error: results store {results} does not exist (run `raygen train` or `raygen sweep` first, "
@@ -40,12 +53,14 @@ def report(
         "--run", help="only this run id or unique prefix (repeat for several)")] = None,
     include_smoke: Annotated[bool, typer.Option(
         "--include-smoke", help="let smoke runs (`raygen sweep --smoke`) into the paper tables")] = False,
+    results_option: Annotated[Path | None, RESULTS_OPTION] = None,
 ) -> None:
     """Rebuild the papers' tables (Markdown, LaTeX, CSV) and figures (PNG, PDF) from a results store, with
     the published numbers beside ours. Only runs on the paper's data and settings fill a published cell
     (others go to an "ours, other data" table); OUT/README.md says which runs each table used and left out,
     and why, and for what was not built, which runs are needed."""
     _logging()
+    results = _store(results, results_option)
     _check_store(results)
     from analysis.report import ReportFilter, build_report
 
@@ -69,10 +84,12 @@ def dashboard(
     port: Annotated[int, typer.Option("--port", help="port to listen on")] = 8765,
     html_out: Annotated[Path | None, typer.Option(
         "--html", help="write the dashboard as one self-contained HTML file instead of serving it")] = None,
+    results_option: Annotated[Path | None, RESULTS_OPTION] = None,
 ) -> None:
     """Explore sweeps in the browser: trials table, parallel coordinates, importance, learning curves, Pareto
     front and samples. Works offline; the page refreshes while a sweep is still writing."""
     _logging()
+    results = _store(results, results_option)
     _check_store(results)
     from analysis.dashboard import export_dashboard, serve_dashboard
 

@@ -20,6 +20,22 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger("raygen")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from raygen import __version__
+
+        typer.echo(f"raygen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print raygen's version and exit"),
+) -> None:
+    """Train, sweep and analyse learned-transition-operator generative models and sequence models."""
+
 RESULTS_HELP = "results store directory"
 OVERRIDES_HELP = "config overrides KEY=VALUE (e.g. train.lr=1.0e-3, algo.omega=0.02, or a unique bare key)"
 
@@ -138,7 +154,7 @@ def train(
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="dataset name (see `raygen datasets`)"),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
     steps: int | None = typer.Option(None, "--steps", help="training budget in optimizer updates"),
-    seed: int | None = typer.Option(None, "--seed"),
+    seed: int | None = typer.Option(None, "--seed", help="random seed of the run (config key seed)"),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda | auto"),
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
     resume: str | None = typer.Option(None, "--resume", metavar="RUN", help="continue a lost, failed or stopped "
@@ -150,7 +166,8 @@ def train(
                                      "checkpoint after a worker or node failure (-1: unlimited)"),
     address: str | None = typer.Option(None, "--address", help="with --workers: Ray cluster address "
                                           "(default: $RAY_ADDRESS, else a private local Ray)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging, and tracebacks of errors"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging, tracebacks of errors, and (with "
+                                 "--workers) Ray's own output"),
 ) -> None:
     """Train ALGORITHM; results, checkpoint and pictures land in the results store."""
     _setup_logging(verbose)
@@ -187,7 +204,7 @@ def train(
             from raygen.engine.ray_train import run_distributed
 
             run_id = run_distributed(cfg, results, workers=workers, use_gpu=gpu, max_failures=max_failures,
-                                     address=address)
+                                     address=address, verbose=verbose)
     typer.echo(run_id)
 
 
@@ -196,9 +213,9 @@ def sample(
     run: str = typer.Argument(..., help="run id, unique prefix, or 'latest'"),
     n: int = typer.Option(64, "--n", help="number of samples"),
     chain_steps: int | None = typer.Option(None, "--chain-steps", help="length of T=1 chains (walkback)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="random seed of the sampling noise"),
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
-    device: str | None = typer.Option(None, "--device"),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda | auto (default: the run's device)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging, and tracebacks of errors"),
 ) -> None:
     """Draw new samples and chains from a run's checkpoint; writes pictures next to the run's files."""
@@ -215,9 +232,9 @@ def sample(
 def evaluate(
     run: str = typer.Argument(..., help="run id, unique prefix, or 'latest'"),
     overrides: list[str] | None = typer.Argument(None, help="eval.* overrides, e.g. eval.parzen_samples=1000"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="random seed of the sampling noise"),
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
-    device: str | None = typer.Option(None, "--device"),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda | auto (default: the run's device)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging, and tracebacks of errors"),
 ) -> None:
     """Run the evaluation suite on the test split (and eval.splits) and append the numbers to the store."""
@@ -254,19 +271,74 @@ def datasets(
     table = Table("dataset", "kind", "present", "looked for at", "description")
     for info in list_datasets(DataConfig(root=str(root) if root else None)):
         table.add_row(info.name, info.kind, _presence(info), "\n".join(info.locations), info.description)
-    Console(width=200).print(table)
+    Console().print(table)  # the terminal's width
+
+
+def _is_store(results: Path) -> bool:
+    """A results store is a folder with a runs/ folder (what every writer creates first)."""
+    return (results / "runs").is_dir()
+
+
+def _require_store(results: Path) -> None:
+    if not _is_store(results):
+        what = "does not exist" if not results.exists() else "is not a raygen results store (no runs/ folder)"
+        _fail(f"results store {results} {what}; pass the folder `raygen train` or `raygen sweep` wrote with "
+              "--results")
+
+
+def _metric_cell(value: Any) -> str:
+    import math
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(number) else f"{number:.4g}"
+
+
+def _objective_columns(row: Any) -> tuple[str, str, str]:
+    """(objective name, its latest valid value, its test value) from a run row's final.* columns (the latest
+    stored values: a running run's heartbeat refreshes them)."""
+    from raygen.engine.loggers import objective_values
+
+    values = {k.removeprefix("final."): v for k, v in row.items() if k.startswith("final.")}
+    values = {k: v for k, v in values.items() if v is not None and v == v}  # noqa: PLR0124 - NaN test
+    name = row.get("config.train.select_metric") or None
+    if not name:
+        from raygen.algorithms import algorithm_class
+
+        try:
+            selection = algorithm_class(str(row.get("algorithm"))).selection
+        except KeyError:  # a run of an algorithm this raygen does not know
+            selection = None
+        name = selection[0] if selection else None
+    shown = objective_values(values, name)
+    key = next((k for k in shown if k.startswith("valid/")), next(iter(shown), None))
+    if key is None:
+        return "-", "-", "-"
+    split, metric = key.split("/", 1)
+    return metric, _metric_cell(shown[key]) if split == "valid" else "-", _metric_cell(values.get(f"test/{metric}"))
 
 
 @app.command()
 def runs(
     results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
+    status: list[str] | None = typer.Option(None, "--status", help="only runs with this status: running, lost, "
+                                            "completed, failed, stopped (repeat for several)"),
+    algorithm: list[str] | None = typer.Option(None, "--algorithm", help="only runs of this algorithm (repeat "
+                                               "for several)"),
+    sweep_id: list[str] | None = typer.Option(None, "--sweep", help="only the trials of this sweep id (repeat "
+                                              "for several)"),
+    metric: list[str] | None = typer.Option(None, "--metric", help="add a column with this metric's latest value, "
+                                            "e.g. test/parzen_ll (repeat for several)"),
     lost_after: float | None = typer.Option(None, "--lost-after", metavar="SECONDS", help="a running run whose "
                                             "heartbeat is older than this is shown lost (default: "
                                             "$RAYGEN_LOST_AFTER_S, else 600)"),
     repair: bool = typer.Option(False, "--repair", help="mark lost runs failed for good (error: lost since ...); "
                                 "`raygen train --resume RUN` can then continue them"),
 ) -> None:
-    """List the runs in a results store (a running run whose heartbeat stopped is shown `lost`)."""
+    """List the runs in a results store: status (a running run whose heartbeat stopped is `lost`), the update
+    and wall time reached (a running run: as of its last heartbeat), and its objective on valid and test."""
     import pandas as pd
     from rich.console import Console
     from rich.table import Table
@@ -277,30 +349,45 @@ def runs(
 
     if lost_after is not None and lost_after <= 0:
         _fail("--lost-after must be positive")
+    _require_store(results)
     if repair:
         for run_id in repair_lost(results, after_s=lost_after):
             typer.echo(f"marked lost run {run_id} failed", err=True)
     frame = read_runs(results)
-    header = ("run_id", "algorithm", "dataset", "status", "steps", "wall_time_s")
-    rows = []
     if not frame.empty:
         frame = frame.assign(shown=effective_status(frame, after_s=lost_after)).sort_values("started_at")
-    for row in frame.itertuples() if not frame.empty else []:
-        steps, wall = row.steps, row.wall_time_s
-        if row.status == "running" and pd.notna(getattr(row, "heartbeat_at", None)):  # not ended: as of its heartbeat
-            steps = getattr(row, "heartbeat_step", steps)
-            wall = (pd.Timestamp(row.heartbeat_at) - pd.Timestamp(row.started_at)).total_seconds()
-        rows.append((row.run_id, row.algorithm, row.dataset, row.shown, str(steps),
-                     f"{wall if pd.notna(wall) else 0:.1f}"))
-    if len(rows) > 200:  # a sweep's worth: plain aligned columns (rich takes seconds per thousand rows)
-        widths = [max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
+        keep = pd.Series(True, index=frame.index)
+        if status:
+            keep &= frame["shown"].isin(status)
+        if algorithm:
+            keep &= frame["algorithm"].isin(algorithm)
+        if sweep_id:
+            keep &= frame["sweep_id"].isin(sweep_id) if "sweep_id" in frame else False
+        frame = frame[keep]
+    extra = list(metric or [])
+    header = ("run_id", "algorithm", "dataset", "status", "step", "wall_s", "objective", "valid", "test", *extra)
+    rows = []
+    for row in frame.to_dict("records") if not frame.empty else []:
+        steps, wall = row["steps"], row["wall_time_s"]
+        if row["status"] == "running" and pd.notna(row.get("heartbeat_at")):  # not ended: as of its heartbeat
+            steps = row.get("heartbeat_step", steps)
+            wall = (pd.Timestamp(row["heartbeat_at"]) - pd.Timestamp(row["started_at"])).total_seconds()
+        rows.append((row["run_id"], row["algorithm"], row["dataset"], row["shown"],
+                     str(int(steps)) if pd.notna(steps) else "-", f"{wall if pd.notna(wall) else 0:.1f}",
+                     *_objective_columns(row), *(_metric_cell(row.get(f"final.{m}")) for m in extra)))
+    # Piped or a sweep's worth of rows: plain aligned columns, nothing cut (rich takes seconds per thousand rows,
+    # and a pipe has no width to fit). In a terminal: a table as wide as the terminal, run ids never cut.
+    if len(rows) > 200 or not sys.stdout.isatty():
+        widths = [max([len(h), *(len(str(r[i])) for r in rows)]) for i, h in enumerate(header)]
         typer.echo("\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()
                               for r in [header, *rows]))
         return
-    table = Table(*header)
+    table = Table()
+    for h in header:
+        table.add_column(h, no_wrap=h == "run_id", overflow="fold")
     for r in rows:
         table.add_row(*r)
-    Console(width=200).print(table)
+    Console().print(table)
 
 
 @app.command()
@@ -322,21 +409,31 @@ def compact(
 
 @app.command("config")
 def show_config(
-    algorithm: str = typer.Argument(...),
+    algorithm: str = typer.Argument(..., help="algorithm name (see `raygen train --help`)"),
     overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
-    dataset: str = typer.Option(..., "--dataset", "-d"),
-    config: Path | None = typer.Option(None, "--config", "-c"),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name (see `raygen datasets`)"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
+    explain: bool = typer.Option(False, "--explain", help="one line per field: its value, where the value came "
+                                 "from (default, preset, file or override) and what it means"),
 ) -> None:
-    """Print the fully resolved config as YAML (a starting point for --config files)."""
-    from raygen.config import build_config, parse_override
+    """Print the fully resolved config as YAML (a starting point for --config files), or with --explain each
+    field's value, source and description."""
+    from raygen.config import build_config, explain_config, parse_override
 
     try:
-        cfg = build_config(
-            algorithm=algorithm, dataset=dataset, file=config, overrides=dict(parse_override(o) for o in overrides or [])
-        )
+        parsed = dict(parse_override(o) for o in overrides or [])
+        if explain:
+            rows = explain_config(algorithm=algorithm, dataset=dataset, file=config, overrides=parsed)
+        else:
+            cfg = build_config(algorithm=algorithm, dataset=dataset, file=config, overrides=parsed)
     except (ConfigError, KeyError) as err:
         _fail(str(err.args[0] if isinstance(err, KeyError) else err))
-    typer.echo(cfg.to_yaml())
+    if not explain:
+        typer.echo(cfg.to_yaml())
+        return
+    width = min(48, max(len(f"{key} = {value!r}") for key, value, _, _ in rows))  # a long tuple may overrun
+    for key, value, source, description in rows:
+        typer.echo(f"{f'{key} = {value!r}':{width}}  [{source}]" + (f"  {description}" if description else ""))
 
 
 @app.command()

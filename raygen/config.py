@@ -351,3 +351,41 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[path] = value
     return out
+
+
+def explain_config(
+    *,
+    algorithm: str,
+    dataset: str,
+    file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> list[tuple[str, Any, str, str]]:
+    """(dotted key, value, source, description) of every field of the resolved config, `source` being where the
+    value came from under `build_config`'s precedence: default, preset (the algorithm's for the dataset kind
+    or the named dataset), file or override. `raygen config --explain` prints it."""
+    from raygen.algorithms import algorithm_class
+    from raygen.data import dataset_kind
+
+    config = build_config(algorithm=algorithm, dataset=dataset, file=file, overrides=overrides)
+    cls = algorithm_class(config.algorithm)
+    layers = [
+        ("preset", flatten(_deep_merge(cls.presets(dataset_kind(config.dataset)), cls.dataset_presets(config.dataset)))),
+        ("file", flatten(load_yaml(file)) if file is not None else {}),
+        ("override", {".".join(_resolve_key(k, config.algorithm)): v for k, v in (overrides or {}).items()}),
+    ]
+    rows: list[tuple[str, Any, str, str]] = []
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name, info in type(model).model_fields.items():
+            value, key = getattr(model, name), f"{prefix}{name}"
+            if isinstance(value, BaseModel):
+                walk(value, key + ".")
+                continue
+            source = "default"
+            for layer, keys in layers:  # lowest precedence first: the last layer naming the key wins
+                if key in keys or any(k.startswith(key + ".") for k in keys):
+                    source = layer
+            rows.append((key, value, source, info.description or ""))
+
+    walk(config, "")
+    return rows

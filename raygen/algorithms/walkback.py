@@ -676,15 +676,22 @@ class Walkback(Algorithm):
         total: torch.Tensor | None = None
         metrics: dict[str, float] = {}
         unit_var = None
+        # Online mode makes one update per walkback step, so a trajectory can end past train.steps. The budget is
+        # exact: once it is spent (and at least one update was made), the rest of the trajectory is still walked
+        # (p* tracks the moments of s_K, and the step metrics stay comparable) but makes no further update.
+        budget, start = self.run_config.train.steps, self.updates
         for t, (level, temperature) in enumerate(traj.steps(), start=1):
             with torch.no_grad():  # the heating step is sampled with the current θ (θ_q ← θ_p, §3)
                 q = self.transition(s_prev, level, temperature)
                 s_next = q.sample()
             if t == 1:
                 unit_var = q.unit_noise_var().mean()
-            nll = self.step_nll(s_prev, s_next, level, temperature).mean()
+            spent = cfg.update_mode == "online" and self.updates >= budget and self.updates > start
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not spent):
+                nll = self.step_nll(s_prev, s_next, level, temperature).mean()
             if cfg.update_mode == "online":
-                self.update(self._opt, nll)
+                if not spent:
+                    self.update(self._opt, nll)
             elif cfg.update_mode == "accumulated":
                 total = nll if total is None else total + nll
             else:

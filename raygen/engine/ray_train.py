@@ -23,9 +23,11 @@ import contextlib
 import logging
 import math
 import os
+import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,67 @@ def _init_loopback(num_cpus: int | None, log_to_driver: bool = True) -> None:
                  log_to_driver=log_to_driver, _node_ip_address="127.0.0.1")
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = enabled
+
+
+# Rank 0's log lines as the worker formats them (`_worker_logging`); without --verbose the driver prints only
+# these of everything Ray's processes write (its controller's retries and tracebacks, TrainingReport dumps,
+# the "multiple active Ray instances" warnings of its helper actors).
+_RAYGEN_LINE = re.compile(r"^\d\d:\d\d:\d\d (INFO|WARNING|ERROR|CRITICAL) raygen[.:]")
+_RAY_LOGGERS = ("ray", "ray.train", "ray.tune", "ray._private")
+
+
+def _print_raygen_lines(data: dict[str, Any]) -> None:
+    for line in data.get("lines", ()):
+        if _RAYGEN_LINE.match(line):
+            sys.stderr.write(line + "\n")  # another process's log line, already formatted
+            sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def quiet_ray(quiet: bool) -> Iterator[None]:
+    """While a Ray Train run started here runs: Ray's own driver logs at ERROR only, and of the worker and
+    actor output that Ray forwards, only raygen's log lines (progress, warnings, errors), without Ray's
+    `(RayTrainWorker pid=...)` prefix. Nothing changes when `quiet` is false (`--verbose`)."""
+    if not quiet:
+        yield
+        return
+    levels = {n: logging.getLogger(n).level for n in _RAY_LOGGERS}
+    for n in _RAY_LOGGERS:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def _filter_forwarded_output() -> None:
+    """Swap Ray's printer of forwarded worker output for `_print_raygen_lines` (Ray's dispatcher is internal:
+    if it moved, forwarding is switched off instead, which loses rank 0's progress but prints no noise)."""
+    try:
+        from ray._private.worker import global_worker_stdstream_dispatcher as dispatcher
+
+        dispatcher.remove_handler("ray_print_logs")
+        dispatcher.add_handler("raygen_lines", _print_raygen_lines)
+    except (ImportError, AttributeError, KeyError) as err:
+        log.debug("cannot filter Ray's forwarded output (%s); worker output is not shown", err)
+        import ray._private.worker as ray_worker
+
+        ray_worker._worker_logs_enabled = False
+
+
+def _worker_logging() -> None:
+    """Rank 0 of a Ray Train run logs raygen's records to its stderr in the CLI's format (Ray forwards the
+    stderr to the driver); a Ray worker process configures no logging of its own for them."""
+    logger = logging.getLogger("raygen")
+    if any(getattr(h, "raygen_worker", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    handler.raygen_worker = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 # ---------------------------------------------------------------------------------------------- store helpers
@@ -236,12 +299,21 @@ def train_worker(job: dict[str, Any]) -> None:
         recorder = RunRecorder(job["results"], config, run_id=job["run_id"], extra=extra)
         rewind_to_checkpoint(recorder, resume_step(resume))
     reporter = _WorkerReporter(recorder, config.train.steps, resume_step(resume))
+    progress = None
     if recorder is not None:
         reporter.latest.values.update(recorder.final)  # a resumed run carries what it measured before
+        if job.get("progress", True):  # the progress lines a local run prints when stderr is not a terminal
+            from raygen.engine.loggers import Progress
+
+            _worker_logging()
+            progress = Progress(config, job["run_id"], initial=resume_step(resume),
+                                mode="lines" if config.train.progress else "off")
     # Rank 0 records the run: `running` with a heartbeat while it trains, then how it ended.
-    with recorded(recorder) if recorder is not None else contextlib.nullcontext() as beat:
+    with recorded(recorder) if recorder is not None else contextlib.nullcontext() as beat, \
+            progress if progress is not None else contextlib.nullcontext():
         reporter.heartbeat = beat
-        train(config, reporter, ctx=ctx, resume=resume)
+        train(config, reporter, ctx=ctx, resume=resume,
+              progress=(lambda step, total, metrics: progress.update(step, metrics)) if progress else None)
         reporter.finish()
 
 
@@ -274,13 +346,15 @@ def run_distributed(
     name: str | None = None,
     callbacks: Sequence[Any] = (),
     address: str | None = None,
+    verbose: bool = True,
 ) -> str:
     """Train `config` data-parallel on `workers` Ray Train workers; returns the run id.
 
     Checkpoints go to Ray storage (`storage`, default RESULTS/ray) under the run name (default
     `train-<run_id>`): Train V2 resumes a run with the same storage and name, so a retried sweep trial passes
     its own deterministic `name`. On a multi-node cluster `results` and `storage` must be shared (NFS/EFS
-    mount or, for `storage`, s3://...).
+    mount or, for `storage`, s3://...). `verbose=False` (the CLI without --verbose): rank 0's progress lines
+    and raygen's warnings only, nothing of Ray's own output (`quiet_ray`), when this call starts Ray.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -301,7 +375,9 @@ def run_distributed(
     # The controller collects each worker's pending report when it polls (every 2 s by default) and a worker
     # blocks on its next report until then; poll more often so that checkpoint reports do not stall training.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    ensure_ray(address)
+    with quiet_ray(not verbose):  # "Started a local Ray instance", token and usage notices
+        if ensure_ray(address) and not verbose:
+            _filter_forwarded_output()
     if not callbacks:  # (a sweep checked its trials' requests, drivers included, before starting them)
         from raygen.engine.resources import ResourceError, preflight, train_bundles
 
@@ -337,7 +413,8 @@ def run_distributed(
     )
     log.info("training %s on %d Ray Train worker(s) (%s)", run_id, workers, "nccl" if use_gpu else "gloo")
     try:
-        trainer.fit()
+        with quiet_ray(not verbose):
+            trainer.fit()
     except KeyboardInterrupt:
         mark_run(results, run_id, "stopped", error="interrupted by the user", only_if=("running",))
         raise
