@@ -55,9 +55,11 @@ NEEDS = f"completed '{ALGORITHM}' runs"
 # VW's protocols (S000 §3.5/§3.12): MNIST used as is except for uniform noise (Theis et al.), real-valued
 # views; the Gaussian operator (diagonal) for Table 3.1a, an isotropic-output operator for 3.1b; CIFAR-10
 # with uniform noise for bits/dim.
-_MNIST = (dataset_need(("mnist",), "MNIST"), REAL_VALUED, OFFICIAL_MNIST, FULL_TRAIN, DEQUANTIZED)
+_NOISE = Need("config.algo.dequantize_train", (True,), "uniform noise added to the training images (Theis et al.)",
+              default=True)
+_MNIST = (dataset_need(("mnist",), "MNIST"), REAL_VALUED, OFFICIAL_MNIST, FULL_TRAIN, DEQUANTIZED, _NOISE)
 _GAUSSIAN = Need("config.algo.operator", ("gaussian",), "Gaussian transition operator", default="gaussian")
-_CIFAR = (dataset_need(("cifar10",), "CIFAR-10"), REAL_VALUED, FULL_TRAIN, DEQUANTIZED)
+_CIFAR = (dataset_need(("cifar10",), "CIFAR-10"), REAL_VALUED, FULL_TRAIN, DEQUANTIZED, _NOISE)
 PROTOCOLS = {
     "vw_table_3_1a": Protocol("vw_table_3_1a", "MNIST, real-valued, uniform noise", (*_MNIST, _GAUSSIAN)),
     "vw_table_3_1b": Protocol("vw_table_3_1b", "MNIST, real-valued, uniform noise", (*_MNIST, _GAUSSIAN)),
