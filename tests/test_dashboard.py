@@ -312,6 +312,9 @@ def hostile_store(root):
                            finals={"valid/lb" + HOSTILE: float(i) + 1},
                            images={f"i{HOSTILE_NAME}.png": png_bytes(np.full((4, 4), 0.5))})
         write_run(root, run)
+    # A run outside any sweep: its algorithm names a pseudo-sweep ("runs: <algorithm>") in the sweep list.
+    write_run(root, SyntheticRun("plain" + HOSTILE_NAME, "algo" + HOSTILE, "d", config={"x" + HOSTILE: 1.0},
+                                 finals={"valid/lower_bound": 1.0}))
     return root, sid
 
 
@@ -376,6 +379,9 @@ def test_hostile_strings_in_the_served_json(tmp_path):
     app = DashboardApp(root)
     status, index = _get(app, "/api/index")
     assert status == 200 and index["sweeps"][0]["name"] == HOSTILE
+    assert index["sweeps"][1]["id"] == "runs: algo" + HOSTILE
+    status, plain = _get(app, "/api/sweep?id=" + quote("runs: algo" + HOSTILE))
+    assert status == 200 and plain["summary"]["trials"] == 1
     status, sweep = _get(app, "/api/sweep?id=" + quote(sid))
     assert status == 200 and sweep["summary"]["name"] == HOSTILE
     figures = dict(sweep["figures"])

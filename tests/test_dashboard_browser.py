@@ -222,6 +222,9 @@ def test_hostile_strings_render_as_text_in_the_export_and_the_served_page(browse
             # of these two), charts included.
             shown = w.page.locator("body").inner_text() + w.page.locator("#parcoords").text_content()
             assert "&lt;" not in shown and "&gt;" not in shown
+            plain = "runs: algo" + HOSTILE  # the pseudo-sweep of a run outside any sweep
+            w.page.select_option("#sweep-select", plain)
+            assert w.wait_for_sweep(plain) == plain and w.trial_rows() == 1
             assert w.page.locator("#parcoords .js-plotly-plot, #parcoords.js-plotly-plot").count() == 1
             w.check_clean()
             w.page.close()
