@@ -102,7 +102,7 @@ class Need:
         def one(v: Any) -> str:
             if any(_same(v, a) for a in self.allowed):
                 return ""
-            shown = "unset" if _missing(v) else (f"{v:g}" if isinstance(v, float) else str(v))
+            shown = "none" if _missing(v) else (f"{v:g}" if isinstance(v, float) else str(v))
             return f"{name}={shown} (paper: {self.words})"
 
         return self.values(runs).map(one)
