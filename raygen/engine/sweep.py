@@ -967,7 +967,7 @@ def run_sweep(
             log.info("resuming sweep %s from %s", spec.sweep_id, parts[-1])
             tuner = tune.Tuner.restore(parts[-1], trainable=trainable, resume_unfinished=True, resume_errored=True)
             grid = tuner.fit()
-            known |= {r.metrics.get("trial_id") for r in grid if r.metrics}
+            known |= _grid_trials(grid)
             stop = _stopper_of(tuner) or stop
         have = len(sweep_trials(results, spec))
         if parts and not add and done_before == have:
@@ -984,7 +984,6 @@ def run_sweep(
             grid, new_stop, new_known = _fit_new(spec, results, part, add, trainable, storage_url, verbose,
                                                  table_every_s)
             stop, known = new_stop, known | new_known
-        known |= _known_trials(results, spec)
         notes += _reconcile(results, spec, known, storage_url)
     trials = sweep_trials(results, spec)
     out = SweepResult(spec.sweep_id, results, experiment_path(spec, results), storage_url, trials,
@@ -1002,15 +1001,12 @@ def _stopper_of(tuner: Any) -> SweepStop | None:
     return None
 
 
-def _known_trials(results: Path, spec: ResolvedSweep) -> set[str]:
-    """Trial ids Tune recorded in the sweep's experiments (their trial directories)."""
-    root = experiment_root(spec, results)
-    if "://" in root:
-        return set()
+def _grid_trials(grid: Any) -> set[str]:
+    """The trial ids of a ResultGrid (from each trial's directory name, which trial_dirname makes)."""
     out = set()
-    for part in Path(root).glob(f"{spec.sweep_id}*"):
-        if part.name == spec.sweep_id or re.fullmatch(re.escape(spec.sweep_id) + r"\.\d+", part.name):
-            out |= {p.name.removeprefix("trial_") for p in part.glob("trial_*")}
+    for result in grid:
+        with contextlib.suppress(Exception):
+            out.add(Path(result.path).name.removeprefix("trial_"))
     return out
 
 
@@ -1045,7 +1041,7 @@ def _fit_new(spec: ResolvedSweep, results: Path, part: int, count: int, trainabl
         ),
     )
     grid = tuner.fit()
-    return grid, stop, {r.metrics.get("trial_id") for r in grid if r.metrics}
+    return grid, stop, _grid_trials(grid)
 
 
 def sweep(
