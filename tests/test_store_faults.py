@@ -233,3 +233,48 @@ def test_an_ended_run_is_recorded_even_when_its_last_metrics_cannot_be(template,
     monkeypatch.setattr(Path, "write_bytes", real_write)
     row = pq.read_table(template / "runs" / "r1.parquet").to_pylist()[0]
     assert row["status"] == "failed" and row["final.train/loss"] == 4.5  # the last stored value, not 123
+
+
+CHILD = """
+import sys
+from raygen.config import build_config
+from raygen.results import RunRecorder
+cfg = build_config(algorithm="walkback", dataset="toy2d:swissroll")
+print("ready", flush=True)
+for r in range(100000):
+    rec = RunRecorder(sys.argv[1], cfg, run_id=f"k{r:05d}")
+    rec.write_run("running")
+    for step in range(1, 6):
+        rec.log(step, {"train/loss": float(step)})
+        rec.flush()
+    rec.write_run("completed")  # and its fold
+"""
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5])
+def test_sigkill_of_a_writer_at_any_moment(tmp_path, delay):
+    """A real process writing and folding runs, SIGKILLed at an arbitrary moment (the delay only spreads the
+    moments): no row doubled for either reader, no partial file, completed runs whole; compact finishes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    keys = ["run_id", "step", "split", "metric"]
+    plain = _plain_rows(tmp_path)
+    got = read_metrics(tmp_path)
+    assert max(plain.values(), default=1) == 1 and not got.duplicated(keys).any()
+    assert not plain - _rows(got)
+    from raygen.results import read_runs
+
+    runs = read_runs(tmp_path)
+    done = set(runs.loc[runs.status == "completed", "run_id"]) if not runs.empty else set()
+    counts = got.groupby("run_id").size()
+    assert all(counts.get(r, 0) == 5 for r in done)
+    compact(tmp_path, running=True)
+    assert _plain_rows(tmp_path) == _rows(read_metrics(tmp_path)) == _rows(got)
