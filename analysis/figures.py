@@ -76,6 +76,8 @@ def mean_of_rows(rows: pd.DataFrame, run_ids: Iterable[str] | None = None) -> pd
 def plot_mean_curve(ax, curve: pd.DataFrame, label: str, **kwargs) -> None:
     if curve.empty:
         return
+    if len(curve) == 1:  # a single evaluation: a line of one point would not show
+        kwargs.setdefault("marker", "o")
     (line,) = ax.plot(curve["step"], curve["mean"], label=label, **kwargs)
     band = curve["std"].fillna(0).to_numpy()
     if (band > 0).any():
@@ -113,10 +115,12 @@ def image_panel(
         titles.append(labels[i] if labels is not None else f"{row['run_id']} · step {row['step']}")
     if not images:
         raise MissingData("no readable image artifacts", needs or "runs that saved image artifacts")
-    ncols = min(ncols, len(images))
+    # Wide pictures (chains: one column per step) get the full paper width, one per row, so they stay legible.
+    wide = max(img.shape[1] / img.shape[0] for img in images) > 1.6
+    ncols = 1 if wide else min(ncols, len(images))
     nrows = -(-len(images) // ncols)
     # Paper width at most (7.2 in); each row as tall as its widest picture needs, plus a line for its label.
-    panel_w = min(7.2 / ncols, 3.6)
+    panel_w = 7.2 if wide else min(7.2 / ncols, 3.6)
     aspect = max(img.shape[0] / img.shape[1] for img in images)
     row_h = panel_w * aspect + 0.3
     height = row_h * nrows + 0.4

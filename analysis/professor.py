@@ -231,7 +231,8 @@ def training_curves(runs: pd.DataFrame, metrics: pd.DataFrame, *, dataset: str |
     require(drawn > 0, f"no professor/teacher run on {dataset} logged train/nll or {right} curves",
             f"{NEEDS} logging train/nll and valid/bpc during training")
     axes[0, 0].set(title="training NLL", xlabel="update", ylabel="NLL (nats per symbol)")
-    unit = "bits per character" if right.endswith("bpc") else "nats per symbol"
+    text = str(dataset).startswith("text:") or "ptb" in str(dataset)
+    unit = ("bits per character" if text else "bits per symbol") if right.endswith("bpc") else "nats per symbol"
     axes[0, 1].set(title=f"validation {right.split('/')[1].upper()}", xlabel="update", ylabel=f"{right.split('/')[1].upper()} ({unit})")
     for ax in axes[0]:
         if ax.lines:
