@@ -17,7 +17,7 @@ def bits_per_char(nll_nats: T) -> T:
     """Mean per-character negative log-likelihood converted from nats to bits: nll / ln 2.
 
     Professor Forcing evaluates character-level Penn Treebank in BPC; the papers do not print the formula,
-    this is the standard one (INVENTORY §2.1). Accepts a float or a tensor (returned in kind).
+    this is the standard one (bits = nats / ln 2). Accepts a float or a tensor (returned in kind).
     """
     return nll_nats / math.log(2.0)
 
