@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from analysis.common import MissingData, best_model, require, runs_of, smoke_mask
 
@@ -79,6 +80,7 @@ def plot_mean_curve(ax, curve: pd.DataFrame, label: str, **kwargs) -> None:
     if len(curve) == 1:  # a single evaluation: a line of one point would not show
         kwargs.setdefault("marker", "o")
     (line,) = ax.plot(curve["step"], curve["mean"], label=label, **kwargs)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # steps are whole updates
     band = curve["std"].fillna(0).to_numpy()
     if (band > 0).any():
         ax.fill_between(curve["step"], curve["mean"] - band, curve["mean"] + band, color=line.get_color(), alpha=0.2)
