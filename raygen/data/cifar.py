@@ -1,4 +1,5 @@
-"""The `cifar10` dataset, from the official "CIFAR-10 binary version" (never the pickled python version).
+"""The `cifar10` dataset, from the official "CIFAR-10 binary version", or from the python version's extracted
+cifar-10-batches-py/ that torchvision users already have (read by `cifar_python` without running the pickles).
 
 Layout (https://www.cs.toronto.edu/~kriz/cifar.html): the archive cifar-10-binary.tar.gz holds the directory
 cifar-10-batches-bin/ with data_batch_1.bin … data_batch_5.bin and test_batch.bin. Each .bin file is 10 000
@@ -8,8 +9,10 @@ to (3, 32, 32) = (channel, row, column).
 
 Looked for in `<data root>/cifar10/`: the extracted cifar-10-batches-bin/*.bin files when all six are there,
 else the archive, read in place (one streaming pass; only members with the exact expected names are read,
-and nothing is written to disk). The archive is md5-checked against the official checksum; the extracted
-files have no published checksums, so they are checked for their exact size and for label bytes 0–9.
+and nothing is written to disk). When the .bin files are not all there, a complete cifar-10-batches-py/ in
+`<data root>/cifar10/` or in `<data root>/` itself (torchvision's `CIFAR10(root)` layout) is read instead.
+The archive is md5-checked against the official checksum; the extracted files have no published checksums,
+so they are checked for their exact size and for label bytes 0–9.
 Every problem raises `DataError` naming the file and what is wrong.
 """
 
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from raygen.data.base import DataConfig, DataError, Dataset, read_file_bytes
+from raygen.data.cifar_python import PY_FILES, PY_MEMBER_DIR, complete_python_dir, read_python_batches
 from raygen.data.download import fetch, md5sum
 from raygen.data.registry import data_root
 from raygen.data.transforms import to_unit_float
@@ -127,6 +131,8 @@ def cifar10_files(name: str, config: DataConfig) -> list[Path]:
     directory = cifar10_dir(config)
     if (complete := _complete_extraction(directory)) is not None:
         return complete
+    if (python := complete_python_dir(data_root(config), directory)) is not None:
+        return [python / f for f in PY_FILES]
     extracted = _extracted(directory)
     if not (directory / CIFAR_ARCHIVE).exists() and any(p.exists() for p in extracted):
         return extracted
@@ -138,6 +144,7 @@ def _missing_message(directory: Path) -> str:
     msg = f"CIFAR-10 not found: {CIFAR_ARCHIVE} in {directory}"
     if len(partial) < len(CIFAR_FILES):
         msg += f" (and {directory / CIFAR_MEMBER_DIR} lacks {', '.join(partial)})"
+    msg += f" (nor the python version's {PY_MEMBER_DIR}/ in {directory} or {directory.parent})"
     return msg + (
         f". Put the official binary version there (the archive as is, or extracted so that "
         f"{CIFAR_MEMBER_DIR}/ holds {', '.join(CIFAR_FILES)}), or set data.download=true to fetch "
@@ -158,7 +165,14 @@ def load_cifar10(name: str, config: DataConfig) -> Dataset:
     archive = directory / CIFAR_ARCHIVE
     extracted = _complete_extraction(directory)
     use_extracted = extracted is not None
-    if not use_extracted and not archive.exists():
+    python = None if use_extracted else complete_python_dir(data_root(config), directory)
+    if python is not None:
+        # torchvision's layout: same images and order as the binary version, so the same splits follow
+        batches = read_python_batches(python, RECORDS_PER_FILE)
+        batches = {b: batches[p] for b, p in zip(CIFAR_FILES, PY_FILES, strict=True)}
+        files = [str(python / f) for f in PY_FILES]
+        read_from = f"python version ({PY_MEMBER_DIR}, torchvision's layout)"
+    elif not use_extracted and not archive.exists():
         if not config.download:
             raise DataError(_missing_message(directory))
         fetch(
@@ -169,17 +183,19 @@ def load_cifar10(name: str, config: DataConfig) -> Dataset:
             config.download_timeout,
         )
 
-    if not use_extracted and any(p.exists() for p in _extracted(directory)):
+    if python is None and not use_extracted and any(p.exists() for p in _extracted(directory)):
         log.info("cifar10: %s is incomplete; reading %s instead", directory / CIFAR_MEMBER_DIR, archive)
-    if extracted is not None:
-        raw = {p.name: read_file_bytes(p) for p in extracted}
-        where = {p.name: str(p) for p in extracted}
-        files = [str(p) for p in extracted]
-    else:
-        raw = read_archive(archive)
-        where = {f: f"{archive}:{CIFAR_MEMBER_DIR}/{f}" for f in CIFAR_FILES}
-        files = [str(archive)]
-    batches = {f: parse_batch(raw.pop(f), where[f]) for f in CIFAR_FILES}
+    if python is None:
+        if extracted is not None:
+            raw = {p.name: read_file_bytes(p) for p in extracted}
+            where = {p.name: str(p) for p in extracted}
+            files = [str(p) for p in extracted]
+        else:
+            raw = read_archive(archive)
+            where = {f: f"{archive}:{CIFAR_MEMBER_DIR}/{f}" for f in CIFAR_FILES}
+            files = [str(archive)]
+        batches = {f: parse_batch(raw.pop(f), where[f]) for f in CIFAR_FILES}
+        read_from = "extracted files" if use_extracted else "archive"
 
     train = np.concatenate([batches[f][0] for f in CIFAR_TRAIN_FILES])
     train_labels = np.concatenate([batches[f][1] for f in CIFAR_TRAIN_FILES])
@@ -201,7 +217,7 @@ def load_cifar10(name: str, config: DataConfig) -> Dataset:
             "source": "CIFAR-10 binary version",
             "directory": str(directory),
             "files": files,
-            "read_from": "extracted files" if use_extracted else "archive",
+            "read_from": read_from,
             "scale": "pixel/255",
             "split": f"first {n} of data_batch_1-5 train / last {CIFAR_VALID} of them as valid (common "
             f"convention, not part of the release) / {len(test)} test_batch test",

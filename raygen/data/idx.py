@@ -148,17 +148,36 @@ def mnist_dir(config: DataConfig) -> Path:
     return data_root(config) / "mnist"
 
 
+def torchvision_mnist_dir(config: DataConfig) -> Path:
+    """torchvision's layout under the same root (`MNIST(root)` keeps the files in root/MNIST/raw/), so a data
+    root shared with torchvision is read in place instead of downloading MNIST a second time."""
+    return data_root(config) / "MNIST" / "raw"
+
+
+def _needed(config: DataConfig) -> list[str]:
+    return [MNIST_TEST] if config.mnist_split == "test-only" else [MNIST_TRAIN, MNIST_TEST]
+
+
+def mnist_directory(config: DataConfig) -> Path:
+    """Where `mnist` reads: raygen's own <root>/mnist/ when it holds every needed image file, else
+    torchvision's <root>/MNIST/raw/ when that does, else raygen's (downloads go there; errors name both)."""
+    for directory in (mnist_dir(config), torchvision_mnist_dir(config)):
+        if all(_existing(directory, b) is not None for b in _needed(config)):
+            return directory
+    return mnist_dir(config)
+
+
 def mnist_files(name: str, config: DataConfig) -> list[Path]:
     """The image files `mnist` needs (for `raygen datasets`): the existing variant, else the .gz name."""
-    directory = mnist_dir(config)
-    bases = [MNIST_TEST] if config.mnist_split == "test-only" else [MNIST_TRAIN, MNIST_TEST]
-    return [_existing(directory, b) or directory / f"{b}.gz" for b in bases]
+    directory = mnist_directory(config)
+    return [_existing(directory, b) or directory / f"{b}.gz" for b in _needed(config)]
 
 
 def _missing_message(missing: list[str], directory: Path, config: DataConfig) -> str:
     files = " and ".join(f"{b}.gz" for b in missing)
     msg = (
-        f"MNIST file(s) not found: {files} in {directory}. Put the official files there (gzipped or not), "
+        f"MNIST file(s) not found: {files} in {directory} (nor in torchvision's layout {directory.parent / 'MNIST' / 'raw'}). "
+        "Put the official files there (gzipped or not), "
         f"or set data.download=true to fetch them (md5-checked) from {', '.join(MNIST_MIRRORS)}"
     )
     if config.mnist_split == "official":
@@ -188,8 +207,8 @@ def load_mnist(name: str, config: DataConfig) -> Dataset:
     official: train = the first 50 000 training images, valid = the last 10 000 (standard), test = t10k.
     test-only: the 10 000 t10k images split 8000/1000/1000 by a fixed permutation of `split_seed`.
     """
-    directory = mnist_dir(config)
-    needed = [MNIST_TEST] if config.mnist_split == "test-only" else [MNIST_TRAIN, MNIST_TEST]
+    directory = mnist_directory(config)
+    needed = _needed(config)
     missing = [b for b in needed if _existing(directory, b) is None]
     if missing and config.download:
         _download_mnist(missing, directory, config)

@@ -68,7 +68,7 @@ _SOURCES: list[DatasetSource] = [
     DatasetSource(
         "mnist",
         "image",
-        "MNIST 28x28 in [0,1] (IDX files; data.download=true fetches them; data.mnist_split=test-only uses t10k alone)",
+        "MNIST 28x28 in [0,1] (IDX files in mnist/ or torchvision's MNIST/raw/; data.download=true fetches them; data.mnist_split=test-only uses t10k alone)",
         "raygen.data.idx:load_mnist",
         names=("mnist",),
         files="raygen.data.idx:mnist_files",
@@ -86,7 +86,8 @@ _SOURCES: list[DatasetSource] = [
     DatasetSource(
         "cifar10",
         "image",
-        "CIFAR-10 32x32 RGB in [0,1] (binary version: cifar-10-binary.tar.gz or its extracted .bin files; "
+        "CIFAR-10 32x32 RGB in [0,1] (binary version: cifar-10-binary.tar.gz or its extracted .bin files; or "
+        "torchvision's cifar-10-batches-py, read without running its pickles; "
         "first 45k train / last 5k of train as valid (common convention) / 10k test; data.download=true "
         "fetches it)",
         "raygen.data.cifar:load_cifar10",
