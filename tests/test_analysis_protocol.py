@@ -254,3 +254,25 @@ def test_model_choice_uses_the_runs_own_selection_value(tmp_path):
     b.finals["valid/lower_bound"] = 1000.0
     table = infusion.table_3_1(_write(tmp_path, a, b))
     assert table.attrs["selection"].used == {"a"}
+
+
+def test_fig_2_3_distances_are_always_other_data_and_use_the_scale_free_ones(tmp_path):
+    """The paper's distances are T-SNE distances on vocal data raygen does not have: no published cell is
+    filled; the other-data rows use the spread-relative distances with the teacher-vs-teacher floor."""
+    finals = {"teacher": (0.9, 0.5), "professor": (0.45, 0.4)}
+    runs = _write(tmp_path, *[
+        SyntheticRun(algo, algo, "text:ptb", finals={
+            "test/centroid_distance": 100.0, "test/nearest_free_distance": 10.0,
+            "test/centroid_distance_rel": c, "test/nearest_free_distance_rel": n,
+            "test/centroid_baseline_rel": 0.1, "test/nearest_baseline_rel": 0.3, "valid/nll": 1.0})
+        for algo, (c, n) in finals.items()])
+    table = professor.distances_table(runs)
+    assert (table["centroid_distance n"] == 0).all()
+    other = table.attrs["selection"].other_table.set_index("model")
+    assert other.loc["Professor Forcing (ours)", "centroid_distance ours"] == 0.45
+    assert other.loc["Teacher Forcing (ours)", "nearest_free_distance ours"] == 0.5
+    assert other.loc["Teacher Forcing (ours)", "centroid_distance teacher-vs-teacher baseline"] == 0.1
+    fig = professor.distances_figure(runs)
+    bars = fig.axes[0].containers[0]
+    assert [b.get_height() for b in bars] == pytest.approx([0.45 / 0.9, 0.4 / 0.5])
+    assert any(line.get_ydata()[0] == 0.1 for line in fig.axes[1].lines)  # the teacher-vs-teacher floor
