@@ -426,6 +426,10 @@ def benchmark_store(root: str | Path, trials: int = 1000, metric_rows: int = 500
                            images=t < 10, sweep_id=sid, trial_id=f"{t:05d}",
                            params={"algo.omega": omega, "algo.steps": steps, "train.lr": lr},
                            started=T0 + timedelta(minutes=t), config={"train.lr": lr}, train_steps=10_000)
+        # the model selection rows a real run stores at the end of training (raygen/engine/loop.py)
+        best = int(np.argmax(run.curves["valid/lower_bound"][1]))
+        run.finals["selection/step"] = float(run.curves["valid/lower_bound"][0][best])
+        run.finals["selection/lower_bound"] = run.curves["valid/lower_bound"][1][best]
         # valid/parzen_ll has half the points; top up train/loss so each run has exactly `metric_rows` rows.
         rows = sum(len(v[0]) for v in run.curves.values()) + len(run.finals)
         if rows < metric_rows:
