@@ -1,6 +1,6 @@
 """What every source shares: fixed splits, pixel scaling, binarization, and the final contract check.
 
-Binarization (DL book §20.14; INVENTORY §3 "MNIST binarization pitfalls"): the three schemes give "wildly
+Binarization (Goodfellow, Bengio & Courville, Deep Learning, §20.14): the three schemes give "wildly
 different likelihood numbers", so the scheme is recorded in `Dataset.meta["binarize"]` and train and
 evaluation always use the same one.
 

@@ -77,7 +77,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, log_t
     else:
         # A private local cluster, never someone else's (`ray.init()` alone would join any cluster started on
         # this machine). The dashboard stays on: its State API frees the placement groups of trials stopped
-        # early (notes/ray.md); it listens on the loopback interface only.
+        # early; it listens on the loopback interface only.
         _init_loopback(num_cpus, log_to_driver)
     return True
 

@@ -3,7 +3,7 @@
 Everything here runs before Ray starts, so a bad spec fails in milliseconds with the offending key named.
 The format follows W&B's sweep YAML (keys `name, method, metric, parameters, run_cap, early_terminate`) with
 Optuna's semantics (bounds inclusive, `log: true`, conditional parameters) and Hydra's override shorthand;
-see shared/notes/sweeps-and-dashboards.md §1.3 and docs/cluster.md for the full reference:
+see docs/cluster.md for the full reference:
 
     name: vw-annealing                    # the sweep id in the results store
     algorithm: walkback

@@ -21,7 +21,7 @@ def reversibility_ratio(
 ) -> dict[str, float]:
     """How far a transition operator is from detailed balance, relative to its entropy rate.
 
-    Variational Walkback §3.4.1 / §3.14 (INVENTORY §2.8). Run long chains at a constant temperature
+    Variational Walkback §3.4.1 / §3.14. Run long chains at a constant temperature
     (T = 1) from the stationary distribution and record, for every step t,
         log_forward[r, t]  = log p_T(s_{t+1} | s_t)     (the step the chain took)
         log_backward[r, t] = log p_T(s_t | s_{t+1})     (the same step scored in reverse)

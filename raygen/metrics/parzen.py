@@ -3,8 +3,8 @@
 Infusion Training §3.5.1 / FIG 3.4 reports it with 10 000 generated samples and σ = 0.17 "since most previous
 published results on non-likelihood based models (such as GANs) used a Parzen-window-based estimator" (Breuleux,
 Bengio & Vincent 2011), while warning it "can be misleading" (Theis et al.). The papers give neither the formula
-nor how σ is chosen; raygen follows the convention of the GAN paper's public evaluation code (see
-notes/reference-implementations.md): σ chosen on a validation split from a grid (never on test), test points in
+nor how σ is chosen; raygen follows the convention of the GAN paper's public evaluation code
+(Goodfellow et al. 2014, parzen_ll.py): σ chosen on a validation split from a grid (never on test), test points in
 batches, report mean ± std/√M.
 
     log p̂(x) = logsumexp_i(−‖x − s_i‖² / (2σ²)) − log N − (D/2)·log(2πσ²)
