@@ -46,6 +46,7 @@ from analysis.protocol import (
     select,
 )
 from analysis.published import published
+from raygen.data.registry import BINARIZED_MNIST_BINARIZATION
 
 ALGORITHMS = ("teacher", "professor", "scheduled")
 LABELS = {"professor": "Professor Forcing", "teacher": "Teacher Forcing", "scheduled": "Scheduled Sampling"}
@@ -56,7 +57,7 @@ NEEDS = "completed 'professor' and 'teacher' runs"
 # PF's protocols: Table 2.1 on the standard binarized MNIST (Murray & Salakhutdinov 2009 / Larochelle &
 # Murray 2011's fixed draw) generated pixel by pixel, NLL in nats per image; PTB characters with the official
 # split in sequences of 500; Fig 2.3 on monk-chant audio, which raygen does not have (so no run matches).
-BINARIZED_MNIST = "larochelle-murray-2011 fixed"
+BINARIZED_MNIST = BINARIZED_MNIST_BINARIZATION  # what a seqbinarized_mnist run's data.binarization says
 PROTOCOLS = {
     "pf_table_2_1": Protocol("pf_table_2_1", "the standard binarized MNIST, pixel by pixel", (
         dataset_need(("seqbinarized_mnist",), "sequential binarized MNIST"),
