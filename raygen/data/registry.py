@@ -112,6 +112,15 @@ _SOURCES: list[DatasetSource] = [
         files="raygen.data.svhn:svhn_files",
     ),
     DatasetSource(
+        "celeba",
+        "image",
+        "CelebA aligned faces as 64x64 RGB in [0,1] (img_align_celeba/ resized to 64x78 and center-cropped, as "
+        "in VW; official list_eval_partition.txt split when present; never downloaded)",
+        "raygen.data.celeba:load_celeba",
+        names=("celeba",),
+        files="raygen.data.celeba:celeba_files",
+    ),
+    DatasetSource(
         "idx:",
         "image",
         "images from any IDX file (80/10/10 split) or a directory with train and test IDX files; labels "
