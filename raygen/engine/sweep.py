@@ -721,7 +721,7 @@ class SweepResult:
         for b in self.best:
             lines.append(f"best {b['objective']} ({b['goal']}): {_fmt_value(b['value'])}  trial {b['trial_id']}"
                          f"  run {b['run_id']}")
-            lines.append(f"  {fmt_params(b['params'], list(b['params'].keys() | set(b['param_names'])))}")
+            lines.append(f"  {fmt_params(b['params'], b['param_names'])}")
         lines += [
             f"store: {self.results}",
             f"optuna study '{self.sweep_id}': {self.optuna_storage}",
