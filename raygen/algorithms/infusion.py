@@ -71,7 +71,8 @@ from raygen.metrics.likelihood import (
     importance_estimates,
     summarise_repeats,
 )
-from raygen.nets.mlp import MLPConfig, StepMLP
+from raygen.nets.conv import ConvConfig, build_step_operator
+from raygen.nets.mlp import MLPConfig
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,14 @@ class InfusionConfig(AlgoConfig):
     net: MLPConfig = Field(
         MLPConfig(), description="operator network (§3.5 MNIST/TFD: 2×1200 ReLU, per-step batch norm)"
     )
+    architecture: Literal["mlp", "conv"] = Field(
+        "mlp",
+        description="operator network: mlp (algo.net; §3.5 MNIST/TFD) or conv (algo.conv: strided conv "
+        "encoder, fully connected middle, deconvolution heads for mean and variance, per-step batch norm, as "
+        "VW's image operator; images only). §3.5's CIFAR-10/CelebA generator (one fully connected layer, then "
+        "transposed convolutions) is not reproduced exactly",
+    )
+    conv: ConvConfig = Field(ConvConfig(), description="the convolutional operator (algo.architecture=conv)")
     steps: int = Field(15, ge=1, description="T, operator steps in training (§3.5: 15; CIFAR-10: 20)")
     sampling_steps: int = Field(
         30, ge=1, description="operator steps when sampling (§3.5.2: 'more denoising steps' — 30 on MNIST)"
@@ -235,7 +244,9 @@ class Infusion(Algorithm):
         cfg = self.cfg
         self.dim = dataset.dim
         self.image_shape = dataset.image_shape if dataset.kind == "image" else None
-        self.net = net if net is not None else StepMLP(self.dim, 2 * self.dim, cfg.steps, cfg.net)
+        self.net = net if net is not None else build_step_operator(
+            "infusion", cfg.architecture, dataset, 2 * self.dim, cfg.steps, cfg.net, cfg.conv
+        )
         self._check_net()
         self.alphas = infusion_rates(cfg.schedule, cfg.alpha0, cfg.omega, cfg.steps)
         self.weights = step_weights(cfg.step_weights, cfg.steps)

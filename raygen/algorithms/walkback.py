@@ -88,7 +88,8 @@ from raygen.metrics.likelihood import (
     importance_estimates,
     summarise_repeats,
 )
-from raygen.nets.mlp import MLPConfig, StepMLP
+from raygen.nets.conv import ConvConfig, ConvOperator, build_step_operator
+from raygen.nets.mlp import MLPConfig
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,12 @@ class WalkbackConfig(AlgoConfig):
         description="F network: out width 2·D (gaussian: F_μ, F_σ) or D (bernoulli); per-step batch norm "
         "(§3.15) with running statistics per step (the original code used batch statistics at sampling)",
     )
+    architecture: Literal["mlp", "conv"] = Field(
+        "mlp",
+        description="F network: mlp (algo.net) or conv, VW's image architecture (algo.conv: strided conv "
+        "encoder, fully connected middle, deconvolution heads for F_μ and F_σ, per-step batch norm; images only)",
+    )
+    conv: ConvConfig = Field(ConvConfig(), description="the convolutional F network (algo.architecture=conv)")
     schedule: ScheduleName = Field(
         "sqrt2",
         description="temperature schedule by name: sqrt2 T_ℓ=T0·√(2^ℓ) (appendix §3.12; doubles the noise "
@@ -501,7 +508,9 @@ class Walkback(Algorithm):
         self.schedule = make_schedule(cfg)
         self.sampler = TrajectorySampler(cfg, self.schedule)
         out_dim = 2 * self.dim if cfg.operator == "gaussian" else self.dim
-        self.net = net if net is not None else StepMLP(self.dim, out_dim, self.sampler.num_levels, cfg.net)
+        self.net = net if net is not None else build_step_operator(
+            "walkback", cfg.architecture, dataset, out_dim, self.sampler.num_levels, cfg.net, cfg.conv
+        )
         self._check_net(out_dim, dataset)
         if cfg.operator == "bernoulli" and not dataset.binary:
             log.warning("walkback: operator=bernoulli on non-binary data '%s': the log-probabilities are "
@@ -632,10 +641,13 @@ class Walkback(Algorithm):
     def _init_noise(self, std: float) -> None:
         """Start softplus(F_σ) at `std` everywhere: the F_σ half of the output layer gets zero weights (they
         still receive gradients) and bias softplus⁻¹(std)."""
+        std = max(std, 1e-6)
+        if isinstance(self.net, ConvOperator):  # F_σ is the conv operator's second head
+            self.net.start_head(1, std + math.log(-math.expm1(-std)))
+            return
         head = getattr(self.net, "head", None)
         if not isinstance(head, nn.Linear) or head.bias is None:
             raise ConfigError("algo.init_noise needs the built-in StepMLP network (a Linear output layer `head`)")
-        std = max(std, 1e-6)
         head.weight[self.dim :].zero_()
         head.bias[self.dim :].fill_(std + math.log(-math.expm1(-std)))  # softplus⁻¹(y) = y + log(1 − e^{−y})
 

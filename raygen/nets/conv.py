@@ -5,7 +5,8 @@ Gaussian operator), with batch norm that has its own parameters and statistics p
 as the MLP operator).
 
 Interface as `StepMLP`: forward(x (B, D), step) -> (B, heads·D) with D = C·H·W, so it can replace the MLP
-wherever an operator maps a flattened image to per-pixel outputs (Infusion's `net=`, the GSN's network).
+wherever an operator maps a flattened image to per-pixel outputs: `algo.architecture=conv` selects it for VW,
+Infusion and the GSN (`build_step_operator`), and Infusion's `net=` takes any such module.
 Defaults: 5×5 kernels with stride 2, channels 64-128-256 and leaky ReLU 0.02 as the VW code; the fully
 connected middle is configurable (VW CIFAR: 4096 → 2048×4 → 4096; smaller by default here).
 """
@@ -13,13 +14,18 @@ connected middle is configurable (VW CIFAR: 4096 → 2048×4 → 4096; smaller b
 from __future__ import annotations
 
 import itertools
+import math
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from raygen.config import Section
-from raygen.nets.mlp import StepBatchNorm
+from raygen.config import ConfigError, Section
+from raygen.nets.mlp import MLPConfig, StepBatchNorm, StepMLP
+
+if TYPE_CHECKING:
+    from raygen.data.base import Dataset
 
 
 class ConvConfig(Section):
@@ -92,3 +98,37 @@ class ConvOperator(nn.Module):
                 h = self.act(self._norm(self.deconv_norms[i], h, step))
         # (B, heads·C, H, W) -> (B, heads·C·H·W) as [head 0 image | head 1 image | ...]
         return h.reshape(b, -1)
+
+    @torch.no_grad()
+    def start_head(self, head: int, bias: float) -> None:
+        """Make output head `head` start at the constant `bias` for every input: its channels of the last
+        transposed convolution get zero weights (they still receive gradients) and that bias. The conv
+        counterpart of zeroing rows of an MLP's Linear head (VW's algo.init_noise)."""
+        last = self.deconvs[-1]
+        c = self.image_shape[0]
+        if not 0 <= head < self.heads:
+            raise ValueError(f"head {head} of an operator with {self.heads} head(s)")
+        last.weight[:, head * c : (head + 1) * c].zero_()  # ConvTranspose2d weight: (in, out, k, k)
+        last.bias[head * c : (head + 1) * c].fill_(bias)
+
+
+def build_step_operator(
+    who: str, architecture: str, dataset: Dataset, out_dim: int, num_steps: int, mlp: MLPConfig, conv: ConvConfig
+) -> nn.Module:
+    """The operator network `algo.architecture` names, mapping (B, D), step -> (B, out_dim): `mlp` (StepMLP on
+    the flattened data) or `conv` (ConvOperator, images only; out_dim must be a multiple of D: one image per
+    head). Data that are not images are refused here, at build, with the reason."""
+    if architecture == "mlp":
+        return StepMLP(dataset.dim, out_dim, num_steps, mlp)
+    if architecture != "conv":
+        raise ConfigError(f"{who}: algo.architecture={architecture!r} (known: mlp, conv)")
+    if dataset.kind != "image" or len(dataset.shape) != 3:
+        raise ConfigError(
+            f"{who}: algo.architecture=conv needs image data of shape (C, H, W); dataset '{dataset.name}' is "
+            f"of kind '{dataset.kind}' with shape {tuple(dataset.shape)}; use algo.architecture=mlp"
+        )
+    heads, rest = divmod(out_dim, math.prod(dataset.shape))
+    if rest or heads < 1:
+        raise ConfigError(f"{who}: the conv operator outputs whole images; {out_dim} values is not a multiple "
+                          f"of D = {math.prod(dataset.shape)}")
+    return ConvOperator(tuple(dataset.shape), heads, num_steps, conv)
