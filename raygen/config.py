@@ -101,6 +101,23 @@ class EvalConfig(Section):
     chain_steps: int | None = Field(
         None, ge=1, description="length of the long T=1 chain pictures (None: the algorithm's default)"
     )
+    inception_path: str | None = Field(
+        None,
+        description="TorchScript feature network mapping images (N, 3, H, W) in [0, 1] to (logits, pool features), "
+        "e.g. the user's own Inception-v3 export (raygen downloads none): when set, test/inception_score(_std) "
+        "and test/fid (against the test split) are reported for image datasets",
+    )
+    inception_samples: int = Field(
+        50_000, ge=2, description="samples scored by IS and FID (Salimans et al. 2016: 50 000 in 10 splits)"
+    )
+    inception_splits: int = Field(10, ge=1, description="IS is the mean ± std over this many splits (Salimans: 10)")
+    classifier_score: bool = Field(
+        False,
+        description="offline stand-in for IS/FID: an MLP classifier trained on the dataset's own labels scores "
+        "the samples as test/classifier_score(_std) and test/classifier_fid: different scores from IS and FID, "
+        "comparable only between models of the same dataset",
+    )
+    classifier_steps: int = Field(2000, ge=1, description="Adam updates (batch 100) of the classifier_score classifier")
 
 
 class LogConfig(Section):

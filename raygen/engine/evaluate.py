@@ -1,13 +1,15 @@
 """The evaluation suite run after training and by `raygen evaluate`.
 
 Algorithm-specific numbers (lower bound, importance sampling, reversibility, BPC) come from
-`Algorithm.evaluate(full=True)`; the evaluators shared by the generative models (Parzen windows, the
-nearest-training-neighbour copy check) live here so no algorithm repeats them.
+`Algorithm.evaluate(full=True)`; the evaluators shared by the generative models (Parzen windows, Inception
+score / FID and their classifier stand-in, the nearest-training-neighbour copy check) live here so no algorithm
+repeats them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -48,6 +50,59 @@ def nearest_neighbour_artifact(algo: Algorithm, dataset: Dataset, n: int = 16) -
     return Artifact("nearest.png", "image", image_grid_png(pairs, nrow=8, group=2, title="sample | nearest training example"))
 
 
+def _image_samples(algo: Algorithm, dataset: Dataset, n: int, chunk: int = 1000) -> torch.Tensor:
+    """n model samples as images (n, C, H, W) on the CPU, clamped to [0, 1] (the feature networks' input
+    range; a Gaussian operator's samples may leave the pixel box slightly), drawn in chunks to bound memory."""
+    assert dataset.image_shape is not None
+    parts = [algo.sample(min(chunk, n - lo)).reshape(-1, *dataset.image_shape).float().cpu()
+             for lo in range(0, n, chunk)]
+    return torch.cat(parts).clamp(0.0, 1.0)
+
+
+def sample_score_metrics(algo: Algorithm, dataset: Dataset, config: RunConfig) -> dict[str, float]:
+    """Inception score and FID on the network at eval.inception_path, and the classifier stand-in
+    (eval.classifier_score), of eval.inception_samples model samples; FIDs against the test split (at most
+    as many images). Empty unless asked for; images only."""
+    from raygen.metrics.inception import (
+        extract,
+        frechet_distance_features,
+        inception_score,
+        load_feature_extractor,
+        train_classifier,
+    )
+
+    ec = config.eval
+    if not (ec.inception_path or ec.classifier_score):
+        return {}
+    if dataset.kind != "image" or dataset.image_shape is None or dataset.image_shape[0] not in (1, 3):
+        log.warning("eval.inception_path / eval.classifier_score score grey or RGB images; dataset '%s' has none: "
+                    "not reported", dataset.name)
+        return {}
+    n = ec.inception_samples
+    splits = min(ec.inception_splits, n)
+    real = dataset.splits["test"][:n].float()
+    samples = _image_samples(algo, dataset, n)
+    out: dict[str, float] = {}
+    if ec.inception_path:
+        log.info("final evaluation: Inception score and FID of %d samples (%s)", n, ec.inception_path)
+        net = load_feature_extractor(os.path.expanduser(ec.inception_path))
+        probs, feats = extract(net, samples)
+        out["inception_score"], out["inception_score_std"] = inception_score(probs, splits)
+        out["fid"] = frechet_distance_features(feats, extract(net, real)[1])
+    if ec.classifier_score:
+        if dataset.labels is None:
+            raise ValueError(f"eval.classifier_score needs class labels; dataset '{dataset.name}' has none")
+        log.info("final evaluation: classifier score and classifier FID of %d samples (%d classifier updates)", n,
+                 ec.classifier_steps)
+        with torch.enable_grad():  # the suite runs under no_grad; the stand-in classifier is trained here
+            net = train_classifier(dataset.splits["train"], dataset.labels["train"], steps=ec.classifier_steps,
+                                   seed=config.seed)
+        probs, feats = extract(net, samples)
+        out["classifier_score"], out["classifier_score_std"] = inception_score(probs, splits)
+        out["classifier_fid"] = frechet_distance_features(feats, extract(net, real)[1])
+    return out
+
+
 def _split_label(split: str) -> str:
     """The name a split's full-evaluation numbers are stored under. The training split's become `train_eval`:
     `train/…` already holds the running averages of the training metrics, and one name must mean one thing."""
@@ -81,6 +136,8 @@ def evaluation_suite(
             if ec.parzen and dataset.kind in ("image", "points") and split == "test":
                 log.info("Parzen window estimate on %s (%d samples)", split, ec.parzen_samples)
                 metrics.update({f"{label}/{k}": v for k, v in parzen_metrics(algo, dataset, config, split).items()})
+            if split == "test":  # IS/FID and the classifier stand-in (when asked for): sample quality, test set
+                metrics.update({f"{label}/{k}": v for k, v in sample_score_metrics(algo, dataset, config).items()})
         artifacts: list[Artifact] = []
         if pictures:
             log.info("final evaluation: pictures (samples, chains)")

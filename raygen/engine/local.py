@@ -101,6 +101,12 @@ def prepare(config: RunConfig, *, workers: int = 1, build_model: bool = True) ->
     for split in ("train", "valid"):
         if split not in dataset.splits or len(dataset.splits[split]) == 0:
             raise RunSetupError(f"dataset '{config.dataset}' has no {split} examples")
+    ec = config.eval
+    if ec.final and ec.inception_path and not Path(ec.inception_path).expanduser().is_file():
+        raise RunSetupError(f"eval.inception_path: no such file {ec.inception_path} (a TorchScript feature network; "
+                            "raygen downloads none)")
+    if ec.final and ec.classifier_score and dataset.labels is None:
+        raise RunSetupError(f"eval.classifier_score needs class labels; dataset '{config.dataset}' has none")
     per_worker = len(dataset.splits["train"]) // workers  # Batches shards the training split by rank
     if config.train.batch_size > per_worker:
         where = f"of each of {workers} workers" if workers > 1 else "in the training split"
