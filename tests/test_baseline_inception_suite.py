@@ -102,6 +102,14 @@ def test_a_run_reports_the_scores(tmp_path, scripted):
                 "classifier_fid"):
         assert math.isfinite(final[f"test/{key}"]), key
     assert 1.0 - 1e-9 <= final["test/inception_score"] <= K + 1e-9  # IS lies in [1, number of classes]
+    # a sweep may optimise them: the declared names cover what the store holds
+    from raygen.engine.sweep_spec import metric_known, reported_metrics
+    from raygen.results import read_metrics
+
+    rows = read_metrics(tmp_path / "r")
+    stored = {f"{s}/{m}" for s, m in zip(rows["split"], rows["metric"])}
+    assert "test/fid" in stored
+    assert sorted(n for n in stored if not metric_known(n, reported_metrics(run.config))) == []
 
 
 def test_missing_extractor_is_refused_before_training(tmp_path):

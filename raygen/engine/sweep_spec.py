@@ -466,6 +466,9 @@ def reported_metrics(config: RunConfig) -> dict[str, tuple[str, ...]]:
     for split in config.eval.splits if config.eval.final else ():
         # importance_k: the evaluation suite stores k beside every importance-sampling estimate
         names = full + ("importance_k",) + (_PARZEN if split == "test" and config.eval.parzen else ())
+        if split == "test":  # the suite's sample scores, when asked for (evaluate.sample_score_metrics)
+            names += ("inception_score", "inception_score_std", "fid") if config.eval.inception_path else ()
+            names += ("classifier_score", "classifier_score_std", "classifier_fid") if config.eval.classifier_score else ()
         if split == "train":  # until every store names it train_eval, accept both
             out["train_eval"] = names
             out["train"] = out["train"] + names
