@@ -276,6 +276,22 @@ def test_budget_is_judged_from_the_step_for_nested_trials():
     assert sw.budget_reached({"step": 100, "config": config})
     assert not sw.budget_reached({"step": 99, "config": config})
     assert sw.budget_reached({"step": 99, "config": {**config, "train.steps": 99}})
+    # ASHA sees a nested trial's last training report (no BUDGET_KEY) through the trial's own config.
+    kwargs = {"time_attr": "step", "metric": "m", "mode": "max", "grace_period": 25, "max_t": 100,
+              "reduction_factor": 2, "stop_last_trials": False}
+    scheduler = sw.BudgetASHA(**kwargs)
+    trials = [SimpleNamespace(trial_id=f"t{i}", config=config) for i in range(4)]
+    for t in trials:
+        scheduler.on_trial_add(None, t)
+    for t, value in zip(trials[:3], (10.0, 11.0, 12.0)):
+        scheduler.on_trial_result(None, t, {"step": 100, "m": value})
+    assert scheduler.on_trial_result(None, trials[3], {"step": 100, "m": 1.0}) == TrialScheduler.CONTINUE
+    plain = ASHAScheduler(**kwargs)
+    for t in trials:
+        plain.on_trial_add(None, t)
+    for t, value in zip(trials[:3], (10.0, 11.0, 12.0)):
+        plain.on_trial_result(None, t, {"step": 100, "m": value})
+    assert plain.on_trial_result(None, trials[3], {"step": 100, "m": 1.0}) == TrialScheduler.STOP
 
 
 # ---------------------------------------------------------------------------------------------- 7 Optuna truth
@@ -467,8 +483,10 @@ def test_smoke_sweeps_have_their_own_id_and_rows_say_smoke(tmp_path, toy_algorit
     sw.run_trial({sw.JOB_KEY: sw._job(smoke, tmp_path, str(tmp_path)), "train.lr": 1e-2}, "s1", send=_send_to(sent))
     extra = read_runs(tmp_path).iloc[0]
     assert extra["sweep_id"] == "unit-smoke" and extra["run_id"] == "unit-smoke-s1"
-    if "smoke" in extra:  # the column comes with the store's schema
-        assert bool(extra["smoke"])
+    assert bool(extra["smoke"]) is True
+    sw.run_trial({sw.JOB_KEY: sw._job(resolve(raw), tmp_path, str(tmp_path)), "train.lr": 1e-2}, "s2",
+                 send=_send_to(sent))
+    assert not read_runs(tmp_path).set_index("run_id").loc["unit-s2", "smoke"]
 
 
 def test_python_entry_point_is_exported():

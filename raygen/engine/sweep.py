@@ -372,6 +372,9 @@ def _nested_trial(cfg: RunConfig, job: dict[str, Any], run_id: str, extra: dict[
             name=f"{job['sweep_id']}-train-{extra['trial_id']}",
             callbacks=[TuneReportCallback()],
         )
+        # The run trained its budget and evaluated: say so (the workers' reports carry no BUDGET_KEY).
+        done = reopen_run(job["results"], run_id)
+        tune.report({**(done.final if done else {}), "step": cfg.train.steps, BUDGET_KEY: True})
     except Exception as err:
         _, error = run_status(job["results"], run_id)
         if not is_divergence(error or err):
@@ -467,6 +470,9 @@ class BudgetASHA(ASHAScheduler):
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if budget_reached(result) or FAILED_KEY in result:
             return self.CONTINUE
+        config = getattr(trial, "config", None) or {}
+        if JOB_KEY in config and int(result.get("step", 0)) >= _trial_steps(config):
+            return self.CONTINUE  # a nested Train trial's last training report, before its final evaluation
         return super().on_trial_result(tune_controller, trial, result)
 
 
