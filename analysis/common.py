@@ -48,7 +48,7 @@ class Cell:
     mean: float = math.nan
     pm: float = math.nan
     n: int = 0
-    pm_kind: str = ""  # "seeds": std over the n runs; "evals"/"se": one run's own std / standard error
+    pm_kind: str = ""  # "seeds": std over the n runs; "evals"/"splits"/"se": one run's own std or standard error
     repeats: int = 0  # with pm_kind "evals": how many evaluations the run's std is over (0: not recorded)
 
     @property
@@ -62,6 +62,8 @@ class Cell:
             return f"std over {self.repeats} evaluations of 1 run" if self.repeats else "std over repeated evaluations of 1 run"
         if self.pm_kind == "se":
             return "standard error (1 run)"
+        if self.pm_kind == "splits":
+            return f"std over {self.repeats} splits of the samples of 1 run" if self.repeats else "std over splits of 1 run"
         return ""
 
 
@@ -87,7 +89,7 @@ def cell(values: Iterable[float], inner_std: Iterable[float] | None = None, inne
         r = int(reps[0]) if reps.size and np.isfinite(reps[0]) else 0
         too_few = inner_kind == "evals" and 0 < r < 2
         if inner.size and np.isfinite(inner[0]) and not too_few:
-            return Cell(float(vals[0]), float(inner[0]), 1, inner_kind, r if inner_kind == "evals" else 0)
+            return Cell(float(vals[0]), float(inner[0]), 1, inner_kind, r if inner_kind in ("evals", "splits") else 0)
     return Cell(float(vals[0]), math.nan, 1, "")
 
 
@@ -123,11 +125,12 @@ def has_metric(runs: pd.DataFrame, metric: str) -> bool:
     return bool(final(runs, metric).notna().any())
 
 
-def metric_cell(runs: pd.DataFrame, metric: str, *, std_metric: str | None = None, inner_kind: str = "evals") -> Cell:
+def metric_cell(runs: pd.DataFrame, metric: str, *, std_metric: str | None = None, inner_kind: str = "evals",
+                repeats_key: str = "eval.repeats") -> Cell:
     """Cell of `metric` over `runs`; `std_metric` (default `<metric>_std`) is the per-run evaluation std, over
-    `eval.repeats` repeated evaluations (Infusion TAB 3.1: 10)."""
+    `repeats_key` repeated evaluations (Infusion TAB 3.1: eval.repeats = 10; IS: eval.inception_splits)."""
     std_metric = std_metric or f"{metric}_std"
-    repeats = pd.to_numeric(config(runs, "eval.repeats"), errors="coerce")
+    repeats = pd.to_numeric(config(runs, repeats_key), errors="coerce")
     return cell(final(runs, metric), final(runs, std_metric), inner_kind, repeats)
 
 

@@ -24,7 +24,17 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.common import OK_STATUSES, MissingData, OurRow, _fill_ours, require, smoke_mask
+from analysis.common import (
+    OK_STATUSES,
+    Cell,
+    MissingData,
+    OurRow,
+    _fill_ours,
+    final,
+    metric_cell,
+    require,
+    smoke_mask,
+)
 from analysis.published import published
 
 SMOKE_REASON = "smoke run (excluded from paper tables; `raygen report --include-smoke` shows it)"
@@ -148,6 +158,18 @@ OFFICIAL_MNIST = Need("config.data.mnist_split", ("official",), "official split 
 FULL_TRAIN = Need("config.data.max_train", (None,), "the full training set", default=None)
 DEQUANTIZED = Need("config.eval.dequantize", (True,), "U(0,1/256) noise added to scaled test points",
                    default=True)
+
+
+INCEPTION_SAMPLES = Need("config.eval.inception_samples", (50_000,), "50 000 samples", default=50_000)
+
+
+def inception_cell(runs: pd.DataFrame) -> Cell:
+    """Inception score cell: the standard error where a run logged one (`_se`), else its std over the
+    eval.inception_splits splits (`_std`, as raygen's evaluation reports it)."""
+    if final(runs, "test/inception_score_se").notna().any():
+        return metric_cell(runs, "test/inception_score", std_metric="test/inception_score_se", inner_kind="se")
+    return metric_cell(runs, "test/inception_score", std_metric="test/inception_score_std", inner_kind="splits",
+                       repeats_key="eval.inception_splits")
 
 
 def eval_sizes(test: int | None, train: int | None) -> tuple[Need, ...]:

@@ -77,6 +77,8 @@ def runs_text(n: int, spread: str) -> str:
             return "n = 1 (± over " + spread.removeprefix("std over ").removesuffix(" of 1 run") + ")"
         if spread.startswith("standard error"):
             return "n = 1 (± standard error)"
+        if "splits" in spread:
+            return "n = 1 (± over " + spread.removeprefix("std over ").removesuffix(" of 1 run") + ")"
         return "n = 1"
     return f"n = {n} (± over seeds)"
 

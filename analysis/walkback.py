@@ -30,6 +30,7 @@ from analysis.figures import best_run_panels
 from analysis.protocol import (
     DEQUANTIZED,
     FULL_TRAIN,
+    INCEPTION_SAMPLES,
     OFFICIAL_MNIST,
     REAL_VALUED,
     Need,
@@ -37,6 +38,7 @@ from analysis.protocol import (
     Selection,
     dataset_need,
     finish_table,
+    inception_cell,
     select,
 )
 
@@ -65,7 +67,8 @@ PROTOCOLS = {
     "vw_table_3_1b": Protocol("vw_table_3_1b", "MNIST, real-valued, uniform noise", (*_MNIST, _GAUSSIAN)),
     "vw_table_3_2": Protocol("vw_table_3_2", "CIFAR-10, uniform noise (dequantised)", _CIFAR),
     "vw_s001_table_1": Protocol("vw_s001_table_1", "CIFAR-10, uniform noise (dequantised)", _CIFAR),
-    "vw_inception": Protocol("vw_inception", "CIFAR-10", (dataset_need(("cifar10",), "CIFAR-10"), FULL_TRAIN)),
+    "vw_inception": Protocol("vw_inception", "CIFAR-10",
+                             (dataset_need(("cifar10",), "CIFAR-10"), FULL_TRAIN, INCEPTION_SAMPLES)),
     "vw_reversibility": Protocol("vw_reversibility", "MNIST, real-valued, uniform noise", (*_MNIST, _GAUSSIAN)),
 }
 
@@ -238,8 +241,7 @@ def _inception_rows(sub: pd.DataFrame) -> list[OurRow]:
     require(has_metric(sub, "test/inception_score"), "no run logged test/inception_score",
             f"{NEEDS} on CIFAR-10 whose evaluation logs test/inception_score (not computed by raygen yet)")
     return [OurRow(f"VW({k} steps, ours)",
-                   {"inception_score": metric_cell(g, "test/inception_score", std_metric="test/inception_score_se",
-                                                   inner_kind="se")}, tags=(f"vw_{k}",))
+                   {"inception_score": inception_cell(g)}, tags=(f"vw_{k}",))
             for k, g in _by_steps(sub, "test/inception_score")]
 
 

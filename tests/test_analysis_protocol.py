@@ -276,3 +276,18 @@ def test_fig_2_3_distances_are_always_other_data_and_use_the_scale_free_ones(tmp
     bars = fig.axes[0].containers[0]
     assert [b.get_height() for b in bars] == pytest.approx([0.45 / 0.9, 0.4 / 0.5])
     assert any(line.get_ydata()[0] == 0.1 for line in fig.axes[1].lines)  # the teacher-vs-teacher floor
+
+
+def test_inception_tables_take_cifar10_with_50000_samples_and_say_the_splits(tmp_path):
+    cfg = {"algo.walkback_steps": 30, "algo.k_mode": "fixed", "eval.inception_splits": 10}
+    full = SyntheticRun("full", "walkback", "cifar10", config={**cfg, "eval.inception_samples": 50_000},
+                        finals={"test/inception_score": 4.1, "test/inception_score_std": 0.07, "valid/lower_bound": 1.0})
+    few = SyntheticRun("few", "walkback", "cifar10", config={**cfg, "eval.inception_samples": 1000},
+                       finals={"test/inception_score": 3.0, "test/inception_score_std": 0.2, "valid/lower_bound": 1.0})
+    table = walkback.inception_table(_write(tmp_path, full, few)).set_index("model")
+    row = table.loc["VW(30 steps)"]
+    assert (row["inception_score ours"], row["inception_score ours ±"]) == (4.1, 0.07)
+    assert row["inception_score ± over"] == "std over 10 splits of the samples of 1 run"
+    assert "n = 1 (± over 10 splits of the samples)" in to_markdown(table.reset_index())
+    other = table.attrs["selection"].other_table
+    assert other["data and settings"].tolist() == ["cifar10; eval.inception_samples=1000"]
