@@ -41,7 +41,7 @@ TINY = {
 SPEC = {
     "name": "kill", "algorithm": "walkback", "dataset": "toy2d:swissroll", "fixed": TINY,
     "metric": {"name": "valid/lower_bound", "goal": "maximize"}, "method": "tpe", "seed": 0,
-    "run_cap": 6, "max_concurrent": 2, "resources": {"cpu": 1},
+    "run_cap": 9, "max_concurrent": 2, "resources": {"cpu": 1},
     "parameters": {"train.lr": {"min": 1.0e-4, "max": 3.0e-3, "log": True}},
 }
 # When each driver is killed: after a trial completes / starts / checkpoints, or N seconds after its start.
