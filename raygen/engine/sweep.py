@@ -732,7 +732,7 @@ class SweepResult:
             f"store: {self.results}",
             f"optuna study '{self.sweep_id}': {self.optuna_storage}",
             "next:",
-            f"  raygen report {self.results}",
+            f"  raygen report {self.results} --sweep {self.sweep_id}",
             f"  raygen dashboard {self.results}",
             f"  optuna-dashboard {self.optuna_storage}",
         ]
