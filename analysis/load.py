@@ -96,10 +96,13 @@ class Store:
 
 def load_store(root: str | Path, *, metrics: bool = False) -> Store:
     """Read a results store. Raises FileNotFoundError naming the path when it is not a store."""
+    from raygen.results.store import exists, is_remote
+
     root = Path(root)
-    if not root.is_dir():
+    is_dir = exists if is_remote(root) else Path.is_dir  # an object store (s3://...) has prefixes, not folders
+    if not is_dir(root):
         raise FileNotFoundError(f"results store {root} does not exist")
-    if not any((root / sub).is_dir() for sub in ("runs", "metrics", "artifacts")):
+    if not any(is_dir(root / sub) for sub in ("runs", "metrics", "artifacts")):
         raise FileNotFoundError(f"{root} is not a raygen results store (no runs/, metrics/ or artifacts/ folder)")
     store = Store(root, read_runs_fast(root), read_artifacts_fast(root), read_sweep_specs(root))
     if metrics:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from analysis.figures import PAPER_RC
 from analysis.load import Store, load_store, read_metrics_fast
 from analysis.protocol import selection_of
 from analysis.render import to_markdown, write_figure, write_table
+from raygen.results.store import exists, is_remote, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -258,10 +258,10 @@ def _thumbnails(store: Store, frame: pd.DataFrame, tables_dir: Path) -> None:
     thumbs: dict[str, str] = {}
     for run_id, path in zip(arts["run_id"], arts["path"]):
         source = store.root / path
-        if source.is_file():
+        if exists(source) if is_remote(source) else source.is_file():
             target = tables_dir / "thumbs" / f"{slug(run_id)}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            target.write_bytes(read_bytes(source))  # the store may be on object storage (s3://...)
             thumbs[run_id] = f"thumbs/{target.name}"
     frame.attrs["thumbnails"] = thumbs
 
@@ -316,7 +316,7 @@ def _write_index(summary: ReportSummary, store: Store, filt: ReportFilter) -> No
     lines = [
         "# raygen report",
         "",
-        f"Results store: `{store.root.resolve()}` — {_store_summary(store)}.",
+        f"Results store: `{store.root if is_remote(store.root) else store.root.resolve()}` — {_store_summary(store)}.",
         f"Runs considered: {filt.describe()}."
         + ("" if filt.include_smoke else " Smoke runs are left out of every paper table (`--include-smoke`)."),
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} in {summary.seconds:.1f} s.",

@@ -36,7 +36,9 @@ def _store(results: Path, option: Path | None) -> Path:
 
 
 def _check_store(results: Path) -> None:
-    if not results.is_dir():
+    from raygen.results.store import exists, is_remote
+
+    if not (exists(results) if is_remote(results) else results.is_dir()):
         typer.secho(f"error: results store {results} does not exist (run `raygen train` or `raygen sweep` first, "
                     "or pass the folder they wrote)", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)

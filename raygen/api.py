@@ -332,7 +332,9 @@ class Store:
 
 def open(results: str | Path = "results") -> Store:  # raygen.open, as the issue asks (shadows open here)
     """Open a results store for reading (FileNotFoundError when `results` is not one)."""
+    from raygen.results.store import exists, is_remote
+
     root = Path(results)
-    if not (root / "runs").is_dir():
+    if not (exists(root / "runs") if is_remote(root) else (root / "runs").is_dir()):
         raise FileNotFoundError(f"{root} is not a raygen results store (no runs/ folder)")
     return Store(root)

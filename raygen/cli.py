@@ -276,7 +276,9 @@ def datasets(
 
 def _is_store(results: Path) -> bool:
     """A results store is a folder with a runs/ folder (what every writer creates first)."""
-    return (results / "runs").is_dir()
+    from raygen.results.store import exists, is_remote
+
+    return exists(results / "runs") if is_remote(results) else (results / "runs").is_dir()
 
 
 def _require_store(results: Path) -> None:
@@ -404,8 +406,9 @@ def compact(
     cache. Runs fold their own pieces when they end; this finishes what a kill interrupted. Safe while runs
     write (docs/results.md)."""
     from raygen.results import compact as compact_store
+    from raygen.results.store import exists, is_remote
 
-    if not results.is_dir():
+    if not (exists(results) if is_remote(results) else results.is_dir()):
         _fail(f"results store {results} does not exist")
     done = compact_store(results, running=running)
     typer.echo(f"folded {done['metrics']} metric and {done['artifacts']} artifact pieces in {results}")

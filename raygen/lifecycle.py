@@ -88,7 +88,9 @@ def run_row(results: str | Path, run_id: str) -> dict[str, Any] | None:
     try:
         # One open file (a row replaced meanwhile is read whole, old or new) and no scanner threads:
         # `pq.read_table` here crashed (SIGSEGV in Scanner.from_dataset) inside a busy Tune driver.
-        with open(path, "rb") as handle:
+        from raygen.results.store import open_input, remote
+
+        with open(path, "rb") if remote(path) is None else open_input(path) as handle:
             return pq.ParquetFile(handle).read(use_threads=False).to_pylist()[0]
     except FileNotFoundError:
         return None
@@ -219,9 +221,14 @@ class Reserve:
 
     def __init__(self, root: str | Path, run_id: str) -> None:
         # One name per run: the file a killed run left behind is taken over by its resume, or deleted by repair.
-        self.path = Path(root) / "runs" / f".{run_id}.reserve"
+        from raygen.results.store import is_remote
+
+        # An object store does not fill up like a disk: nothing to reserve there.
+        self.path = None if is_remote(root) else Path(root) / "runs" / f".{run_id}.reserve"
 
     def take(self) -> None:
+        if self.path is None:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "wb") as f:
@@ -233,7 +240,8 @@ class Reserve:
             log.warning("no space reserved for the end of the run: %s", err)
 
     def release(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def error_text(err: BaseException, limit: int = 4000) -> str:

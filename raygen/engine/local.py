@@ -8,6 +8,7 @@ and the algorithm builds on the dataset. Bad inputs therefore leave no `failed` 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 import pickle
@@ -27,6 +28,7 @@ from raygen.engine.loop import build, train
 from raygen.engine.report import CHECKPOINT_NAME, StoreReporter
 from raygen.lifecycle import effective_status, recorded, reopen_run, run_row
 from raygen.results import RunRecorder, find_run
+from raygen.results.store import exists, is_remote, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,16 @@ def check_writable(results: str | Path) -> Path:
     store is refused before hours of work are done for nothing. Permission bits alone do not tell (root
     ignores them; a read-only mount does not show in them), hence a real write."""
     root = Path(results)
+    from raygen.results.store import atomic_write_bytes, delete_file
+
+    if is_remote(root):  # an object store has no folders: one probe object, written and deleted
+        probe = root / "runs" / f".probe-{uuid.uuid4().hex}"
+        try:
+            atomic_write_bytes(probe, b"raygen")
+            delete_file(probe)
+        except OSError as err:
+            raise RunSetupError(f"results store {root} is not writable: {describe_os_error(err)}") from None
+        return root
     for sub in ("", "runs", "metrics", "artifacts", "files"):
         directory = root / sub
         probe = directory / f".probe-{uuid.uuid4().hex}"
@@ -142,7 +154,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
             warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            # a checkpoint on an object store is read whole into memory (torch.load wants a seekable file)
+            source = io.BytesIO(read_bytes(path)) if is_remote(path) else path
+            payload = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"checkpoint {path} refused: it holds objects other than tensors and plain data ({unpickling_reason(err)})"
@@ -180,7 +194,7 @@ def checkpoint_config(payload: dict[str, Any], path: Path) -> RunConfig:
 def checkpoint_path(results: str | Path, run: str) -> Path:
     run_id = find_run(results, run)
     path = Path(results) / "files" / run_id / CHECKPOINT_NAME
-    if not path.is_file():
+    if not (exists(path) if is_remote(path) else path.is_file()):
         raise FileNotFoundError(f"run {run_id} has no checkpoint at {path}")
     return path
 
@@ -268,7 +282,7 @@ def resume_local(results: str | Path, run: str, *, progress: bool | None = None)
     if int(row.get("workers") or 1) > 1 or row.get("sweep_id"):
         raise RunSetupError(f"run {run_id} ran on Ray (workers or a sweep): Ray resumes it, not --resume")
     path = Path(results) / "files" / run_id / CHECKPOINT_NAME
-    if path.is_file():
+    if exists(path) if is_remote(path) else path.is_file():
         payload: dict[str, Any] | None = read_checkpoint(path)
         config = checkpoint_config(payload, path)
         step = int(payload["algorithm"]["updates"])

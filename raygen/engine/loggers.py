@@ -208,6 +208,11 @@ class TensorBoardLogger:
 
     def __init__(self, config: RunConfig, run_id: str, results: Path) -> None:
         tensorboardx = _require("tensorboardX", "tensorboard", "tensorboard")
+        from raygen.results.store import is_remote
+
+        if not config.log.tensorboard_dir and is_remote(results):
+            raise ValueError(f"log.tensorboard with results on object storage ({results}): set log.tensorboard_dir "
+                             "to a local folder for the event files")
         root = Path(config.log.tensorboard_dir) if config.log.tensorboard_dir else Path(results) / "tensorboard"
         self.directory = root / run_id
         # Each writer (training, a later `raygen evaluate`) adds its own event file, which TensorBoard merges.

@@ -361,7 +361,10 @@ def run_distributed(
 
     if workers < 1:
         raise RunSetupError(f"--workers must be at least 1 (got {workers})")
-    results = Path(results).expanduser().resolve()
+    from raygen.results.store import is_remote
+
+    # an object store (s3://...) is the same URL on every node; a local path is made absolute for the workers
+    results = Path(results) if is_remote(results) else Path(results).expanduser().resolve()
     run_id = run_id or new_run_id(config.algorithm)
     if use_gpu and config.device != "cuda":
         config = config.with_overrides({"device": "cuda"})

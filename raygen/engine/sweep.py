@@ -932,6 +932,12 @@ def run_sweep(
     `resume=None` resumes automatically when the sweep exists; `resume=True` requires it; `resume=False` refuses
     to touch an existing one. `more=N` adds N trials to the sweep's Optuna study once every earlier trial has
     ended (a finished sweep otherwise has nothing left to do, and says so)."""
+    from raygen.results.store import is_remote
+
+    if is_remote(results):
+        raise SpecError(f"--results {results}: a sweep keeps its Optuna study (SQLite) and Tune state beside the "
+                        "store, which needs a file system; sweep into a local or shared folder (object storage "
+                        "holds single and Ray Train runs)")
     results = Path(results).expanduser().resolve()
     parts = _parts(spec, results)
     if resume is True and not parts:

@@ -21,6 +21,10 @@ at every instant; a crash anywhere leaves at worst covered pieces that the next 
 Run rows stay one file per run (they change while a run lives). `read_runs` keeps a hidden cache of the
 rows it has read (runs/.cache/index.parquet, keyed on each file's name, size, mtime and inode) so that
 listing ten thousand runs does not open ten thousand files; the files stay the truth.
+
+The root may be an object store (`s3://bucket/prefix`, other pyarrow/fsspec file systems): a rename becomes one
+PUT of the final key, and folds write a new segment instead of rewriting one (no locks there); see `remote` and
+docs/results.md.
 """
 
 from __future__ import annotations
@@ -137,8 +141,81 @@ def new_run_id(algorithm: str) -> str:
 # ---------------------------------------------------------------------------------------------- files
 
 
+# A store root may be a URL (`s3://bucket/prefix`, `gs://...`, any fsspec protocol). `Path` keeps it as
+# `s3:/bucket/prefix` and every path below it keeps that prefix, so the store's path arithmetic is unchanged
+# and each I/O call asks `remote(path)` whether it goes to an object store.
+URL = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]+):/+(?P<rest>.*)$")
+
+
+@functools.cache
+def _filesystem(scheme: str, bucket: str) -> Any:
+    import pyarrow.fs as pafs
+
+    if scheme in ("s3", "s3a"):
+        # One PUT per small object (allow_delayed_open): an object appears whole or not at all, which is what
+        # the local store gets from os.replace. AWS_ENDPOINT_URL (an S3-compatible server) is read by Arrow.
+        return pafs.S3FileSystem(allow_delayed_open=True, endpoint_override=os.environ.get("AWS_ENDPOINT_URL"))
+    try:
+        return pafs.FileSystem.from_uri(f"{scheme}://{bucket}")[0]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
+        import fsspec  # any other protocol fsspec knows (memory, gcs, abfs, ...)
+
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(scheme)))
+
+
+def remote(path: str | Path) -> tuple[Any, str] | None:
+    """(pyarrow file system, path in it) for a path under an object-store root; None for a local path."""
+    match = URL.match(str(path))
+    if match is None or match["scheme"] == "file":
+        return None
+    return _filesystem(match["scheme"], match["rest"].split("/", 1)[0]), match["rest"].rstrip("/")
+
+
+def is_remote(path: str | Path) -> bool:
+    return remote(path) is not None
+
+
+def read_bytes(path: str | Path) -> bytes:
+    got = remote(path)
+    if got is None:
+        return Path(path).read_bytes()
+    with got[0].open_input_stream(got[1]) as f:
+        return f.read()
+
+
+def delete_file(path: str | Path) -> None:
+    got = remote(path)
+    if got is None:
+        Path(path).unlink(missing_ok=True)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        got[0].delete_file(got[1])
+
+
+def exists(path: str | Path) -> bool:
+    """A file or folder (on an object store: an object or a prefix with objects under it) is there."""
+    got = remote(path)
+    if got is None:
+        return Path(path).exists()
+    import pyarrow.fs as pafs
+
+    return got[0].get_file_info(got[1]).type != pafs.FileType.NotFound
+
+
+def open_input(path: str | Path) -> Any:
+    """A path or an open object-store file, for pyarrow.parquet; FileNotFoundError when it is gone."""
+    got = remote(path)
+    return path if got is None else got[0].open_input_file(got[1])
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write under a dot-prefixed temporary name in the same folder, then rename into place."""
+    """Write under a dot-prefixed temporary name in the same folder, then rename into place. On an object
+    store: one PUT of the final key, which readers see whole or not at all."""
+    got = remote(path)
+    if got is not None:
+        with got[0].open_output_stream(got[1]) as f:
+            f.write(data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -158,12 +235,21 @@ def atomic_write_table(path: Path, table: pa.Table, sources: Iterable[str] | Non
     atomic_write_bytes(path, sink.getvalue())
 
 
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+
+
 @contextlib.contextmanager
 def locked(root: Path, name: str) -> Iterator[None]:
     """An exclusive advisory lock (flock) named `name` in the store: serialises the read-modify-write of a
     run row and the folds of a table, between threads and processes (on NFS only if it supports locks)."""
     import fcntl
 
+    if is_remote(root):
+        # Object stores have no locks: within a process a thread lock; between processes folds never
+        # rewrite a segment there (see `fold`), and a run row has one writer at a time.
+        with _THREAD_LOCKS.setdefault(f"{root}/{name}", threading.Lock()):
+            yield
+        return
     path = Path(root) / LOCKS / f"{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
@@ -176,6 +262,9 @@ def locked(root: Path, name: str) -> Iterator[None]:
 
 def _parquet_entries(directory: Path) -> list[os.DirEntry]:
     """The Parquet files of a folder, skipping dot and underscore names (temporaries, caches)."""
+    got = remote(directory)
+    if got is not None:
+        return _remote_entries(directory, *got)
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
@@ -184,6 +273,33 @@ def _parquet_entries(directory: Path) -> list[os.DirEntry]:
         (e for e in entries if e.name.endswith(".parquet") and not e.name.startswith((".", "_")) and e.is_file()),
         key=lambda e: e.name,
     )
+
+
+class _RemoteEntry:
+    """What the store uses of an os.DirEntry, for an object (no inode: the cache keys on size and mtime)."""
+
+    def __init__(self, path: str, size: int, mtime_ns: int) -> None:
+        self.path, self.name = path, path.rsplit("/", 1)[-1]
+        self._stat = types.SimpleNamespace(st_size=size, st_mtime_ns=mtime_ns, st_ino=0)
+
+    def is_file(self) -> bool:
+        return True
+
+    def stat(self) -> types.SimpleNamespace:
+        return self._stat
+
+
+def _remote_entries(directory: Path, fs: Any, base: str) -> list[_RemoteEntry]:
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    out = []
+    for info in infos:
+        name = info.base_name
+        if info.type == pafs.FileType.File and name.endswith(".parquet") and not name.startswith((".", "_")):
+            mtime = int(info.mtime.timestamp() * 1e9) if info.mtime is not None else 0
+            out.append(_RemoteEntry(f"{directory}/{name}", info.size or 0, mtime))
+    return sorted(out, key=lambda e: e.name)
 
 
 class _Vanished(Exception):
@@ -197,7 +313,7 @@ def _read_parquet(path: Path | str, *, columns: list[str] | None = None,
     together in row groups of SEGMENT_ROW_GROUP rows)."""
     try:
         # ParquetFile.read skips the dataset machinery of pq.read_table: ~2x faster on small files.
-        f = pq.ParquetFile(path)
+        f = pq.ParquetFile(open_input(path))
         meta = f.schema_arrow.metadata or {}
         if run_ids is None:
             table = f.read(columns=columns, use_threads=False)
@@ -384,7 +500,7 @@ def _row_finals(row: Mapping[str, Any] | None) -> dict[str, tuple[float, Any]]:
 
 def _read_row(path: Path) -> dict[str, Any] | None:
     try:
-        return pq.ParquetFile(path).read(use_threads=False).to_pylist()[0]
+        return pq.ParquetFile(open_input(path)).read(use_threads=False).to_pylist()[0]
     except FileNotFoundError:
         return None
     except (pa.ArrowException, OSError, ValueError, IndexError) as err:
@@ -566,7 +682,8 @@ class RunRecorder:
                 del row[key]
             row.update({f"final.{k}": v for k, (v, _) in finals.items()})
             row["final_at_json"] = json.dumps({k: _iso(at) for k, (_, at) in sorted(finals.items()) if at is not None})
-            kinds = {f.name[len("config."):]: f.type for f in pq.read_schema(self.row_path) if f.name.startswith("config.")}
+            kinds = {f.name[len("config."):]: f.type for f in pq.read_schema(open_input(self.row_path))
+                     if f.name.startswith("config.")}
             atomic_write_table(self.row_path, run_row_table(row, kinds))
             ended = row.get("status") in ENDED
         if ended:
@@ -652,12 +769,12 @@ def _tail(root: Path, table: str) -> tuple[Path | None, list[str], int]:
     """The segment named in the dot file beside the segments (the last one folded into): path, the piece
     names it lists and its row count; (None, [], 0) when there is none yet."""
     try:
-        name = (root / table / ".tail").read_text().strip()
+        name = read_bytes(root / table / ".tail").decode().strip()
     except OSError:
         return None, [], 0
     path = root / table / name
     try:
-        meta = pq.read_metadata(path)
+        meta = pq.read_metadata(open_input(path))
     except FileNotFoundError:  # named before it was written, and the fold stopped in between
         return None, [], 0
     except (OSError, pa.ArrowException, ValueError) as err:
@@ -689,7 +806,7 @@ def fold(root: str | Path, table: str, run_ids: Iterable[str] | None = None) -> 
         fresh = []
         for piece in pieces:
             if piece.name in listed:
-                piece.unlink(missing_ok=True)
+                delete_file(piece)
             elif wanted is None or PIECE_NAME.match(piece.name)["run"] in wanted:
                 try:
                     got = _read_parquet(piece)
@@ -700,11 +817,16 @@ def fold(root: str | Path, table: str, run_ids: Iterable[str] | None = None) -> 
         # a piece rewritten by a rewind lists the piece it replaced: keep only the newer one
         replaced = {s for _, _, sources in fresh for s in sources}
         for piece in [p for p, _, _ in fresh if p.name in replaced]:
-            piece.unlink(missing_ok=True)
+            delete_file(piece)
         fresh = [(p, t) for p, t, _ in fresh if p.name not in replaced]
         if not fresh:
             return 0
         tables, sources = [], [p.name for p, _ in fresh]
+        # On an object store there is no lock between processes: each fold writes a new segment (named by
+        # the pieces it holds, so two folds of the same pieces write the same object) and never rewrites one,
+        # so two processes folding at once cannot lose each other's rows.
+        if is_remote(root):
+            tail = None
         if tail is not None and tail_rows < SEGMENT_ROWS and len(tail_sources) < SEGMENT_SOURCES:
             try:
                 got = _read_parquet(tail)
@@ -717,13 +839,18 @@ def fold(root: str | Path, table: str, run_ids: Iterable[str] | None = None) -> 
                 sources += got[1]
         else:
             tail = None
-        if tail is None:
+        if tail is None and is_remote(root):
+            import hashlib
+
+            digest = hashlib.sha256("\n".join(sorted(sources)).encode()).hexdigest()[:12]
+            tail = root / table / f"seg-{digest}.parquet"
+        elif tail is None:
             tail = root / table / f"seg-{uuid.uuid4().hex[:12]}.parquet"
             atomic_write_bytes(root / table / ".tail", tail.name.encode())
         tables += [t.select(schema.names).cast(schema) for _, t in fresh]
         atomic_write_table(tail, pa.concat_tables(tables), sources)
         for piece, _ in fresh:
-            piece.unlink(missing_ok=True)
+            delete_file(piece)
         return len(fresh)
 
 
@@ -754,7 +881,7 @@ def _drop_rows(root: Path, table: str, run_id: str, step: int, after: datetime |
                 # a new name covering the old one: a reader holding both counts the rows once
                 with recorder._lock:
                     atomic_write_table(recorder._piece(table), kept, [piece.name, *got[1]])
-            piece.unlink(missing_ok=True)
+            delete_file(piece)
         for entry in _parquet_entries(root / table):
             try:
                 got = _read_parquet(entry.path, columns=["run_id", "step", "time"])
@@ -847,7 +974,10 @@ def _read_run_tables(root: Path, refresh_cache: bool) -> list[pa.Table]:
     cache_path = directory / RUNS_CACHE
     cached: dict[str, tuple[tuple[int, int, int], int]] = {}
     cache = None
-    if cache_path.is_file():
+    # On an object store the cache is off: an object's mtime has one-second resolution and no inode, so a
+    # row rewritten within a second at the same size would look unchanged. Every row file is read.
+    got = None
+    if not is_remote(root) and cache_path.is_file():
         got = _read_parquet(cache_path)
         if got is not None:
             cache = got[0]
@@ -880,7 +1010,7 @@ def _read_run_tables(root: Path, refresh_cache: bool) -> list[pa.Table]:
             new.append((entry.name, got[0]))
     tables += [t for _, t in new]
     old_enough = [(n, t) for n, t in new if stats[n][1] < young]
-    if refresh_cache or len(old_enough) >= 32:
+    if not is_remote(root) and (refresh_cache or len(old_enough) >= 32):
         _write_runs_cache(cache_path, tables, [n for n, _ in new], stats, cache, hit)
     return tables
 
