@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -118,3 +119,13 @@ def test_cli_train_compact_report_on_s3(s3, tmp_path):
     raygen("report", "--results", url, "--out", str(tmp_path / "report"))
     assert "walkback completed: 1" in (tmp_path / "report" / "README.md").read_text()  # the run, read back
     assert not (tmp_path / "s3:").exists()
+
+
+def test_sweep_refuses_object_storage(tmp_path):
+    """A sweep's Optuna study is SQLite beside the store: on S3 it is refused at once with a message, and
+    nothing lands in a local folder named after the URL."""
+    spec = Path(__file__).resolve().parents[1] / "sweeps" / "vw-annealing.yaml"
+    out = subprocess.run([sys.executable, "-m", "raygen.cli", "sweep", str(spec), "--smoke", "--results",
+                          "s3://bkt/results"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert out.returncode == 2 and "needs a file system" in out.stderr
+    assert list(tmp_path.iterdir()) == []
