@@ -129,3 +129,24 @@ def test_sweep_refuses_object_storage(tmp_path):
                           "s3://bkt/results"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert out.returncode == 2 and "needs a file system" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_train_run_on_s3(s3, tmp_path):
+    """`--workers 2`: rank 0 writes the store and Ray Train its checkpoints through the same S3 client, so no
+    node needs a shared folder; nothing lands in a local folder named after the URL."""
+    url, env = s3
+    out = subprocess.run([sys.executable, "-m", "raygen.cli", "train", "walkback", "--dataset", "toy2d:circle",
+                          "--steps", "20", "--workers", "2", "--results", url, "eval.final=false",
+                          "data.toy_samples=300", "train.batch_size=50"],
+                         cwd=tmp_path, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    runs = read_runs(url)
+    assert list(runs["status"]) == ["completed"] and list(runs["workers"]) == [2]
+    metrics = read_metrics(url)
+    assert not metrics.empty and not metrics.duplicated(["run_id", "step", "split", "metric"]).any()
+    run_id = runs["run_id"].iloc[0]
+    assert any(p.endswith("checkpoint.pt") for p in _listing(url, f"ray/train-{run_id}/checkpoint-0000000020")[1])
+    assert list(tmp_path.iterdir()) == []

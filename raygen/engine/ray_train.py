@@ -361,7 +361,7 @@ def run_distributed(
 
     if workers < 1:
         raise RunSetupError(f"--workers must be at least 1 (got {workers})")
-    from raygen.results.store import is_remote
+    from raygen.results.store import is_remote, remote
 
     # an object store (s3://...) is the same URL on every node; a local path is made absolute for the workers
     results = Path(results) if is_remote(results) else Path(results).expanduser().resolve()
@@ -399,7 +399,10 @@ def run_distributed(
     job = {"config": config.to_dict(), "results": str(results), "run_id": run_id, "extra": run_extra,
            "device": device}
     storage_path = storage or str(results / "ray")
-    if "://" not in storage_path:
+    storage_fs = None
+    if storage is None and is_remote(results):  # Ray's checkpoints go to the same object store, via its client
+        storage_fs, storage_path = remote(storage_path)
+    elif "://" not in storage_path:
         storage_path = str(Path(storage_path).expanduser().resolve())
     trainer = TorchTrainer(
         train_worker,
@@ -409,6 +412,7 @@ def run_distributed(
         run_config=ray.train.RunConfig(
             name=name or f"train-{run_id}",
             storage_path=storage_path,
+            storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks) or None,
