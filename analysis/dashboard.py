@@ -53,9 +53,15 @@ log = logging.getLogger(__name__)
 
 MAX_CURVE_POINTS = 500  # per curve, in figures sent to the page (notes §2.5)
 THUMB_SIDE = 320  # px, longest side of an embedded image thumbnail
+# A long chain (a strip of many frames, e.g. 30 frames of 28 px) squeezed to 320 px would be 11 px high: strips
+# keep their height (short side up to THUMB_SIDE, long side up to STRIP_MAX_SIDE) and the page scrolls them.
+STRIP_ASPECT = 3.0  # long side / short side from which an image is a strip
+STRIP_MAX_SIDE = 4096  # px, longest side of a strip thumbnail
 EXPORT_TOP_K = 20  # trials whose curves and images the export embeds, per sweep
 EXPORT_IMAGE_BUDGET = 12_000_000  # bytes of base64 images in one export
 POLL_MS = 2000
+CURVE_SPLITS = ("valid", "validation", "val", "train_eval", "train")  # a test objective's curve counterpart, in order
+IMPORTANCE_MIN_TRIALS = 20  # fewer completed trials than this: importance bars carry a caveat (noisy estimates)
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -155,14 +161,37 @@ def _is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def _log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
-    """Tick positions (log10 units) and labels in data units, for an axis plotting log10 values."""
-    first, last = math.floor(lo), math.ceil(hi)
-    if last - first >= 2:
-        vals = [float(v) for v in range(first, last + 1) if lo - 1e-9 <= v <= hi + 1e-9]
+MAX_LOG_TICKS = 7  # labels on one log axis; more overlap on a 420 px parcoords axis
+
+
+def _log_label(value: float) -> str:
+    """1e-05 -> "1e-5", 0.02 -> "0.02", 3000 -> "3000", 2e+06 -> "2e6": short, no zero-padded exponents."""
+    if value == 0:
+        return "0"
+    exponent = math.floor(math.log10(abs(value)) + 1e-9)
+    if -2 <= exponent <= 3:
+        return f"{value:.3g}" if exponent < 2 else f"{value:.0f}"
+    mantissa = value / 10 ** exponent
+    return (f"{mantissa:.2g}" + "e" if round(mantissa, 2) != 1 else "1e") + str(exponent)
+
+
+def _log_ticks(lo: float, hi: float, max_ticks: int = MAX_LOG_TICKS) -> tuple[list[float], list[str]]:
+    """Tick positions (log10 units) and labels in data units, for an axis plotting log10 values.
+
+    Whole decades when the range holds at least two (every k-th decade when there are more than `max_ticks`),
+    else 1-2-5 steps inside the range, else the two ends: never arbitrary values like 0.000316, never more than
+    `max_ticks` labels (they overlap)."""
+    eps = 1e-9
+    decades = [float(v) for v in range(math.floor(lo), math.ceil(hi) + 1) if lo - eps <= v <= hi + eps]
+    if len(decades) >= 2:
+        step = math.ceil(len(decades) / max_ticks)
+        vals = decades[::step]
     else:
-        vals = list(np.linspace(lo, hi, 4)) if hi > lo else [lo]
-    return vals, [f"{10 ** v:.3g}" for v in vals]
+        vals = [math.log10(m) + d for d in range(math.floor(lo), math.ceil(hi) + 1) for m in (1, 2, 5)
+                if lo - eps <= math.log10(m) + d <= hi + eps]
+        if len(vals) < 2:
+            vals = [lo, hi] if hi > lo else [lo]
+    return vals, [_log_label(10 ** v) for v in vals]
 
 
 def parcoords_dimension(p: Param, values: pd.Series) -> dict[str, Any] | None:
@@ -243,9 +272,25 @@ def importance_figure(result: Importance) -> dict[str, Any]:
     for metric, imp in result.values.items():
         fig.add_trace(go.Bar(x=[imp.get(n, 0.0) for n in names], y=names, orientation="h", name=metric))
     # Excluded (conditional/constant) parameters are listed under the chart by the page, from the payload.
-    fig.update_layout(title="Parameter importance (PED-ANOVA)", barmode="group", height=140 + 40 * len(names),
-                      xaxis={"title": {"text": "importance (normalised)"}}, margin={"l": 160, "r": 20, "t": 50, "b": 50})
+    caveat = importance_caveat(result)
+    fig.update_layout(title="Parameter importance (PED-ANOVA)", barmode="group", height=140 + 40 * len(names)
+                      + (30 if caveat else 0),
+                      xaxis={"title": {"text": "importance (normalised)"}},
+                      margin={"l": 160, "r": 20, "t": 80 if caveat else 50, "b": 50})
+    if caveat:  # on the chart itself, so a screenshot or an export keeps it
+        fig.add_annotation(text="⚠ " + caveat, showarrow=False, x=0, y=1.02, xref="paper", yref="paper",
+                           xanchor="left", yanchor="bottom", font={"size": 12, "color": "#9a6700"})
     return figure_dict(fig)
+
+
+def importance_caveat(result: Importance, min_trials: int = IMPORTANCE_MIN_TRIALS) -> str:
+    """A warning when importances rest on fewer than `min_trials` completed trials ("" otherwise): PED-ANOVA
+    compares the top quantile of trials with all of them, and with a handful of trials that top set is one or two
+    trials, so the bars mostly show noise."""
+    if not result.values or result.completed >= min_trials:
+        return ""
+    return (f"only {result.completed} completed trials (fewer than {min_trials}): "
+            "these importances are rough and may change as trials finish")
 
 
 def pareto_figure(trials: pd.DataFrame, info: SweepInfo) -> dict[str, Any] | None:
@@ -385,6 +430,25 @@ class DashboardData:
         rows = m[m["run_id"].isin(run_ids)]
         return sorted(set(rows["split"] + "/" + rows["metric"])) if not rows.empty else []
 
+    def default_curve_key(self, run_ids: list[str], keys: list[str], objective: str | None) -> str | None:
+        """The metric the learning-curve panel opens on: the objective if it has a curve (several steps in some
+        trial), else the same metric in the split that is logged during training (a test-set objective is written
+        once, at the end: one point per trial, an empty plot), else the metric with the most steps."""
+        if not keys:
+            return None
+        m = self.store.metrics
+        rows = m[m["run_id"].isin(run_ids)]
+        steps = (rows.groupby(["split", "metric", "run_id"])["step"].nunique().groupby(["split", "metric"]).max())
+        length = {f"{split}/{metric}": int(n) for (split, metric), n in steps.items()}
+        if objective in keys and length.get(objective, 0) > 1:
+            return objective
+        if objective:
+            name = objective.partition("/")[2]
+            for split in CURVE_SPLITS:
+                if length.get(f"{split}/{name}", 0) > 1:
+                    return f"{split}/{name}"
+        return max(keys, key=lambda k: (length.get(k, 0), k == objective))
+
     def sweep(self, sweep_id: str) -> dict[str, Any]:
         trials, info = self.trials(sweep_id)
         columns = _trial_label_columns(trials, info)
@@ -411,9 +475,10 @@ class DashboardData:
                 "history": history_figure(trials, info),
             },
             "importance": {"values": importance.values, "excluded": importance.excluded,
-                           "message": importance.message, "completed": importance.completed},
+                           "message": importance.message, "completed": importance.completed,
+                           "caveat": importance_caveat(importance), "min_trials": IMPORTANCE_MIN_TRIALS},
             "metric_keys": keys,
-            "default_key": objective if objective in keys else (keys[0] if keys else None),
+            "default_key": self.default_curve_key(run_ids, keys, objective),
             "image_runs": image_runs,
         }
 
@@ -439,8 +504,9 @@ def load_dashboard_data(root: str | Path) -> DashboardData:
 
 def image_thumbnails(store: Store, run_id: str, *, side: int = THUMB_SIDE, budget: int | None = None
                      ) -> list[dict[str, Any]]:
-    """The run's image artifacts (latest of each name) as base64 PNG thumbnails, at most `side` px wide/high.
-    Paths come from the artifact index only, never from the request."""
+    """The run's image artifacts (latest of each name) as base64 PNG thumbnails, at most `side` px wide/high, or
+    for strips (long chains) at most `side` px across and STRIP_MAX_SIDE px along, with their size and a `strip`
+    flag for the page. Paths come from the artifact index only, never from the request."""
     from PIL import Image
 
     arts = store.artifacts
@@ -453,7 +519,14 @@ def image_thumbnails(store: Store, run_id: str, *, side: int = THUMB_SIDE, budge
         path = store.root / row["path"]
         try:
             with Image.open(path) as img:
-                img.thumbnail((side, side))
+                w, h = img.size
+                strip = max(w, h) >= STRIP_ASPECT * max(min(w, h), 1)
+                if strip:
+                    long_side = min(STRIP_MAX_SIDE, round(max(w, h) * side / max(min(w, h), 1)))
+                    img.thumbnail((long_side, side) if w >= h else (side, long_side))
+                else:
+                    img.thumbnail((side, side))
+                size = img.size
                 buf = io.BytesIO()
                 img.save(buf, format="PNG", optimize=True)
         except (OSError, ValueError) as err:
@@ -463,7 +536,8 @@ def image_thumbnails(store: Store, run_id: str, *, side: int = THUMB_SIDE, budge
         if budget is not None and used + len(data) > budget:
             break
         used += len(data)
-        out.append({"name": row["name"], "step": int(row["step"]), "src": f"data:image/png;base64,{data}"})
+        out.append({"name": row["name"], "step": int(row["step"]), "width": size[0], "height": size[1],
+                    "strip": strip, "src": f"data:image/png;base64,{data}"})
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import re
@@ -389,3 +390,108 @@ def test_hostile_strings_in_the_served_json(tmp_path):
     assert "<b>" not in json.dumps(figures) and "<b>" not in json.dumps(parcoords["layout"])
     page = app.page().decode()
     assert len(_scripts(page)) == 3
+
+
+# ---------------------------------------------------------------------------------------------- first-run polish
+
+
+def _test_objective_store(root, n: int = 4, extra_curves: dict | None = None):
+    """A sweep selected on test/lower_bound (logged once per trial) whose trials log train/loss (8 steps) and
+    valid/lower_bound (4 steps) as curves."""
+    from analysis.synthetic import write_sweep_spec
+
+    write_sweep_spec(root, "t", {"sweep_id": "t", "name": "t", "metric": {"name": "test/lower_bound", "goal": "maximize"},
+                                 "parameters": {"x": {"type": "float", "low": 0.0, "high": 1.0, "path": "x"}}})
+    for i in range(n):
+        curves = {"train/loss": (list(range(10, 90, 10)), [1.0 / (s + i) for s in range(10, 90, 10)]),
+                  "valid/lower_bound": ([20, 40, 60, 80], [-200.0 + s + i for s in (20, 40, 60, 80)]),
+                  **(extra_curves or {})}
+        write_run(root, SyntheticRun(f"t-{i}", "infusion", "mnist", sweep_id="t", trial_id=str(i), params={"x": i / n},
+                                     curves=curves, finals={"test/lower_bound": -100.0 + i}))
+    return root
+
+
+def test_default_curve_metric_is_one_with_a_curve(tmp_path):
+    app = DashboardApp(_test_objective_store(tmp_path / "a"))
+    sweep = _get(app, "/api/sweep?id=t")[1]
+    assert sweep["summary"]["objectives"][0]["metric"] == "test/lower_bound"
+    assert "test/lower_bound" in sweep["metric_keys"]
+    # The objective has one point per trial: the page opens on its validation counterpart instead.
+    assert sweep["default_key"] == "valid/lower_bound"
+    fig = _get(app, f"/api/curves?sweep=t&key={sweep['default_key']}&runs=t-0,t-1")[1]
+    assert [len(t["x"]) for t in fig["data"]] == [4, 4]
+    # No counterpart of the objective's metric: the metric with the most steps (train/loss, 8 per trial).
+    app = DashboardApp(_test_objective_store(tmp_path / "b", extra_curves={"valid/lower_bound": ([80], [-1.0])}))
+    assert _get(app, "/api/sweep?id=t")[1]["default_key"] == "train/loss"
+
+
+def test_default_curve_metric_is_the_objective_when_it_has_a_curve(store):
+    sweep = _get(DashboardApp(store), "/api/sweep?id=infusion-omega")[1]
+    assert sweep["default_key"] == "valid/lower_bound"
+
+
+def test_importance_from_few_trials_carries_a_caveat(tmp_path):
+    from analysis.dashboard import IMPORTANCE_MIN_TRIALS, importance_figure
+
+    rng = np.random.default_rng(3)
+    for n, caveat in ((6, True), (IMPORTANCE_MIN_TRIALS, False)):
+        trials = _trials(n, objective=list(rng.normal(size=n)))
+        result = param_importance(trials, INFO)
+        assert result.values and result.completed == n
+        fig = importance_figure(result)
+        notes = [a["text"] for a in fig["layout"].get("annotations", [])]
+        if caveat:
+            assert len(notes) == 1 and f"only {n} completed trials" in notes[0]
+            assert f"fewer than {IMPORTANCE_MIN_TRIALS}" in notes[0]
+        else:
+            assert notes == []
+    # The payload carries it for the page's note (the demo sweep has 22 completed of 24; pf-pareto has fewer).
+    app = DashboardApp(_test_objective_store(tmp_path / "few"))
+    imp = _get(app, "/api/sweep?id=t")[1]["importance"]
+    assert imp["completed"] == 4 and "only 4 completed trials (fewer than 20)" in imp["caveat"]
+
+
+def test_log_axis_ticks_are_decades_or_round_steps_and_never_crowded():
+    from analysis.dashboard import MAX_LOG_TICKS, _log_ticks
+
+    # Twelve decades: every other decade, at most MAX_LOG_TICKS labels, all powers of ten.
+    vals, text = _log_ticks(-10.0, 2.0)
+    assert len(vals) <= MAX_LOG_TICKS and all(float(v).is_integer() for v in vals)
+    assert [float(t) for t in text] == pytest.approx([10 ** v for v in vals])
+    assert text[:2] == ["1e-10", "1e-8"] and np.diff(vals).min() >= 2
+    # Under two decades: 1-2-5 values inside the range, not arbitrary ones like 0.000316.
+    vals, text = _log_ticks(math.log10(4e-4), math.log10(3e-3))
+    assert text == ["5e-4", "1e-3", "2e-3"]
+    assert [10 ** v for v in vals] == pytest.approx([5e-4, 1e-3, 2e-3])
+    # The parcoords axis of a log parameter uses them.
+    dim = parcoords_dimension(Param("lr", "float", log=True), pd.Series([1e-9, 1e-3, 1e2]))
+    assert len(dim["tickvals"]) <= MAX_LOG_TICKS and dim["ticktext"][0] == "1e-9"
+
+
+def test_long_chains_keep_a_legible_height(tmp_path):
+    from PIL import Image
+
+    from analysis.synthetic import png_bytes
+
+    chain = np.tile(np.linspace(0, 1, 28)[None, :], (28, 30))  # 30 frames of 28 x 28 in one row
+    square = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    root = tmp_path / "chains"
+    write_run(root, SyntheticRun("c-0", "walkback", "mnist", sweep_id="c", trial_id="0", params={"x": 0.0},
+                                 finals={"valid/lower_bound": 1.0},
+                                 images={"long_chain.png": png_bytes(chain), "samples.png": png_bytes(square)}))
+    images = {i["name"]: i for i in _get(DashboardApp(root), "/api/images?run=c-0")[1]["images"]}
+    for name, (w, h, strip) in (("long_chain.png", (840, 28, True)), ("samples.png", (64, 64, False))):
+        im = images[name]
+        png = Image.open(io.BytesIO(base64.b64decode(im["src"].split(",", 1)[1])))
+        # The strip keeps its 28 px frames (squeezed to 320 px wide it would be 10 px high).
+        assert png.size == (w, h) and (im["width"], im["height"], im["strip"]) == (w, h, strip)
+    page = render_page("server", {})
+    assert "figure.strip" in page and "overflow-x: auto" in page
+
+
+def test_page_starts_with_a_loading_status_that_rendering_replaces():
+    page = render_page("static", {})
+    assert '<span id="status">loading…</span>' in page
+    # Every user action reports a failure in the status line instead of leaving "loading…" there.
+    assert 'main().catch((err) => failed("loading the dashboard", err))' in page
+    assert page.count('guarded("loading the') >= 5
