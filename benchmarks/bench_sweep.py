@@ -107,7 +107,7 @@ def main() -> None:
     print(f"trial time (s): mean {times.mean():.2f}, min {times.min():.2f}, max {times.max():.2f}")
     print(f"Ray start-up (excluded): {ray_start:.1f} s")
     print(f"sweep wall time: {wall:.1f} s; sum of trial times / C: {ideal:.1f} s")
-    print(f"efficiency = wall / (sum / C) = {wall / ideal:.3f}   (target <= 1.15 for 30-second trials)")
+    print(f"efficiency ratio = wall / (sum / C) = {wall / ideal:.3f}   (target <= 1.15 for 30-second trials)")
     print(f"results: {results}")
 
 

@@ -112,10 +112,13 @@ def _killed_run(code: Path, store: Path, point: str) -> str:
 def _shown_status(store: Path, run_id: str, *options) -> str:
     res = CliRunner().invoke(app, ["runs", "--results", str(store), *options])
     assert res.exit_code == 0, res.output
-    for line in res.output.splitlines():
-        cells = [c.strip() for c in line.split("│")]
-        if len(cells) > 4 and cells[1] == run_id:
-            return cells[4]
+    rows = [[c for c in (line.split("│") if "│" in line else line.split()) if c.strip()]
+            for line in res.output.splitlines()]
+    header = next(r for r in rows if r and r[0].strip() == "run_id")
+    status = [c.strip() for c in header].index("status")
+    for cells in rows:
+        if cells and cells[0].strip() == run_id:
+            return cells[status].strip()
     raise AssertionError(f"{run_id} not listed:\n{res.output}")
 
 
