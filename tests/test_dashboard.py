@@ -493,5 +493,5 @@ def test_page_starts_with_a_loading_status_that_rendering_replaces():
     page = render_page("static", {})
     assert '<span id="status">loading…</span>' in page
     # Every user action reports a failure in the status line instead of leaving "loading…" there.
-    assert 'main().catch((err) => failed("loading the dashboard", err))' in page
-    assert page.count('guarded("loading the') >= 5
+    assert 'main().catch((err) => failed("opening the dashboard", err))' in page
+    assert page.count('guarded("reading the') >= 5

@@ -108,6 +108,14 @@ def _check_first_sweep(w: Watched) -> None:
     assert w.trial_rows() == 24
     assert not w.page.locator("#pareto-section").is_visible()
     assert w.page.locator("#images img").count() >= 1
+    _check_nothing_left_loading(w)
+
+
+def _check_nothing_left_loading(w: Watched) -> None:
+    """Once the data are drawn no "loading…" remains: not in the status line, not as a panel's ::after text."""
+    status = w.page.locator("#status").inner_text()
+    assert "loading" not in status and "trials" in status, status
+    assert w.page.locator(".loading").count() == 0
 
 
 def _check_second_sweep(w: Watched) -> None:
@@ -119,6 +127,10 @@ def _check_second_sweep(w: Watched) -> None:
     labels = w.page.locator("#parcoords .axis-heading").all_text_contents()
     assert any("gate_high" in t for t in labels)
     assert w.page.locator("#curves .scatterlayer .trace").count() == 5  # the top 5 trials are preselected
+    _check_nothing_left_loading(w)
+    # 12 trials: the importance bars carry the few-trials caveat, on the chart and under it.
+    assert "fewer than 20" in w.page.locator("#importance-caveat").inner_text()
+    assert "fewer than 20" in w.page.locator("#importance .annotation").first.text_content()
 
 
 def test_served_page_renders_and_switches_sweeps(browser, server):
@@ -228,3 +240,14 @@ def test_hostile_strings_render_as_text_in_the_export_and_the_served_page(browse
             assert w.page.locator("#parcoords .js-plotly-plot, #parcoords.js-plotly-plot").count() == 1
             w.check_clean()
             w.page.close()
+
+
+def test_a_failing_request_replaces_loading_with_what_failed(browser, server):
+    w = Watched(browser)
+    w.page.route("**/api/sweep?*", lambda route: route.fulfill(status=500, body="{}"))
+    w.page.goto(server)
+    w.page.wait_for_function("document.body.dataset.error !== undefined", timeout=WAIT_MS)
+    status = w.page.locator("#status").inner_text()
+    assert "loading" not in status and "opening the dashboard failed" in status, status
+    assert "api/sweep: HTTP 500" in status and w.page.locator(".loading").count() == 0
+    w.page.close()
