@@ -278,7 +278,9 @@ def importance_figure(result: Importance) -> dict[str, Any]:
                       xaxis={"title": {"text": "importance (normalised)"}},
                       margin={"l": 160, "r": 20, "t": 80 if caveat else 50, "b": 50})
     if caveat:  # on the chart itself, so a screenshot or an export keeps it
-        fig.add_annotation(text="⚠ " + caveat, showarrow=False, x=0, y=1.02, xref="paper", yref="paper",
+        # Short enough for a half-width panel; the page prints the whole caveat under the chart.
+        fig.add_annotation(text=f"⚠ rough: only {result.completed} completed trials (fewer than {IMPORTANCE_MIN_TRIALS})",
+                           showarrow=False, x=0, y=1.02, xref="paper", yref="paper",
                            xanchor="left", yanchor="bottom", font={"size": 12, "color": "#9a6700"})
     return figure_dict(fig)
 
