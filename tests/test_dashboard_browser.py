@@ -251,3 +251,28 @@ def test_a_failing_request_replaces_loading_with_what_failed(browser, server):
     assert "loading" not in status and "opening the dashboard failed" in status, status
     assert "api/sweep: HTTP 500" in status and w.page.locator(".loading").count() == 0
     w.page.close()
+
+
+def test_a_long_chain_is_shown_at_a_legible_height(browser, tmp_path):
+    import numpy as np
+
+    from analysis.synthetic import png_bytes
+
+    chain = np.tile(np.linspace(0, 1, 28)[None, :], (28, 60))  # 60 frames of 28 x 28 in one row: 1680 x 28
+    root = tmp_path / "chain"
+    write_run(root, SyntheticRun("c-0", "walkback", "mnist", sweep_id="c", trial_id="0", params={"x": 0.0},
+                                 finals={"valid/lower_bound": 1.0}, images={"long_chain.png": png_bytes(chain)}))
+    with serving(root) as url:
+        w = Watched(browser)
+        w.page.goto(url)
+        assert w.wait_for_sweep() == "c"
+        img = w.page.locator("#images img.strip")
+        box = img.bounding_box()
+        # Frames scaled up to 96 px (not squeezed into 320 px: 5 px high), the strip scrolled inside its row.
+        assert box["height"] == pytest.approx(96, abs=1) and box["width"] == pytest.approx(96 * 60, abs=2)
+        figure = w.page.locator("#images figure.strip")
+        assert figure.evaluate("f => f.scrollWidth > f.clientWidth && f.clientWidth <= window.innerWidth")
+        ARTIFACTS.mkdir(exist_ok=True)
+        w.page.screenshot(path=str(ARTIFACTS / "dashboard-long-chain.png"), full_page=True)
+        w.check_clean()
+        w.page.close()
