@@ -349,12 +349,17 @@ def runs(
     from rich.console import Console
     from rich.table import Table
 
-    from raygen.lifecycle import effective_status
+    from raygen.lifecycle import effective_status, heartbeat_interval
     from raygen.lifecycle import repair as repair_lost
     from raygen.results import read_runs
 
     if lost_after is not None and lost_after <= 0:
         _fail("--lost-after must be positive")
+    if lost_after is not None and lost_after <= heartbeat_interval():
+        # a live run rewrites its heartbeat only every interval: a shorter threshold calls it lost, --repair
+        # marks it failed and `train --resume` then starts a second writer on it (conflicting duplicate rows)
+        _fail(f"--lost-after {lost_after:g} s is not longer than the heartbeat interval ({heartbeat_interval():g} s, "
+              "$RAYGEN_HEARTBEAT_S): live runs would be shown lost")
     _require_store(results)
     if repair:
         for run_id in repair_lost(results, after_s=lost_after):
