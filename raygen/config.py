@@ -327,7 +327,13 @@ def build_config(
 
     tree: dict[str, Any] = dict(base or {})
     if file is not None:
-        tree = _deep_merge(tree, load_yaml(file))
+        loaded = load_yaml(file)
+        written_for = loaded.get("algorithm")
+        if algorithm is not None and written_for and written_for != algorithm and loaded.get("algo"):
+            # its algo.* keys belong to the other algorithm: say so, not one "unknown key" per field
+            raise ConfigError(f"{file} is a config for {written_for} (its algo.* keys are {written_for}'s), but "
+                              f"{algorithm} was asked for: use `raygen config {algorithm}` to write one")
+        tree = _deep_merge(tree, loaded)
     if algorithm is not None:
         tree["algorithm"] = algorithm
     if dataset is not None:
