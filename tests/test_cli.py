@@ -81,3 +81,16 @@ def row(table: str, name: str) -> list[str]:
         if len(cells) > 2 and cells[1] == name:
             return cells[1:]
     raise AssertionError(f"no row {name!r} in:\n{table}")
+
+
+def test_sample_latest_says_the_run_failed_when_it_has_no_checkpoint(tmp_path):
+    from raygen.config import build_config
+    from raygen.results import RunRecorder
+
+    store = tmp_path / "store"
+    recorder = RunRecorder(store, build_config(algorithm="infusion", dataset="digits"))
+    recorder.write_run("failed", error="NonFiniteLossError: the loss became NaN at update 3")
+    result = runner.invoke(app, ["sample", "latest", "--results", str(store)])
+    assert result.exit_code != 0
+    assert "has no checkpoint" in result.output
+    assert "failed: NonFiniteLossError: the loss became NaN at update 3" in result.output

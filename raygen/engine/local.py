@@ -195,7 +195,10 @@ def checkpoint_path(results: str | Path, run: str) -> Path:
     run_id = find_run(results, run)
     path = Path(results) / "files" / run_id / CHECKPOINT_NAME
     if not (exists(path) if is_remote(path) else path.is_file()):
-        raise FileNotFoundError(f"run {run_id} has no checkpoint at {path}")
+        row = run_row(results, run_id) or {}
+        # `latest` may name a run that failed before its first checkpoint: say so, or the user hunts for a file.
+        ended = f" (it {row['status']}: {row['error']})" if row.get("status") == "failed" and row.get("error") else ""
+        raise FileNotFoundError(f"run {run_id} has no checkpoint at {path}{ended}")
     return path
 
 
