@@ -23,6 +23,17 @@ class DataError(RuntimeError):
     """Missing, corrupt or unusable data; the message names the file and what to do."""
 
 
+def path_from_name(name: str, what: str, example: str, exists: Callable[[Path], bool]) -> Path:
+    """The PATH of a `kind:PATH` dataset name, refused when empty or when `exists` says it is not there."""
+    kind, _, raw = name.partition(":")
+    if not raw:
+        raise DataError(f"{kind}: needs a path, e.g. {kind}:{example}")
+    path = Path(raw).expanduser()
+    if not exists(path):
+        raise DataError(f"{path}: no such {what} (from dataset name '{name}')")
+    return path
+
+
 def read_file_bytes(path: Path) -> bytes:
     """A data file's bytes; an unreadable file is a DataError naming it."""
     try:

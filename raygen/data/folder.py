@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raygen.data.base import DataConfig, DataError, Dataset
+from raygen.data.base import DataConfig, DataError, Dataset, path_from_name
 from raygen.data.transforms import SPLITS, pixel_scale, split_indices, to_unit_float
 
 log = logging.getLogger(__name__)
@@ -133,12 +133,7 @@ def _stack(files: list[Path], config: DataConfig, where: Path) -> np.ndarray:
 
 
 def load_folder(name: str, config: DataConfig) -> Dataset:
-    raw = name.split(":", 1)[1]
-    if not raw:
-        raise DataError("folder: needs a directory, e.g. folder:/data/my-images")
-    root = Path(raw).expanduser()
-    if not root.is_dir():
-        raise DataError(f"{root}: no such directory of images (from dataset name '{name}')")
+    root = path_from_name(name, "directory of images", "/data/my-images", Path.is_dir)
     split_dirs = _split_dirs(root)
     scanned = {s: _scan(d) for s, d in split_dirs.items()} if split_dirs else {"all": _scan(root)}
     for key, (files, _) in scanned.items():

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raygen.data.base import DataConfig, DataError, Dataset, decompress, read_file_bytes
+from raygen.data.base import DataConfig, DataError, Dataset, decompress, path_from_name, read_file_bytes
 from raygen.data.download import fetch
 from raygen.data.registry import data_root
 from raygen.data.transforms import as_images, pixel_scale, split_indices, to_unit_float
@@ -292,12 +292,7 @@ def load_idx(name: str, config: DataConfig) -> Dataset:
     with 'train' and the one with 'test' (or 't10k') in its name; valid = the last 10% of train (contiguous,
     like MNIST's standard split). Labels are used only when every image file has its labels file.
     Layouts and values as for `npz:` (`transforms.as_images`, `transforms.pixel_scale`)."""
-    raw = name.split(":", 1)[1]
-    if not raw:
-        raise DataError("idx: needs a path, e.g. idx:/data/my-images-idx3-ubyte.gz")
-    path = Path(raw).expanduser()
-    if not path.exists():
-        raise DataError(f"{path}: no such IDX file or directory (from dataset name '{name}')")
+    path = path_from_name(name, "IDX file or directory", "/data/my-images-idx3-ubyte.gz", Path.exists)
     files = _idx_split_files(path) if path.is_dir() else {"all": path}
     arrays = {k: read_idx(f) for k, f in files.items()}
     scale = pixel_scale(arrays, str(path))

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raygen.data.base import DataConfig, DataError, Dataset
+from raygen.data.base import DataConfig, DataError, Dataset, path_from_name
 from raygen.data.transforms import SPLITS, as_images, pixel_scale, split_indices, to_unit_float
 
 log = logging.getLogger(__name__)
@@ -120,12 +120,7 @@ def _label_key(arrays: dict[str, np.ndarray], image_key: str, path: Path) -> str
 
 
 def load_npz(name: str, config: DataConfig) -> Dataset:
-    raw = name.split(":", 1)[1]
-    if not raw:
-        raise DataError("npz: needs a path, e.g. npz:/data/images.npz")
-    path = Path(raw).expanduser()
-    if not path.is_file():
-        raise DataError(f"{path}: no such .npz file (from dataset name '{name}')")
+    path = path_from_name(name, ".npz file", "/data/images.npz", Path.is_file)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
