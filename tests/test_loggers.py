@@ -62,7 +62,9 @@ def test_tensorboard_event_files_hold_every_curve_of_the_store(toy_algorithm, tm
     acc = _accumulator(tmp_path / "tensorboard" / run.id)
     assert set(acc.Tags()["scalars"]) == set(expected)
     for tag, points in expected.items():
-        got = [(e.step, e.value) for e in acc.Scalars(tag)]
+        # two writers leave two event files; TensorBoard reads them in file-name order, which within one second
+        # is arbitrary, so the events are put in the order they were written
+        got = [(e.step, e.value) for e in sorted(acc.Scalars(tag), key=lambda e: (e.wall_time, e.step))]
         assert [s for s, _ in got] == [s for s, _ in points], tag
         np.testing.assert_allclose([v for _, v in got], [v for _, v in points], rtol=1e-6, err_msg=tag)
     # the training curve really is a curve: one point per log_every updates
