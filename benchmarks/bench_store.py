@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratio raygen runs cached / 2 s target:   {t_runs_warm / 2:7.2f}x wall, {cpu_runs_warm / 2:.2f}x CPU")
         if not args.no_report:
             t_report, cpu_report, gib_report = _command([*raygen, "report", str(root), "--out", str(work / "report")])
-            t_dash, cpu_dash, gib_dash = _command([*raygen, "dashboard", str(root), "--html", str(work / "dash.html")])
+            t_dash, cpu_dash, gib_dash = _command([*raygen, "dashboard", str(root), "--html", "--out", str(work / "dash.html")])
             print(f"raygen report:           {t_report:7.2f} s wall, {cpu_report:6.2f} s CPU, peak {gib_report:5.2f} GiB"
                   "   (target <= 2 GB)")
             print(f"raygen dashboard --html: {t_dash:7.2f} s wall, {cpu_dash:6.2f} s CPU, peak {gib_dash:5.2f} GiB"

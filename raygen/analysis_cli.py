@@ -84,8 +84,10 @@ def dashboard(
     results: Annotated[Path, typer.Argument(help="results store directory")] = Path("results"),
     host: Annotated[str, typer.Option("--host", help="interface to listen on (loopback by default)")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="port to listen on")] = 8765,
-    html_out: Annotated[Path | None, typer.Option(
-        "--html", help="write the dashboard as one self-contained HTML file instead of serving it")] = None,
+    html: Annotated[bool, typer.Option(
+        "--html", help="write the dashboard as one self-contained HTML file (--out, default dashboard.html) "
+        "instead of serving it")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="the HTML file to write (implies --html)")] = None,
     results_option: Annotated[Path | None, RESULTS_OPTION] = None,
 ) -> None:
     """Explore sweeps in the browser: trials table, parallel coordinates, importance, learning curves, Pareto
@@ -96,8 +98,8 @@ def dashboard(
     from analysis.dashboard import export_dashboard, serve_dashboard
 
     try:
-        if html_out is not None:
-            path = export_dashboard(results, html_out)
+        if html or out is not None:  # a flag: `--html --results R` never takes `--results` for the output file
+            path = export_dashboard(results, out or Path("dashboard.html"))
             typer.echo(f"dashboard written to {path}")
             return
         typer.echo(f"dashboard on http://{host}:{port}/ (Ctrl-C to stop)")

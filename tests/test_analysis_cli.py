@@ -37,13 +37,23 @@ def test_report_command_writes_the_index_and_tables(tmp_path):
 
 def test_dashboard_command_exports_html(tmp_path):
     store = _store(tmp_path / "results")
-    result = CliRunner().invoke(_app(), ["dashboard", str(store), "--html", str(tmp_path / "d.html")])
+    result = CliRunner().invoke(_app(), ["dashboard", str(store), "--html", "--out", str(tmp_path / "d.html")])
     assert result.exit_code == 0, result.output
     assert "runs: infusion" in (tmp_path / "d.html").read_text()
 
 
+def test_dashboard_html_never_takes_results_for_its_output(tmp_path, monkeypatch):
+    """`--html --results R` once wrote the page to a file named `--results`: --results is always the store."""
+    store = _store(tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(_app(), ["dashboard", "--html", "--results", str(store)])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "--results").exists()
+    assert "runs: infusion" in (tmp_path / "dashboard.html").read_text()
+
+
 def test_missing_store_is_a_clear_error(tmp_path):
-    for command in (["report", str(tmp_path / "nope")], ["dashboard", str(tmp_path / "nope"), "--html", "x.html"]):
+    for command in (["report", str(tmp_path / "nope")], ["dashboard", str(tmp_path / "nope"), "--html"]):
         result = CliRunner().invoke(_app(), command)
         assert result.exit_code == 2 and "does not exist" in result.output
 
