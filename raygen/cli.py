@@ -344,22 +344,22 @@ def runs(
                                 "`raygen train --resume RUN` can then continue them"),
 ) -> None:
     """List the runs in a results store: status (a running run whose heartbeat stopped is `lost`), the update
-    and wall time reached (a running run: as of its last heartbeat), and its objective on valid and test."""
+    and wall time reached (a running run: as of its newest heartbeat or metric row), and its objective:
+    valid(quick) is the latest in-training check (train.eval_examples validation examples, one quick estimate),
+    test(final) the full evaluation after training (eval.*): different protocols, not to be compared."""
     import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    from raygen.lifecycle import effective_status, heartbeat_interval
+    from raygen.lifecycle import effective_status, live_progress
+    from raygen.lifecycle import lost_after as checked_lost_after
     from raygen.lifecycle import repair as repair_lost
     from raygen.results import read_runs
 
-    if lost_after is not None and lost_after <= 0:
-        _fail("--lost-after must be positive")
-    if lost_after is not None and lost_after <= heartbeat_interval():
-        # a live run rewrites its heartbeat only every interval: a shorter threshold calls it lost, --repair
-        # marks it failed and `train --resume` then starts a second writer on it (conflicting duplicate rows)
-        _fail(f"--lost-after {lost_after:g} s is not longer than the heartbeat interval ({heartbeat_interval():g} s, "
-              "$RAYGEN_HEARTBEAT_S): live runs would be shown lost")
+    try:  # the flag or $RAYGEN_LOST_AFTER_S, both held to the one rule (longer than the heartbeat interval)
+        lost_after = checked_lost_after(lost_after)
+    except ValueError as err:
+        _fail(str(err))
     _require_store(results)
     if repair:
         for run_id in repair_lost(results, after_s=lost_after):
@@ -376,13 +376,22 @@ def runs(
             keep &= frame["sweep_id"].isin(sweep_id) if "sweep_id" in frame else False
         frame = frame[keep]
     extra = list(metric or [])
-    header = ("run_id", "algorithm", "dataset", "status", "step", "wall_s", "objective", "valid", "test", *extra)
+    # valid(quick) and test(final) come from different protocols (see the docstring): the names say so, in a
+    # form that stays one word per column when piped
+    header = ("run_id", "algorithm", "dataset", "status", "step", "wall_s", "objective", "valid(quick)",
+              "test(final)", *extra)
+    progress = live_progress(results, frame) if not frame.empty else {}
     rows = []
     for row in frame.to_dict("records") if not frame.empty else []:
         steps, wall = row["steps"], row["wall_time_s"]
-        if row["status"] == "running" and pd.notna(row.get("heartbeat_at")):  # not ended: as of its heartbeat
-            steps = row.get("heartbeat_step", steps)
-            wall = (pd.Timestamp(row["heartbeat_at"]) - pd.Timestamp(row["started_at"])).total_seconds()
+        if row["status"] == "running":  # not ended: as of its newest heartbeat or metric row
+            seen = [(row.get("heartbeat_step", steps), row["heartbeat_at"])] if pd.notna(row.get("heartbeat_at")) \
+                else []
+            seen += [progress[row["run_id"]]] if row["run_id"] in progress else []
+            if seen:
+                steps = max(step for step, _ in seen)
+                at = max(pd.Timestamp(t) for _, t in seen)
+                wall = (at - pd.Timestamp(row["started_at"])).total_seconds()
         rows.append((row["run_id"], row["algorithm"], row["dataset"], row["shown"],
                      str(int(steps)) if pd.notna(steps) else "-", f"{wall if pd.notna(wall) else 0:.1f}",
                      *_objective_columns(row), *(_metric_cell(row.get(f"final.{m}")) for m in extra)))

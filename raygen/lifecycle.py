@@ -9,7 +9,10 @@ Readers call a `running` row whose heartbeat is older than `lost_after()` second
 
 Knobs (environment, so that every process of a run and every reader agree without a config file):
 RAYGEN_HEARTBEAT_S (default 30 s) and RAYGEN_LOST_AFTER_S (default 600 s; it must exceed the heartbeat
-interval by a wide margin, since a heartbeat is only a file rename but a loaded machine can delay it).
+interval by a wide margin, since a heartbeat is only a file rename but a loaded machine can delay it; one within
+the interval is refused, `check_lost_after`, whether it comes from the environment or `raygen runs --lost-after`).
+
+Only one process at a time trains a run: a local run and `raygen train --resume` hold the run's `claim`.
 
 Only pandas and pyarrow here (no torch): analysis code and `raygen runs` import it.
 """
@@ -57,8 +60,27 @@ def heartbeat_interval() -> float:
     return _env_seconds("RAYGEN_HEARTBEAT_S", HEARTBEAT_S)
 
 
-def lost_after() -> float:
-    return _env_seconds("RAYGEN_LOST_AFTER_S", LOST_AFTER_S)
+def check_lost_after(seconds: float, name: str) -> float:
+    """The one rule for the lost threshold, wherever it comes from (`name` says where, for the error): positive
+    and longer than the heartbeat interval. A live run rewrites its heartbeat only every interval, so a shorter
+    threshold calls it lost; `raygen runs --repair` then marks it failed and `train --resume` starts a second
+    writer on it (conflicting duplicate metric rows)."""
+    if not seconds > 0:
+        raise ValueError(f"{name} must be positive (got {seconds:g})")
+    interval = heartbeat_interval()
+    if seconds <= interval:
+        raise ValueError(f"{name} {seconds:g} s is not longer than the heartbeat interval ({interval:g} s, "
+                         "$RAYGEN_HEARTBEAT_S): live runs would be shown lost")
+    return seconds
+
+
+def lost_after(after_s: float | None = None) -> float:
+    """`after_s` if given, else $RAYGEN_LOST_AFTER_S (default 600 s); checked by `check_lost_after` either way."""
+    if after_s is not None:
+        return check_lost_after(after_s, "--lost-after")
+    seconds = _env_seconds("RAYGEN_LOST_AFTER_S", LOST_AFTER_S)
+    source = "RAYGEN_LOST_AFTER_S" if os.environ.get("RAYGEN_LOST_AFTER_S") else "the default lost threshold"
+    return check_lost_after(seconds, source)
 
 
 # ---------------------------------------------------------------------------------------------- readers
@@ -69,7 +91,7 @@ def effective_status(runs: pd.DataFrame, *, after_s: float | None = None, now: d
     is older than `after_s` seconds (default `lost_after()`)."""
     if runs.empty:
         return pd.Series([], dtype=object, index=runs.index)
-    after_s = lost_after() if after_s is None else after_s
+    after_s = lost_after(after_s)
     now = now or datetime.now(timezone.utc)
     started = pd.to_datetime(runs["started_at"], utc=True)
     alive = (
@@ -79,6 +101,22 @@ def effective_status(runs: pd.DataFrame, *, after_s: float | None = None, now: d
     status = runs["status"].astype(object).copy()
     status[(status == "running") & stale] = "lost"
     return status
+
+
+def live_progress(results: str | Path, runs: pd.DataFrame) -> dict[str, tuple[int, datetime]]:
+    """{run_id: (update, time)} of the newest metric row of each `running` row: its progress beyond its last
+    heartbeat (before its first one, 30 s after the start by default, the row still says update 0). Reads only
+    the metric rows of running runs."""
+    from raygen.results import read_metrics
+
+    if runs.empty:
+        return {}
+    ids = runs.loc[runs["status"] == "running", "run_id"].tolist()
+    metrics = read_metrics(results, ids) if ids else pd.DataFrame()
+    if metrics.empty:
+        return {}
+    latest = metrics.groupby("run_id").agg(step=("step", "max"), time=("time", "max"))
+    return {run_id: (int(r.step), pd.Timestamp(r.time).to_pydatetime()) for run_id, r in latest.iterrows()}
 
 
 def run_row(results: str | Path, run_id: str) -> dict[str, Any] | None:
@@ -144,8 +182,10 @@ def reopen_run(results: str | Path, run_id: str, *, step: int | None = None) -> 
 
 
 def mark_run(results: str | Path, run_id: str, status: str, *, error: str | None = None,
-             stopped_early: bool | None = None, only_if: Sequence[str] | None = None) -> bool:
-    """Rewrite a run row's status from outside the run (a driver, `repair`)."""
+             stopped_early: bool | None = None, only_if: Sequence[str] | None = None,
+             ended_at: datetime | None = None) -> bool:
+    """Rewrite a run row's status from outside the run (a driver, `repair`). `ended_at`: when the run really
+    ended, if not now (a lost run ended at its last sign of life, not when it was found)."""
     if only_if is not None and run_status(results, run_id)[0] not in only_if:
         return False
     recorder = reopen_run(results, run_id)
@@ -153,12 +193,30 @@ def mark_run(results: str | Path, run_id: str, status: str, *, error: str | None
         return False
     if stopped_early is not None:
         recorder.extra["stopped_early"] = stopped_early
-    recorder.write_run(status, error=error)
+    recorder.write_run(status, error=error, ended_at=ended_at)
     return True
 
 
+def _stamp(t: Any) -> str:
+    return pd.Timestamp(t).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def last_sign_of_life(results: str | Path, row: dict[str, Any]) -> datetime:
+    """The latest of a run row's heartbeat (else its start) and its newest metric row: when a lost run died,
+    as near as the store tells."""
+    from raygen.results import read_metrics
+
+    since = row.get("heartbeat_at")
+    since = row["started_at"] if since is None or pd.isna(since) else since
+    times = read_metrics(results, [row["run_id"]])["time"]
+    latest = max(pd.Timestamp(since), pd.Timestamp(times.max())) if not times.empty else pd.Timestamp(since)
+    return (latest.tz_localize("UTC") if latest.tzinfo is None else latest).to_pydatetime()
+
+
 def repair(results: str | Path, *, after_s: float | None = None) -> list[str]:
-    """Mark every lost run `failed` (error: lost since its last heartbeat). Returns their run ids."""
+    """Mark every lost run `failed` (error: lost since its last heartbeat, and when the repair found it).
+    Its `ended_at` (and wall time) is its last sign of life (`last_sign_of_life`), not the repair time.
+    Returns their run ids."""
     from raygen.results import read_runs
 
     runs = read_runs(results)
@@ -167,19 +225,51 @@ def repair(results: str | Path, *, after_s: float | None = None) -> list[str]:
     lost = runs[effective_status(runs, after_s=after_s) == "lost"]
     repaired = []
     for row in lost.itertuples():
-        since = getattr(row, "heartbeat_at", None)
-        since = row.started_at if since is None or pd.isna(since) else since
-        error = LOST_ERROR.format(since=pd.Timestamp(since).strftime("%Y-%m-%d %H:%M:%S UTC"))
         fresh = run_row(results, row.run_id)  # a heartbeat since the listing: alive after all, left alone
         if fresh is None or effective_status(pd.DataFrame([fresh]), after_s=after_s).iloc[0] != "lost":
             continue
-        if mark_run(results, row.run_id, "failed", error=error, only_if=("running",)):
+        since = fresh.get("heartbeat_at") or fresh["started_at"]
+        error = (LOST_ERROR.format(since=_stamp(since))
+                 + f"; marked failed by repair at {_stamp(datetime.now(timezone.utc))}")
+        ended = last_sign_of_life(results, fresh)
+        if mark_run(results, row.run_id, "failed", error=error, only_if=("running",), ended_at=ended):
             Reserve(results, row.run_id).release()
             repaired.append(row.run_id)
     return repaired
 
 
 # ---------------------------------------------------------------------------------------------- writers
+
+
+@contextlib.contextmanager
+def claim(results: str | Path, run_id: str) -> Iterator[bool]:
+    """An exclusive claim on training `run_id`, held for the body: yields False when another process holds it.
+
+    A non-blocking flock on a lock file in the store (root/.locks/claim-RUN.lock): the kernel drops it when its
+    process dies however it dies, so a killed run never leaves a stale claim, and two `raygen train --resume
+    RUN` started together cannot both train (each would rewind and write the same steps: duplicate metric
+    keys). The heartbeat alone cannot tell: both resumes see the same `failed`/lost row before either writes.
+    An object store (s3://) has no locks: there the claim always succeeds and only the heartbeat protects a
+    run, so resume a run of an object store from one place at a time."""
+    import fcntl
+
+    from raygen.results.store import LOCKS, is_remote
+
+    if is_remote(results):
+        yield True
+        return
+    path = Path(results) / LOCKS / f"claim-{run_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class Heartbeat:

@@ -95,8 +95,9 @@ def test_runs_filters_and_metric_columns(toy_algorithm, tmp_path):
     res = invoke("runs", "--results", tmp_path, "--metric", "test/parzen_ll")
     assert res.exit_code == 0, res.output
     header, *lines = res.output.splitlines()  # not a terminal: plain columns
-    assert header.split() == ["run_id", "algorithm", "dataset", "status", "step", "wall_s", "objective", "valid",
-                              "test", "test/parzen_ll"]
+    # the in-training check and the full evaluation are different protocols: the column names say which is which
+    assert header.split() == ["run_id", "algorithm", "dataset", "status", "step", "wall_s", "objective",
+                              "valid(quick)", "test(final)", "test/parzen_ll"]
     assert len(lines) == 2
     row = rows.set_index("run_id").loc[lines[0].split()[0]]
     cells = lines[0].split()

@@ -225,8 +225,10 @@ def test_a_full_disk_is_one_line_and_the_row_says_failed(toy_algorithm, tiny_dis
 # ---------------------------------------------------------------------------------------------- item 3 (units)
 
 
-def test_heartbeat_keeps_a_run_alive_and_never_reopens_an_ended_one(toy_algorithm, tmp_path):
+def test_heartbeat_keeps_a_run_alive_and_never_reopens_an_ended_one(toy_algorithm, tmp_path, monkeypatch):
     import time
+
+    monkeypatch.setenv("RAYGEN_HEARTBEAT_S", "0.05")  # the thresholds below must exceed the interval
 
     from raygen.config import build_config
     from raygen.lifecycle import Heartbeat, effective_status
@@ -342,8 +344,10 @@ def test_every_algorithm_checkpoint_loads_without_unpickling_code(algorithm, tmp
     assert payload["algorithm"]["updates"] >= 2 and payload["config"]["algorithm"] == algorithm
 
 
-def test_repair_marks_only_the_runs_whose_heartbeat_stopped(toy_algorithm, tmp_path):
+def test_repair_marks_only_the_runs_whose_heartbeat_stopped(toy_algorithm, tmp_path, monkeypatch):
     import time
+
+    monkeypatch.setenv("RAYGEN_HEARTBEAT_S", "0.05")  # repair's threshold below must exceed the interval
 
     from raygen.config import build_config
     from raygen.lifecycle import Heartbeat, repair

@@ -129,6 +129,7 @@ def test_a_killed_run_is_shown_lost_and_resumes_under_its_id(slowfit, tmp_path, 
     row = read_runs(store).iloc[0]
     assert row.status == "running"  # what the killed process left; readers must not believe it
 
+    monkeypatch.setenv("RAYGEN_HEARTBEAT_S", "0.1")  # as the killed run had: a 1 s threshold must exceed it
     monkeypatch.setenv("RAYGEN_LOST_AFTER_S", "1")
     assert _shown_status(store, run_id, "--lost-after", "3600") == "running"  # recent enough to be alive
     _wait(lambda: (effective_status(read_runs(store)) == "lost").all(), "the heartbeat to go stale")

@@ -26,7 +26,7 @@ from raygen.data import Dataset, load_dataset
 from raygen.engine.loggers import Progress, check_loggers, display_mode
 from raygen.engine.loop import build, train
 from raygen.engine.report import CHECKPOINT_NAME, StoreReporter
-from raygen.lifecycle import effective_status, recorded, reopen_run, run_row
+from raygen.lifecycle import claim, effective_status, recorded, reopen_run, run_row
 from raygen.results import RunRecorder, find_run
 from raygen.results.store import exists, is_remote, read_bytes
 
@@ -259,7 +259,8 @@ def run_local(
     dataset = prepare(config)
     device = check_device(config.device)
     recorder = RunRecorder(results, config, run_id=run_id, extra={"device": str(device), **(extra or {})})
-    _train_recorded(config, recorder, dataset, resume=None, progress=progress)
+    with claim(results, recorder.run_id):  # held while it trains: no `--resume` of it meanwhile (a new id: ours)
+        _train_recorded(config, recorder, dataset, resume=None, progress=progress)
     log.info("run %s written to %s", recorder.run_id, results)
     return recorder.run_id
 
@@ -272,6 +273,15 @@ def resume_local(results: str | Path, run: str, *, progress: bool | None = None)
     """
     run_id = find_run(results, run)
     check_writable(results)
+    with claim(results, run_id) as mine:
+        if not mine:
+            raise RunSetupError(f"run {run_id} is being trained by another process (a resume or the run itself "
+                                "holds its claim); wait for it to end")
+        # the row is read under the claim: a resume that just ended (released it) is seen as its row says
+        return _resume_claimed(results, run_id, progress)
+
+
+def _resume_claimed(results: str | Path, run_id: str, progress: bool | None) -> str:
     row = run_row(results, run_id)
     assert row is not None
     import pandas as pd

@@ -589,9 +589,10 @@ class RunRecorder:
             return previous
 
     # ------------------------------------------------------------------ run row
-    def write_run(self, status: str, *, error: str | None = None) -> None:
+    def write_run(self, status: str, *, error: str | None = None, ended_at: datetime | None = None) -> None:
         """Write the run row (this recorder becomes its owner) after flushing buffered metrics; an ended run's
-        pieces are then folded into the segments."""
+        pieces are then folded into the segments. `ended_at`: when an ended run really ended, if not now (a
+        lost run marked failed later by `raygen.lifecycle.repair`: its last sign of life)."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
         with self._lock:
@@ -605,7 +606,7 @@ class RunRecorder:
                 # a full disk must not keep an ended run `running`: its row is written without those rows
                 log.error("run %s: %d metric rows not written: %s", self.run_id, len(self._pending), err)
             with locked(self.root, f"run-{self.run_id}"):
-                self._write_row_locked(status, error)
+                self._write_row_locked(status, error, ended_at)
         if status in ENDED:
             self.fold()
 
@@ -623,8 +624,8 @@ class RunRecorder:
             self.write_run("running")
             return True
 
-    def _write_row_locked(self, status: str, error: str | None) -> None:
-        t = now()
+    def _write_row_locked(self, status: str, error: str | None, ended_at: datetime | None = None) -> None:
+        t = now() if ended_at is None or status == "running" else ended_at
         ended = t if status != "running" else None
         mine = dict(self._stored)
         if self._replace_finals:
