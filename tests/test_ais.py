@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from raygen.metrics.ais import AISConfig, ais_log_likelihood, ais_schedule
-from raygen.metrics.likelihood import gaussian_log_prob
+from raygen.metrics.ais import AISConfig, MLPLogLikelihood, ais_log_likelihood, ais_schedule
+from raygen.metrics.likelihood import bernoulli_log_prob, gaussian_log_prob
 
 D64 = torch.float64
 
@@ -57,7 +58,8 @@ def test_bdmc_sandwiches_the_true_log_likelihood_and_tightens_with_more_distribu
     assert gaps[1] < gaps[0] / 3
 
 
-def test_ais_on_a_nonlinear_decoder_matches_quadrature():
+@pytest.mark.parametrize("gradient", ["autograd", "by hand"])
+def test_ais_on_a_nonlinear_decoder_matches_quadrature(gradient):
     g = torch.Generator().manual_seed(5)
     w1, w2 = torch.randn(8, 1, generator=g, dtype=D64), torch.randn(3, 8, generator=g, dtype=D64)
     std = 0.4
@@ -72,9 +74,69 @@ def test_ais_on_a_nonlinear_decoder_matches_quadrature():
         2 * math.pi
     )
     true = torch.logsumexp(log_joint, 1) + math.log(float(grid[1] - grid[0]))
+    if gradient == "by hand":  # the same decoder as an nn.Sequential, gradient by MLPLogLikelihood
+        net = nn.Sequential(nn.Linear(1, 8, bias=False), nn.Tanh(), nn.Linear(8, 3, bias=False)).double()
+        net[0].weight.data, net[2].weight.data = w1, w2
+        fn = MLPLogLikelihood(net, "gaussian", std=std)
     # 128 chains instead of 16: the estimate's spread across examples (not its bias) sets the tolerance.
     res = ais_log_likelihood(fn, x, 1, AISConfig(steps=300, chains=128, initial_step_size=0.1), generator=g)
     assert float((res.log_likelihood - true).abs().max()) < 0.1, (res.log_likelihood, true)
+
+
+def small_decoder(act, bias=True):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 7, bias=bias), act, nn.Linear(7, 5), act, nn.Linear(5, 6, bias=bias)).double()
+
+
+@pytest.mark.parametrize("act", [nn.Tanh(), nn.ReLU(), nn.LeakyReLU(0.2), nn.Sigmoid()], ids=lambda a: type(a).__name__)
+@pytest.mark.parametrize("obs", ["bernoulli", "gaussian-linear", "gaussian-sigmoid", "gaussian-per-dim"])
+def test_mlp_gradient_by_hand_matches_autograd(act, obs):
+    net = small_decoder(act, bias=obs != "gaussian-linear")
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(9, 3, generator=g, dtype=D64)
+    x = torch.rand(9, 6, generator=g, dtype=D64)
+    std = torch.rand(6, generator=g, dtype=D64) + 0.2 if obs == "gaussian-per-dim" else 0.3
+    if obs == "bernoulli":
+        x = (x > 0.5).double()
+        fn, ref = MLPLogLikelihood(net), lambda zz: bernoulli_log_prob(x, net(zz))
+    else:
+        out = "sigmoid" if obs == "gaussian-sigmoid" else "linear"
+        fn = MLPLogLikelihood(net, "gaussian", std=std, mean_output=out)
+        ref = lambda zz: gaussian_log_prob(x, torch.sigmoid(net(zz)) if out == "sigmoid" else net(zz), std)
+    zz = z.clone().requires_grad_(True)
+    ll_ref = ref(zz)
+    (g_ref,) = torch.autograd.grad(ll_ref.sum(), zz)
+    ll, grad = fn.value_and_grad(z, x)
+    assert torch.allclose(ll, ll_ref, rtol=1e-12, atol=1e-10)
+    assert torch.allclose(grad, g_ref, rtol=1e-10, atol=1e-10)
+    assert torch.allclose(fn(z, x), ll_ref, rtol=1e-12, atol=1e-10)
+    assert torch.equal(z, zz.detach())  # the input is not modified
+
+
+def test_mlp_gradient_by_hand_gives_the_same_ais_run_as_autograd():
+    # Same kernel, same random numbers: the only difference is how ∇ log p(x|z) is computed (float64 rounding).
+    net = small_decoder(nn.Tanh())
+    x = (torch.rand(4, 6, generator=torch.Generator().manual_seed(2), dtype=D64) > 0.5).double()
+    cfg = AISConfig(steps=30, initial_step_size=0.05)
+    by_hand = ais_log_likelihood(MLPLogLikelihood(net), x, 3, cfg, generator=torch.Generator().manual_seed(3))
+    auto = ais_log_likelihood(
+        lambda zz, xx: bernoulli_log_prob(xx, net(zz)), x, 3, cfg, generator=torch.Generator().manual_seed(3)
+    )
+    assert torch.allclose(by_hand.log_weights, auto.log_weights, rtol=0, atol=1e-9)
+    assert by_hand.acceptance == auto.acceptance and torch.allclose(by_hand.step_size, auto.step_size)
+
+
+def test_mlp_log_likelihood_refuses_what_it_cannot_differentiate():
+    with pytest.raises(TypeError, match="expected nn.Linear at position 0"):
+        MLPLogLikelihood(nn.Sequential(nn.Tanh(), nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match="unsupported activation ELU"):
+        MLPLogLikelihood(nn.Sequential(nn.Linear(2, 2), nn.ELU(), nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match="must end in an nn.Linear"):
+        MLPLogLikelihood(nn.Sequential(nn.Linear(2, 2), nn.Tanh()))
+    with pytest.raises(ValueError, match="needs std"):
+        MLPLogLikelihood(nn.Sequential(nn.Linear(2, 2)), "gaussian")
+    with pytest.raises(ValueError, match="std must be > 0"):
+        MLPLogLikelihood(nn.Sequential(nn.Linear(2, 2)), "gaussian", std=0.0)
 
 
 def test_example_batching_does_not_change_the_estimator():
