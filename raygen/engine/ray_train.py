@@ -309,12 +309,18 @@ def train_worker(job: dict[str, Any]) -> None:
             progress = Progress(config, job["run_id"], initial=resume_step(resume),
                                 mode="lines" if config.train.progress else "off")
     # Rank 0 records the run: `running` with a heartbeat while it trains, then how it ended.
-    with recorded(recorder) if recorder is not None else contextlib.nullcontext() as beat, \
-            progress if progress is not None else contextlib.nullcontext():
-        reporter.heartbeat = beat
-        train(config, reporter, ctx=ctx, resume=resume,
-              progress=(lambda step, total, metrics: progress.update(step, metrics)) if progress else None)
-        reporter.finish()
+    ok = False
+    try:
+        with recorded(recorder) if recorder is not None else contextlib.nullcontext() as beat, \
+                progress if progress is not None else contextlib.nullcontext():
+            reporter.heartbeat = beat
+            train(config, reporter, ctx=ctx, resume=resume,
+                  progress=(lambda step, total, metrics: progress.update(step, metrics)) if progress else None)
+            reporter.finish()
+        ok = True
+    finally:  # rank 0's MLflow / W&B runs end as the run did (a restarted worker reopens them by run id)
+        if reporter.store is not None:
+            reporter.store.close(ok)
 
 
 # ---------------------------------------------------------------------------------------------- the driver

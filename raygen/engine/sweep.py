@@ -261,6 +261,17 @@ def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
 def run_trial(config: dict[str, Any], trial_id: str, *, send: Callable[[dict, bytes | None], None],
               checkpoint_dir: str | None = None) -> None:
     """One trial, outside of Tune's API (tests call it directly): `send(payload, checkpoint_bytes)` reports."""
+    opened: list[_TrialReporter] = []
+    try:
+        _run_trial(config, trial_id, send=send, checkpoint_dir=checkpoint_dir, opened=opened)
+    finally:  # the trial's MLflow / W&B runs end however it ends: FINISHED only if its row says completed
+        for reporter in opened:
+            rec = reporter.recorder
+            reporter.store.close(ok=run_status(rec.root, rec.run_id)[0] == "completed")
+
+
+def _run_trial(config: dict[str, Any], trial_id: str, *, send: Callable[[dict, bytes | None], None],
+               checkpoint_dir: str | None, opened: list[_TrialReporter]) -> None:
     from raygen.engine.loop import train
 
     if JOB_KEY not in config:
@@ -300,6 +311,7 @@ def run_trial(config: dict[str, Any], trial_id: str, *, send: Callable[[dict, by
     resume = load_payload(checkpoint_dir) if checkpoint_dir is not None else None
     recorder = RunRecorder(results, cfg, run_id=run_id, extra={**extra, "device": cfg.device})
     reporter = _TrialReporter(recorder, cfg, send, job["objectives"] + job["watch"])
+    opened.append(reporter)
     if resume_step(resume) >= cfg.train.steps:
         # The final checkpoint is registered only after the final evaluation was stored: nothing is left to do
         # (and the evaluation's rows, written after that checkpoint's file, stay).
