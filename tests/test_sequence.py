@@ -4,6 +4,7 @@ Tiny GRUs on hand-made datasets, CPU, seeded. Gates are driven through a fake wo
 all_reduce_mean returns a fixed accuracy, so each test knows which branch must be taken.
 """
 
+import copy
 import math
 
 import pytest
@@ -559,6 +560,7 @@ def test_normalisation_and_weight_are_config_fields_with_the_thesis_defaults():
     assert cfg.algo.normalization == "thesis" and cfg.algo.adversarial_weight == 1.0
     assert cfg.algo.discriminator.output == "sequence"
     assert cfg.algo.gate == "window" and cfg.algo.gate_window == 10
+    assert cfg.algo.adversarial_update == "sum" and cfg.algo.adversarial_every == 1  # §2.2.2: every step
     with pytest.raises(Exception, match="normalization"):
         config("professor", {"normalization": "per_token"})
 
@@ -610,6 +612,59 @@ def test_discriminator_optimizer_settings():
     assert d_opt["lr"] == pytest.approx(0.1 * g_opt["lr"])
     assert d_opt["betas"][0] == 0.5
     assert {id(p) for p in d_opt["params"]}.isdisjoint({id(p) for p in g_opt["params"]})
+
+
+def teacher_step(model: ProfessorForcing, y: torch.Tensor, grad_clip: float | None = 5.0) -> TeacherForcing:
+    """Teacher forcing's own step (fused kernel) from `model`'s generator and generator-Adam state."""
+    torch.manual_seed(0)
+    tf = TeacherForcing(config("teacher", grad_clip=grad_clip), text_dataset())
+    tf.generator.load_state_dict(model.generator.state_dict())
+    # a copy: load_state_dict keeps the very moment tensors, which tf's step would then update in place
+    tf.optimizers()["generator"].load_state_dict(copy.deepcopy(model.optimizers()["generator"].state_dict()))
+    tf.train_step(y)
+    return tf
+
+
+@pytest.mark.parametrize("accuracy", [0.8, 0.5])
+def test_separate_adversarial_update_is_the_nll_step_then_a_first_adam_step_on_c_f(accuracy):
+    """The authors' code's reading (LM_GANS): teacher forcing's step, then at the updated parameters one step
+    of a second Adam on weight·C_f alone. Its first step is written out by hand: m̂ = g, v̂ = g², so each
+    parameter moves by −lr·g/(|g| + ε) with lr = adversarial_lr_scale × train.lr. A shut gate leaves the
+    NLL step alone."""
+    algo = {"adversarial_update": "separate", "adversarial_lr_scale": 0.3, "adversarial_weight": 0.7}
+    torch.manual_seed(0)
+    model = ProfessorForcing(config("professor", algo, grad_clip=None), text_dataset())
+    model.ctx = FixedAccuracy(accuracy)
+    y = batch()
+    G = teacher_step(model, y, grad_clip=None).generator
+    torch.manual_seed(5)  # the step draws the same free-running samples after its NLL step
+    free = G.free_running(len(y), y.shape[1])
+    constants = {k: v.detach() for k, v in model.discriminator.named_parameters()}
+    d_free = torch.func.functional_call(model.discriminator, constants, (G.behaviour(free),))
+    c_f = -torch.distributions.Bernoulli(logits=d_free).log_prob(torch.ones_like(d_free)).mean()
+    grads = torch.autograd.grad(0.7 * c_f, list(G.parameters()), allow_unused=True)
+    lr = 0.3 * model.run_config.train.lr
+    expected = [
+        p.detach() - lr * g / (g.abs() + 1e-8) if g is not None and accuracy > 0.75 else p.detach()
+        for p, g in zip(G.parameters(), grads)
+    ]
+    torch.manual_seed(5)
+    metrics = model.train_step(y)
+    assert metrics["gate_generator_open"] == float(accuracy > 0.75)
+    assert model.updates == 1  # one minibatch, one counted generator update
+    for got, want in zip(model.generator.parameters(), expected):
+        assert torch.allclose(got.detach(), want, rtol=1e-5, atol=1e-7)
+
+
+def test_adversarial_every_k_leaves_the_other_minibatches_to_teacher_forcing():
+    model = professor(ctx_accuracy=0.8, adversarial_every=2)
+    y = batch()
+    assert "c_f" in model.train_step(y)  # update 0: free running, discriminator, adversarial gradient
+    d_before = params(model.discriminator)
+    expected = params(teacher_step(model, y).generator)
+    metrics = model.train_step(y)  # update 1: teacher forcing alone
+    assert "c_f" not in metrics and model.updates == 2
+    assert same(params(model.generator), expected) and same(params(model.discriminator), d_before)
 
 
 def test_conv_discriminator_for_sequential_images_and_size_check():

@@ -9,6 +9,8 @@ variant overrides only how its training step feeds the generator and what it opt
   over training updates i by a named schedule, otherwise the model's own sample.
 - `ProfessorForcing`: C_d (eq 2.1) for the discriminator; NLL (2.2) + C_f (2.3) [+ C_t (2.4)] for the
   generator; separate optimizers and backward passes, gated by the discriminator's accuracy (§2.4.1).
+  The generator takes one Adam step on NLL + C_f (§2.2.2, `algo.adversarial_update=sum`) or, as the
+  authors' char-PTB code does, the NLL step and then a second Adam's step on C_f alone (`separate`).
 
 How the objectives are normalised (`algo.normalization`; the reported `nll`/`bpc` metrics are always per
 symbol, whatever the objective):
@@ -141,6 +143,25 @@ class ProfessorForcingConfig(SequenceConfig):
         ge=0,
         description="weight of C_f (+ C_t) against the NLL; the thesis steps on NLL + C_f (weight 1), "
         "normalised as algo.normalization says",
+    )
+    adversarial_update: Literal["sum", "separate"] = Field(
+        "sum",
+        description="sum: one generator Adam step on NLL + adversarial_weight·C_f (§2.2.2: 'gradient steps on "
+        "NLL + C_f'); separate: the authors' char-PTB code (LM_GANS): the NLL step, then a second Adam with "
+        "its own moment estimates steps on adversarial_weight·C_f at adversarial_lr_scale × train.lr",
+    )
+    adversarial_lr_scale: float = Field(
+        0.1,
+        gt=0,
+        description="separate: the adversarial Adam's lr = this × train.lr (LM_GANS' PTB config: 1e-5 against "
+        "the NLL's 1e-4); unused by sum",
+    )
+    adversarial_every: int = Field(
+        1,
+        ge=1,
+        description="free-running batch, discriminator and adversarial step on every k-th minibatch only, the "
+        "others are plain teacher-forcing steps (thesis: every minibatch; LM_GANS' PTB config: every 10th, "
+        "its sampleFreq)",
     )
     gate: Literal["window", "accuracy", "moving_average"] = Field(
         "window",
@@ -606,7 +627,7 @@ class ProfessorForcing(SequenceModel):
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c, train = self.cfg, self.run_config.train
-        return {
+        optimizers = {
             "generator": self.adam(self.generator.parameters()),
             "discriminator": self.adam(
                 self.discriminator.parameters(),
@@ -614,6 +635,9 @@ class ProfessorForcing(SequenceModel):
                 betas=(c.disc_beta1, train.betas[1]),
             ),
         }
+        if c.adversarial_update == "separate":  # same parameters, its own moment estimates (LM_GANS)
+            optimizers["adversarial"] = self.adam(self.generator.parameters(), lr=train.lr * c.adversarial_lr_scale)
+        return optimizers
 
     def smoothed_accuracy(self, accuracy: float) -> float:
         """Record this minibatch's (reduced) accuracy; return the mean of the last gate_window ones (of all
@@ -638,17 +662,31 @@ class ProfessorForcing(SequenceModel):
         raise NotImplementedError(c.gate)
 
     def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        c = self.cfg
+        if self.updates % c.adversarial_every:  # not an adversarial minibatch: plain teacher forcing
+            return super().train_step(batch)
         y = batch.long()
         n, length = y.shape
         G, D = self.generator, self.discriminator
-        teacher = G.teacher_forced(y, pre_tanh=True)  # one run: NLL and D's teacher-forced input
+        opts = self.optimizers()
+        separate = c.adversarial_update == "separate"
+        if separate:
+            # LM_GANS' order: the NLL step first (teacher forcing's own step, fused kernel), then the
+            # free-running batch, D's teacher-forced input and the adversarial step at the updated parameters.
+            logits, _ = self.training_logits(y)
+            nll, nll_value = self.nll_objective(logits, y)
+            self.update(opts["generator"], nll, params=G.parameters())
+            with torch.set_grad_enabled(c.teacher_cost):  # only C_t needs a graph through this run
+                teacher = G.teacher_forced(y, pre_tanh=True)
+        else:
+            teacher = G.teacher_forced(y, pre_tanh=True)  # one run: NLL and D's teacher-forced input
+            nll, nll_value = self.nll_objective(teacher.logits, y)  # eq 2.2, normalised per algo.normalization
         free = G.free_running(n, length)  # samples from the model's own distribution, temperature 1
-        nll, nll_value = self.nll_objective(teacher.logits, y)  # eq 2.2, normalised per algo.normalization
 
         # One discriminator forward per behaviour (N, T, F), its graph shared by both updates below. Without
         # C_t nothing goes back into the generator through the teacher-forced half, so it enters detached.
         b_teacher, b_free = G.behaviour(teacher), G.behaviour(free)
-        if not self.cfg.teacher_cost:
+        if not c.teacher_cost:
             b_teacher = b_teacher.detach()
         d_teacher, d_free = D(b_teacher), D(b_free)
         c_d = _bce(d_teacher, 1.0) + _bce(d_free, 0.0)  # eq 2.1
@@ -658,22 +696,29 @@ class ProfessorForcing(SequenceModel):
         generator_open, discriminator_open = self.gates(accuracy)
 
         # Two updates on the shared graph, each backward pass restricted to its own parameters (`update`
-        # passes them as the backward's inputs): NLL + C_f [+ C_t] reaches only the generator (through D,
-        # without computing D's parameter gradients), C_d only the discriminator (its inputs act as
-        # detached: the pass stops at D's input). Both gradients are taken at the parameters the step
+        # passes them as the backward's inputs): the generator's adversarial terms reach only the generator
+        # (through D, without computing D's parameter gradients), C_d only the discriminator (its inputs act
+        # as detached: the pass stops at D's input). Both gradients are taken at the parameters the step
         # started from, as with separate forwards: the generator updates first (keeping the graph when D
         # updates too), and its step changes no tensor that D's backward pass reads; the discriminator's
         # step comes last because the generator's pass reads D's weights.
+        adversarial = c_f + c_t if c.teacher_cost else c_f
         loss = nll
         if generator_open:  # §2.4.1: the adversarial gradient only while the discriminator is accurate
-            adversarial = c_f + c_t if self.cfg.teacher_cost else c_f
-            loss = nll + self.cfg.adversarial_weight * adversarial
-        self.update(
-            self.optimizers()["generator"], loss, params=G.parameters(), retain_graph=discriminator_open
-        )
+            loss = nll + c.adversarial_weight * adversarial
+        if not separate:  # sum: NLL + C_f [+ C_t] in one step of the generator's Adam
+            self.update(opts["generator"], loss, params=G.parameters(), retain_graph=discriminator_open)
+        elif generator_open:  # separate: C_f [+ C_t] alone, the adversarial Adam; the NLL step counted
+            self.update(
+                opts["adversarial"],
+                c.adversarial_weight * adversarial,
+                params=G.parameters(),
+                retain_graph=discriminator_open,
+                counts=False,
+            )
         # Discriminator updates do not count toward the budget (train.steps counts generator updates).
         if discriminator_open:
-            self.update(self.optimizers()["discriminator"], c_d, params=D.parameters(), counts=False)
+            self.update(opts["discriminator"], c_d, params=D.parameters(), counts=False)
 
         metrics = {
             "nll": nll_value,
