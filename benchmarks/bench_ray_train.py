@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def main() -> None:
 
     from raygen.config import build_config
     from raygen.engine.local import run_local
-    from raygen.engine.ray_train import run_distributed
+    from raygen.engine.ray_train import ensure_ray, run_distributed
 
     cfg = build_config(algorithm="walkback", dataset="toy2d:swissroll", overrides={
         "train.steps": args.steps, "train.batch_size": args.batch_size, "train.log_every": 50,
@@ -71,7 +72,10 @@ def main() -> None:
         torch.set_num_threads(threads)
     local = throughput(root / "local")
 
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    # raygen's own private cluster: every socket on 127.0.0.1, 2 CPUs. Never $RAY_ADDRESS's cluster: the
+    # numbers are for a cluster of known size.
+    os.environ.pop("RAY_ADDRESS", None)
+    ensure_ray(num_cpus=2, log_to_driver=False)
     try:
         run_distributed(cfg, root / "ray1", workers=1)
         one = throughput(root / "ray1")

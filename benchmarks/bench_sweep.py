@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
 import time
 
@@ -72,6 +73,7 @@ def main() -> None:
 
     import ray
 
+    from raygen.engine.ray_train import ensure_ray
     from raygen.engine.sweep import run_sweep
     from raygen.engine.sweep_spec import resolve
     from raygen.results import read_runs
@@ -91,8 +93,10 @@ def main() -> None:
     })
     results = tempfile.mkdtemp(prefix="raygen-bench-sweep-")
     start = time.perf_counter()
-    ray.init(address="local", num_cpus=args.concurrency, include_dashboard=True, dashboard_host="127.0.0.1",
-             log_to_driver=False)
+    # raygen's own private cluster: every socket on 127.0.0.1, `concurrency` CPUs. Never $RAY_ADDRESS's
+    # cluster: the numbers are for a cluster of known size.
+    os.environ.pop("RAY_ADDRESS", None)
+    ensure_ray(num_cpus=args.concurrency, log_to_driver=False)
     ray_start = time.perf_counter() - start
     try:
         start = time.perf_counter()
