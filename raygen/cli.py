@@ -435,7 +435,8 @@ def show_config(
     dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name (see `raygen datasets`)"),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
     explain: bool = typer.Option(False, "--explain", help="one line per field: its value, where the value came "
-                                 "from (default, preset, file or override) and what it means"),
+                                 "from (default, preset, file, argument: ALGORITHM or --dataset, or override) "
+                                 "and what it means"),
 ) -> None:
     """Print the fully resolved config as YAML (a starting point for --config files), or with --explain each
     field's value, source and description."""

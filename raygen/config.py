@@ -385,7 +385,8 @@ def explain_config(
 ) -> list[tuple[str, Any, str, str]]:
     """(dotted key, value, source, description) of every field of the resolved config, `source` being where the
     value came from under `build_config`'s precedence: default, preset (the algorithm's for the dataset kind
-    or the named dataset), file or override. `raygen config --explain` prints it."""
+    or the named dataset), file, argument (`algorithm` / `dataset` given here: ALGORITHM and --dataset on the
+    command line) or override. `raygen config --explain` prints it."""
     from raygen.algorithms import algorithm_class
     from raygen.data import dataset_kind
 
@@ -394,6 +395,7 @@ def explain_config(
     layers = [
         ("preset", flatten(_deep_merge(cls.presets(dataset_kind(config.dataset)), cls.dataset_presets(config.dataset)))),
         ("file", flatten(load_yaml(file)) if file is not None else {}),
+        ("argument", {k: v for k, v in (("algorithm", algorithm), ("dataset", dataset)) if v is not None}),
         ("override", {".".join(_resolve_key(k, config.algorithm)): v for k, v in (overrides or {}).items()}),
     ]
     rows: list[tuple[str, Any, str, str]] = []

@@ -76,6 +76,12 @@ def test_config_explain_names_each_fields_source_and_description(tmp_path):
     assert "[preset]" in lines["train.lr"]  # infusion's image preset: Adam 1e-3
     assert "[preset]" in lines["algo.net.hidden"]  # the digits preset
     assert "[default]" in lines["train.log_every"] and "report training metrics" in lines["train.log_every"]
+    # given on the command line, not defaults (they were labelled [default])
+    assert "[argument]" in lines["algorithm"] and "[argument]" in lines["dataset"]
+    cfg.write_text("algorithm: infusion\ndataset: mnist\n")  # the file's dataset loses to --dataset
+    res = invoke("config", "infusion", "-d", "digits", "--config", cfg, "--explain")
+    lines = {line.split(" = ")[0]: line for line in res.output.splitlines()}
+    assert "'digits'" in lines["dataset"] and "[argument]" in lines["dataset"]
 
 
 def test_runs_refuses_a_folder_that_is_not_a_store(tmp_path):
