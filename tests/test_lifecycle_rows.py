@@ -52,6 +52,8 @@ def test_the_lost_threshold_from_the_environment_must_exceed_the_heartbeat_inter
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert "RAYGEN_LOST_AFTER_S" in lines[0] and "heartbeat interval (30 s" in lines[0]
     assert read_runs(tmp_path).iloc[0].status == "running"  # nothing repaired
+    res = CliRunner().invoke(app, ["train", "--resume", rec.run_id, "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "RAYGEN_LOST_AFTER_S" in res.output, res.output  # not resumed as lost
     monkeypatch.setenv("RAYGEN_HEARTBEAT_S", "1")
     assert lost_after() == 5.0  # the same threshold, now longer than the interval
 

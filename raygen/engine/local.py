@@ -286,7 +286,10 @@ def _resume_claimed(results: str | Path, run_id: str, progress: bool | None) -> 
     assert row is not None
     import pandas as pd
 
-    status = effective_status(pd.DataFrame([row]))[0]
+    try:
+        status = effective_status(pd.DataFrame([row]))[0]
+    except ValueError as err:  # $RAYGEN_LOST_AFTER_S / $RAYGEN_HEARTBEAT_S unusable: one line naming them
+        raise RunSetupError(str(err)) from None
     if status == "completed":
         raise RunSetupError(f"run {run_id} is completed; there is nothing to resume")
     if status == "running":
