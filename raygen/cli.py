@@ -389,7 +389,7 @@ def runs(
                 else []
             seen += [progress[row["run_id"]]] if row["run_id"] in progress else []
             if seen:
-                steps = max(step for step, _ in seen)
+                steps = max((step for step, _ in seen if pd.notna(step)), default=steps)
                 at = max(pd.Timestamp(t) for _, t in seen)
                 wall = (at - pd.Timestamp(row["started_at"])).total_seconds()
         rows.append((row["run_id"], row["algorithm"], row["dataset"], row["shown"],
