@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from raygen.results.store import PENDING, read_artifacts, read_metrics, read_runs
+from raygen.results.store import PENDING, read_artifacts, read_bytes, read_metrics, read_runs, remote
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,21 @@ def read_sweep_specs(root: str | Path) -> dict[str, dict[str, Any]]:
     """Resolved sweep specs stored as RESULTS/sweeps/<sweep_id>.json (absent for plain runs)."""
     directory = Path(root) / SWEEPS_DIR
     specs: dict[str, dict[str, Any]] = {}
-    if not directory.is_dir():
+    got = remote(directory)
+    if got is not None:  # an object store: list the prefix through the store's client
+        import pyarrow.fs as pafs
+
+        infos = got[0].get_file_info(pafs.FileSelector(got[1], allow_not_found=True))
+        paths = sorted(directory / i.base_name for i in infos if i.type == pafs.FileType.File)
+    elif directory.is_dir():
+        paths = sorted(directory.iterdir())
+    else:
         return specs
-    for path in sorted(directory.glob("*.json")):
-        if path.name.startswith((".", "_")):
+    for path in paths:
+        if path.suffix != ".json" or path.name.startswith((".", "_")):
             continue
         try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
+            spec = json.loads(read_bytes(path).decode("utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             log.warning("ignoring unreadable sweep spec %s: %s", path, err)
             continue

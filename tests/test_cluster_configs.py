@@ -70,9 +70,10 @@ def test_cloud_config_node_types():
     assert any(t["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot" for t in gpu)
     assert any("InstanceMarketOptions" not in t["node_config"] for t in gpu)  # an on-demand fallback
     assert "driver" in head["resources"]  # trial drivers can be pinned to on-demand capacity
-    # Shared storage for the results store is mounted on the host and into the container.
-    assert any("/mnt/efs" in c for c in config["initialization_commands"])
-    assert any("/mnt/efs:/mnt/efs" in o for o in config["docker"]["run_options"])
+    # No shared file system: the results store is in S3, which every worker type reaches through an instance
+    # profile (the head gets Ray's default one); nothing mounts a share that a new user would not have.
+    assert all("IamInstanceProfile" in types[t]["node_config"] for t in ("gpu_spot", "gpu_on_demand"))
+    assert not config["initialization_commands"] and not any("/mnt" in o for o in config["docker"]["run_options"])
     bad = copy.deepcopy(config)
     bad["available_node_types"]["gpu_spot"]["min_worker"] = bad["available_node_types"]["gpu_spot"].pop(
         "min_workers")

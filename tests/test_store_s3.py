@@ -121,14 +121,127 @@ def test_cli_train_compact_report_on_s3(s3, tmp_path):
     assert not (tmp_path / "s3:").exists()
 
 
-def test_sweep_refuses_object_storage(tmp_path):
-    """A sweep's Optuna study is SQLite beside the store: on S3 it is refused at once with a message, and
-    nothing lands in a local folder named after the URL."""
-    spec = Path(__file__).resolve().parents[1] / "sweeps" / "vw-annealing.yaml"
-    out = subprocess.run([sys.executable, "-m", "raygen.cli", "sweep", str(spec), "--smoke", "--results",
-                          "s3://bkt/results"], cwd=tmp_path, capture_output=True, text=True, check=False)
-    assert out.returncode == 2 and "needs a file system" in out.stderr
-    assert list(tmp_path.iterdir()) == []
+def _study_trials(path):
+    import optuna
+
+    return len(optuna.load_study(study_name="mirror", storage=f"sqlite:///{path}").trials)
+
+
+def test_study_mirror_on_s3(s3, tmp_path, monkeypatch):
+    """The Optuna study of a sweep on S3: a working copy on the driver, uploaded whole; a driver keeps its copy
+    when it descends from the store's (also when it is ahead: an upload that failed), takes the store's
+    otherwise, and a pickled storage (inside Tune's experiment) opens the working copy of whoever unpickles it."""
+    import pickle
+
+    import optuna
+
+    from raygen.engine import sweep as sw
+
+    url, _ = s3
+    monkeypatch.setenv(sw.STUDY_CACHE_ENV, str(tmp_path / "a"))
+    assert sw.fetch_study(url, "mirror") == "new"
+    storage = sw.MirroredStudy(url, "mirror")
+    study = optuna.create_study(study_name="mirror", storage=storage)
+    study.tell(study.ask(), 1.0)
+    storage.push()
+    local_a = sw.study_copy_path(url, "mirror")
+    assert local_a.parent.parent == tmp_path / "a" and store.exists(f"{url}/sweeps/mirror.optuna.db")
+    study.ask()  # a change whose upload has not happened (or failed): the working copy is ahead
+    assert sw.fetch_study(url, "mirror") == "kept" and _study_trials(local_a) == 2
+
+    monkeypatch.setenv(sw.STUDY_CACHE_ENV, str(tmp_path / "b"))  # another machine: an empty cache
+    moved = pickle.loads(pickle.dumps(storage))  # what Tune's restore does with the pickled searcher
+    assert moved.local == sw.study_copy_path(url, "mirror") and moved.local.parent.parent == tmp_path / "b"
+    monkeypatch.setenv(sw.STUDY_CACHE_ENV, str(tmp_path / "c"))
+    assert sw.fetch_study(url, "mirror") == "fetched"
+    assert _study_trials(sw.study_copy_path(url, "mirror")) == 1  # the uploaded study, not machine a's copy
+    on_c = sw.MirroredStudy(url, "mirror")
+    other = optuna.create_study(study_name="mirror", storage=on_c, load_if_exists=True)
+    other.tell(other.ask(), 2.0)
+    on_c.push()  # the store moves on from machine c
+
+    monkeypatch.setenv(sw.STUDY_CACHE_ENV, str(tmp_path / "a"))  # back on a: its copy is stale now
+    assert sw.fetch_study(url, "mirror") == "fetched" and _study_trials(local_a) == 2
+    assert [t.value for t in optuna.load_study(study_name="mirror", storage=f"sqlite:///{local_a}").trials] == [1, 2]
+    store.delete_file(f"{url}/sweeps/mirror.optuna.db")  # the sweep was deleted from the store
+    assert sw.fetch_study(url, "mirror") == "new" and not local_a.exists()
+
+
+TINY_SWEEP = {
+    "name": "s3sweep",
+    "algorithm": "walkback",
+    "dataset": "toy2d:circle",
+    "fixed": {"train.steps": 30, "train.batch_size": 50, "train.log_every": 10, "train.eval_every": 30,
+              "train.checkpoint_every": 30, "train.eval_examples": 50, "train.progress": False,
+              "data.toy_samples": 300, "algo.walkback_steps": 2, "algo.net.hidden": [16],
+              "algo.reversibility_steps": 0, "eval.test_examples": 50, "eval.train_examples": 20, "eval.repeats": 1,
+              "eval.likelihood_samples": 2, "eval.parzen": False},
+    "metric": {"name": "valid/lower_bound", "goal": "maximize"},
+    "method": "tpe",
+    "seed": 0,
+    "run_cap": 2,
+    "max_concurrent": 2,
+    "resources": {"cpu": 1},
+    "parameters": {"train.lr": {"min": 1.0e-4, "max": 3.0e-3, "log": True}},
+}
+
+
+@pytest.mark.ray
+def test_sweep_on_s3_reports_and_continues_from_the_store(s3, tmp_path, monkeypatch):
+    """A sweep with `--results s3://...` (the CLI's `Path` of the URL): trials, Tune's experiment and the Optuna
+    study all land in the S3 store, nothing in a local folder named after the URL; `raygen report` reads the
+    sweep back; the same sweep run again by a driver with an empty study cache (another machine) restores
+    Tune's experiment and the study from the store, runs no finished trial again, and `--more 1` continues
+    the study, which knows both earlier trials. One private Ray on 127.0.0.1 for both drivers."""
+    import optuna
+    import ray
+
+    from raygen.engine.ray_train import ensure_ray
+    from raygen.engine.sweep import run_sweep
+    from raygen.engine.sweep_spec import resolve
+
+    url, env = s3
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    spec = resolve(TINY_SWEEP)
+    ensure_ray(num_cpus=2, log_to_driver=False)
+    try:
+        monkeypatch.setenv("RAYGEN_STUDY_CACHE", str(tmp_path / "driver-1"))
+        first = run_sweep(spec, Path(url))
+        assert first.results == url and first.statuses == {"completed": 2}
+        runs = read_runs(url)
+        assert sorted(runs["status"]) == ["completed", "completed"] and set(runs["sweep_id"]) == {"s3sweep"}
+        ended = runs.set_index("run_id")["ended_at"]
+        fs, base = store.remote(url)
+        assert fs.get_file_info(f"{base}/tune/s3sweep/tuner.pkl").type == pafs.FileType.File  # Tune's state
+        assert store.exists(f"{url}/sweeps/s3sweep.json") and store.exists(f"{url}/sweeps/s3sweep.optuna.db")
+
+        monkeypatch.setenv("RAYGEN_STUDY_CACHE", str(tmp_path / "driver-2"))
+        again = run_sweep(spec, Path(url), more=1)
+    finally:
+        ray.shutdown()
+    assert any("continuing the Optuna study of s3sweep (2 trials so far) with 1 more" in n for n in again.notes)
+    runs = read_runs(url)
+    assert len(runs) == 3 and runs["run_id"].is_unique and (runs["status"] == "completed").all()
+    assert (runs.set_index("run_id").loc[ended.index, "ended_at"] == ended).all()  # not run again
+    assert not read_metrics(url).duplicated(["run_id", "step", "split", "metric"]).any()
+    # The study in the store: the two trials the first driver told, and the third, drawn by a sampler that knew
+    # them (the second driver's working copy came from the store: its own cache started empty).
+    copy = tmp_path / "study.db"
+    copy.write_bytes(store.read_bytes(f"{url}/sweeps/s3sweep.optuna.db"))
+    study = optuna.load_study(study_name="s3sweep", storage=f"sqlite:///{copy}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert sorted(t.params["train.lr"] for t in study.trials) == pytest.approx(sorted(runs["config.train.lr"]))
+
+    report = subprocess.run([sys.executable, "-m", "raygen.cli", "report", "--results", url, "--out",
+                             str(tmp_path / "report")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            check=False)
+    assert report.returncode == 0, report.stdout + report.stderr
+    index = (tmp_path / "report" / "README.md").read_text()
+    assert "3 runs (walkback completed: 3); 1 sweep(s)" in index, index
+    tables = "".join(p.read_text() for p in (tmp_path / "report").rglob("*s3sweep*.csv"))
+    assert all(run_id in tables for run_id in runs["run_id"]), tables  # the sweep's trials, read back
+    assert not (tmp_path / "s3:").exists()
 
 
 @pytest.mark.ray

@@ -12,6 +12,11 @@
   Optuna study lives in RESULTS/optuna.db (SQLite; or the spec's `optuna_storage` URL), so optuna-dashboard
   opens any sweep, and a finished sweep can be continued with more trials (`more=`): a new Tune experiment
   `<sweep_id>.<k>` asks the same study (Optuna's load_if_exists), which knows every earlier trial.
+* On an object store (`results="s3://bucket/prefix"`) Tune keeps its experiment under RESULTS/tune through the
+  store's own S3 client, and the study, which SQLite cannot keep there, is a working copy on the driver
+  (`MirroredStudy`) uploaded whole to RESULTS/sweeps/<sweep_id>.optuna.db after every change the driver makes
+  to it (each new trial, each trial's end) and before Tune can snapshot a searcher state that refers to that
+  change; a driver on another machine starts from the uploaded copy.
 * Each trial is `trial_main`, a module-level function (Tuner.restore needs the same one back) around
   `run_trial`, which builds the trial's RunConfig, runs the one training loop with a reporter that writes the
   store and reports to Tune (with a checkpoint every `train.checkpoint_every` updates), and records how it
@@ -36,6 +41,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -49,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 from ray import tune
 from ray.tune import Callback, Stopper
 from ray.tune.schedulers import ASHAScheduler
@@ -70,7 +77,7 @@ from raygen.engine.sweep_spec import (
 )
 from raygen.lifecycle import Heartbeat, error_text, mark_run, reopen_run, rewind_to_checkpoint, run_status
 from raygen.results import RunRecorder, read_runs
-from raygen.results.store import atomic_write_bytes
+from raygen.results.store import URL, atomic_write_bytes, exists, is_remote, read_bytes, remote
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("raygen.sweep.progress")  # the live table; the CLI prints it bare
@@ -113,11 +120,35 @@ def run_id_for(sweep_id: str, trial_id: str) -> str:
     return f"{sweep_id}-{trial_id}"
 
 
+def results_root(results: str | Path) -> str | Path:
+    """The store as the sweep passes it around: a URL (`s3://bucket/prefix`, also when a `Path` made it
+    `s3:/bucket/prefix`) for an object store, else an absolute path."""
+    match = URL.match(str(results)) if is_remote(results) else None
+    if match is None:
+        return Path(results).expanduser().resolve()
+    return f"{match['scheme']}://{match['rest'].rstrip('/')}"
+
+
 def experiment_root(spec: ResolvedSweep, results: str | Path) -> str:
-    storage = spec.storage or str(Path(results) / "tune")
+    if spec.storage:
+        storage = spec.storage
+    elif is_remote(results):
+        storage = f"{results_root(results)}/tune"
+    else:
+        storage = str(Path(results) / "tune")
     if "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
     return storage.rstrip("/")
+
+
+def tune_location(spec: ResolvedSweep, results: str | Path, path: str) -> tuple[str, Any]:
+    """(path, filesystem) to give Tune for a path of the sweep's experiment. Under an object-store results root
+    Tune uses the store's own client (the same endpoint and credentials as the store; Tune otherwise builds its
+    own from the URL); a spec's `storage` is left to Tune, as it always was."""
+    if spec.storage is None and is_remote(results):
+        fs, inner = remote(path)
+        return inner, fs
+    return path, None
 
 
 def experiment_path(spec: ResolvedSweep, results: str | Path, part: int = 0) -> str:
@@ -130,10 +161,113 @@ def spec_path(results: str | Path, sweep_id: str) -> Path:
 
 
 def optuna_url(spec: ResolvedSweep, results: str | Path) -> str:
-    """The study's storage: the spec's URL, else RESULTS/optuna.db (one SQLite file, one study per sweep id)."""
+    """The study's storage: the spec's URL, else RESULTS/optuna.db (one SQLite file, one study per sweep id);
+    on an object store, the driver's working copy of the study (see MirroredStudy)."""
     if spec.optuna_storage:
         return spec.optuna_storage
+    if is_remote(results):
+        return f"sqlite:///{study_copy_path(results, spec.sweep_id)}"
     return f"sqlite:///{Path(results).expanduser().resolve() / 'optuna.db'}"
+
+
+STUDY_CACHE_ENV = "RAYGEN_STUDY_CACHE"
+
+
+def study_copy_path(results: str | Path, sweep_id: str) -> Path:
+    """The driver's working copy of a sweep's study on an object store: $RAYGEN_STUDY_CACHE (default
+    ~/.cache/raygen/studies) / <hash of the store URL> / <sweep_id>.db."""
+    base = Path(os.environ.get(STUDY_CACHE_ENV) or Path.home() / ".cache" / "raygen" / "studies").expanduser()
+    key = hashlib.sha256(str(results_root(results)).encode()).hexdigest()[:16]
+    return base / key / f"{sweep_id}.db"
+
+
+def study_store_path(results: str | Path, sweep_id: str) -> Path:
+    """Where the store keeps a sweep's study when the store is an object store."""
+    return Path(results) / "sweeps" / f"{sweep_id}.optuna.db"
+
+
+class MirroredStudy(optuna.storages.RDBStorage):
+    """A sweep's Optuna study for a store on object storage (SQLite needs a file system): a SQLite working copy
+    on the driver (`study_copy_path`), uploaded whole to the store (`study_store_path`, one PUT: readers see
+    the old or the new copy) by `push()`.
+
+    The searcher pushes after every change the driver makes to the study (a trial asked for, a trial told)
+    and before it returns to Tune, so the uploaded copy is never older than a searcher state Tune has
+    snapshotted: a driver that resumes from the store never meets a Tune trial its study lacks. (Intermediate
+    values ride along with the next push.) Pickled, it is only (store, sweep id): Tune pickles the searcher
+    into its experiment, and a driver on another machine, or with another cache folder, opens its own working
+    copy, which `fetch_study` prepared before the experiment was restored."""
+
+    def __init__(self, results: str, sweep_id: str) -> None:
+        self.results, self.sweep_id = str(results_root(results)), sweep_id
+        self.local = study_copy_path(self.results, sweep_id)
+        self.local.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(f"sqlite:///{self.local}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"results": self.results, "sweep_id": self.sweep_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["results"], state["sweep_id"])  # type: ignore[misc]
+
+    def push(self) -> None:
+        """Upload a consistent snapshot of the working copy (SQLite's backup API, not the raw file). A failed
+        upload is logged and the sweep goes on: the working copy keeps the change, the next push carries it,
+        and `fetch_study` keeps a working copy that is ahead of the store's."""
+        push_study(self.results, self.sweep_id)
+
+
+def _marker(local: Path) -> Path:
+    return local.with_name(local.name + ".pushed")  # sha256 of the copy last uploaded from here
+
+
+def push_study(results: str | Path, sweep_id: str) -> None:
+    import sqlite3
+
+    local = study_copy_path(results, sweep_id)
+    tmp = local.with_name(f".{local.name}.{os.getpid()}.push")
+    try:
+        source, target = sqlite3.connect(local), sqlite3.connect(tmp)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        data = tmp.read_bytes()
+        atomic_write_bytes(study_store_path(results, sweep_id), data)
+        atomic_write_bytes(_marker(local), hashlib.sha256(data).hexdigest().encode())
+    except Exception:  # see MirroredStudy.push: the working copy keeps the change
+        log.warning("could not upload the Optuna study of %s to %s (the next change retries)", sweep_id,
+                    study_store_path(results, sweep_id), exc_info=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch_study(results: str | Path, sweep_id: str) -> str:
+    """Prepare the driver's working copy of a sweep's study before anything opens it; returns what was done.
+    The working copy is kept when it descends from the store's copy (its last upload is what the store holds:
+    it is equal or ahead, e.g. a change whose upload failed); otherwise the store's copy replaces it (a new
+    machine, or a stale copy of an earlier sweep of the same name). No copy in the store: a new study."""
+    local = study_copy_path(results, sweep_id)
+    stored = study_store_path(results, sweep_id)
+    data = read_bytes(stored) if exists(stored) else None
+    pushed = _marker(local).read_text().strip() if _marker(local).is_file() else None
+    if data is not None and local.is_file() and pushed == hashlib.sha256(data).hexdigest():
+        return "kept"
+    for stale in (local, _marker(local), local.with_name(local.name + "-journal")):
+        stale.unlink(missing_ok=True)
+    if data is None:
+        return "new"
+    atomic_write_bytes(local, data)
+    atomic_write_bytes(_marker(local), hashlib.sha256(data).hexdigest().encode())
+    return "fetched"
+
+
+def study_storage(spec: ResolvedSweep, results: str | Path) -> Any:
+    """The Optuna storage the searcher writes: MirroredStudy on an object store, else RDB at `optuna_url`."""
+    if is_remote(results) and not spec.optuna_storage:
+        return MirroredStudy(str(results), spec.sweep_id)
+    return optuna.storages.RDBStorage(optuna_url(spec, results))
 
 
 # ---------------------------------------------------------------------------------------------- trial side
@@ -419,6 +553,16 @@ class RaygenOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)
         return finished
 
+    def _push(self) -> None:
+        if isinstance(self._storage, MirroredStudy):
+            self._storage.push()
+
+    def suggest(self, trial_id: str) -> dict | None:
+        try:
+            return super().suggest(trial_id)
+        finally:
+            self._push()  # before Tune snapshots a searcher state that knows this trial
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, list) or FAILED_KEY in result or self._told(trial_id):
             return
@@ -437,6 +581,7 @@ class RaygenOptunaSearch(OptunaSearch):
         elif not budget_reached(result):
             result, error = None, False  # PRUNED (OptunaSearch's state for no value and no error)
         super().on_trial_complete(trial_id, result=result, error=error)
+        self._push()
 
 
 def _sampler(spec: ResolvedSweep):
@@ -458,21 +603,20 @@ def _sampler(spec: ResolvedSweep):
     raise NotImplementedError(spec.method)
 
 
-def _searcher(spec: ResolvedSweep, storage_url: str, *, points: bool = True) -> RaygenOptunaSearch:
-    import optuna
-
-    storage = optuna.storages.RDBStorage(storage_url)
+def _searcher(spec: ResolvedSweep, storage: Any, *, points: bool = True) -> RaygenOptunaSearch:
     metric: str | list[str]
     mode: str | list[str]
     if spec.multi_objective:
         metric, mode = [o.name for o in spec.objectives], [o.mode for o in spec.objectives]
     else:
         metric, mode = spec.objectives[0].name, spec.objectives[0].mode
-    return RaygenOptunaSearch(
+    searcher = RaygenOptunaSearch(
         space=spec.space(), metric=metric, mode=mode, sampler=_sampler(spec), storage=storage,
         study_name=spec.sweep_id,
         points_to_evaluate=[dict(p) for p in spec.points] if spec.points is not None and points else None,
     )
+    searcher._push()  # the study as created (and its enqueued grid points)
+    return searcher
 
 
 class BudgetASHA(ASHAScheduler):
@@ -503,8 +647,10 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _job(spec: ResolvedSweep, results: Path, storage: str) -> dict[str, Any]:
+def _job(spec: ResolvedSweep, results: str | Path, storage: str | None) -> dict[str, Any]:
     r = spec.resources
+    if spec.storage is None and is_remote(results):
+        storage = None  # nested Train runs keep checkpoints in RESULTS/ray, through the store's client
     return {
         "sweep_id": spec.sweep_id,
         "results": str(results),
@@ -714,7 +860,7 @@ class SweepResult:
     ResultGrid of the last experiment part run here, and where everything is."""
 
     sweep_id: str
-    results: Path
+    results: Path | str  # a URL for an object store
     experiment: str
     optuna_storage: str
     trials: Any  # pandas.DataFrame
@@ -743,6 +889,8 @@ class SweepResult:
         lines += [
             f"store: {self.results}",
             f"optuna study '{self.sweep_id}': {self.optuna_storage}",
+            *([f"  (the driver's working copy of {self.results}/sweeps/{self.sweep_id}.optuna.db)"]
+              if is_remote(self.results) and self.optuna_storage.startswith("sqlite:") else []),
             "next:",
             f"  raygen report {self.results} --sweep {self.sweep_id}",
             f"  raygen dashboard {self.results}",
@@ -792,14 +940,14 @@ def best_trials(trials: Any, spec: ResolvedSweep) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------- running
 
 
-def write_spec(spec: ResolvedSweep, results: Path, *, resume: bool, planned: int | None = None) -> int:
+def write_spec(spec: ResolvedSweep, results: str | Path, *, resume: bool, planned: int | None = None) -> int:
     """RESULTS/sweeps/<sweep_id>.json; a resumed sweep must have the same resolved spec. `planned` (the trials
     of every experiment part started so far) is kept in it; returns the previous value (0 for a new sweep)."""
     path = spec_path(results, spec.sweep_id)
     document = {**spec.to_json(), "fingerprint": spec.fingerprint()}
     before = 0
-    if path.is_file() and resume:
-        previous = json.loads(path.read_text())
+    if resume and exists(path):
+        previous = json.loads(read_bytes(path))
         before = int(previous.get("planned", previous.get("num_samples") or 0))
         if previous.get("fingerprint") != document["fingerprint"]:
             raise SpecError(
@@ -812,11 +960,11 @@ def write_spec(spec: ResolvedSweep, results: Path, *, resume: bool, planned: int
     return before
 
 
-def _exists(path: str) -> bool:
+def _exists(path: str, filesystem: Any = None) -> bool:
     """Whether Tune can restore the experiment: its tuner.pkl (all `Tuner.can_restore` checks) and, locally, a
     snapshot of its state (without one Tune "restores" an empty experiment whose trials have no config)."""
-    if "://" in path:
-        return tune.Tuner.can_restore(path)
+    if filesystem is not None or "://" in path:
+        return tune.Tuner.can_restore(path, storage_filesystem=filesystem)
     return Path(path).is_dir() and tune.Tuner.can_restore(path) and any(Path(path).glob("experiment_state-*.json"))
 
 
@@ -865,13 +1013,13 @@ def repair_snapshots(path: str) -> list[str]:
     return moved
 
 
-def _parts(spec: ResolvedSweep, results: Path) -> list[str]:
+def _parts(spec: ResolvedSweep, results: str | Path) -> list[str]:
     """The sweep's existing Tune experiments: the first, then each continuation."""
     out = []
     while True:
         path = experiment_path(spec, results, len(out))
         repair_snapshots(path)
-        if not _exists(path):
+        if not _exists(*tune_location(spec, results, path)):
             return out
         out.append(path)
 
@@ -904,7 +1052,7 @@ def _quiet(verbose: bool) -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
-def _reconcile(results: Path, spec: ResolvedSweep, known: set[str], storage_url: str) -> list[str]:
+def _reconcile(results: str | Path, spec: ResolvedSweep, known: set[str], storage_url: str) -> list[str]:
     """After the experiment: no row of this sweep stays `running`, and no Optuna trial stays RUNNING. A row Tune
     never recorded (the driver died right after its trial wrote it) is marked failed as abandoned."""
     notes = []
@@ -944,13 +1092,11 @@ def run_sweep(
     `resume=None` resumes automatically when the sweep exists; `resume=True` requires it; `resume=False` refuses
     to touch an existing one. `more=N` adds N trials to the sweep's Optuna study once every earlier trial has
     ended (a finished sweep otherwise has nothing left to do, and says so)."""
-    from raygen.results.store import is_remote
-
-    if is_remote(results):
-        raise SpecError(f"--results {results}: a sweep keeps its Optuna study (SQLite) and Tune state beside the "
-                        "store, which needs a file system; sweep into a local or shared folder (object storage "
-                        "holds single and Ray Train runs)")
-    results = Path(results).expanduser().resolve()
+    results = results_root(results)
+    mirrored = is_remote(results) and not spec.optuna_storage
+    if mirrored:  # before anything (Tune's restore included) opens the study
+        log.info("Optuna study of %s: %s working copy %s", spec.sweep_id, fetch_study(results, spec.sweep_id),
+                 study_copy_path(results, spec.sweep_id))
     parts = _parts(spec, results)
     if resume is True and not parts:
         raise SpecError(f"--resume: no sweep to resume at {experiment_path(spec, results)}")
@@ -989,7 +1135,9 @@ def run_sweep(
         done_before = len(sweep_trials(results, spec))
         if parts:
             log.info("resuming sweep %s from %s", spec.sweep_id, parts[-1])
-            tuner = tune.Tuner.restore(parts[-1], trainable=trainable, resume_unfinished=True, resume_errored=True)
+            path, filesystem = tune_location(spec, results, parts[-1])
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                       storage_filesystem=filesystem)
             grid = tuner.fit()
             known |= _grid_trials(grid)
             stop = _stopper_of(tuner) or stop
@@ -1009,6 +1157,8 @@ def run_sweep(
                                                  table_every_s)
             stop, known = new_stop, known | new_known
         notes += _reconcile(results, spec, known, storage_url)
+        if mirrored:
+            push_study(results, spec.sweep_id)  # what _reconcile told, and the intermediate values
     trials = sweep_trials(results, spec)
     out = SweepResult(spec.sweep_id, results, experiment_path(spec, results), storage_url, trials,
                       best=best_trials(trials, spec), result_grid=grid, notes=notes, stopped_because=stop.reason,
@@ -1034,17 +1184,18 @@ def _grid_trials(grid: Any) -> set[str]:
     return out
 
 
-def _fit_new(spec: ResolvedSweep, results: Path, part: int, count: int, trainable: Any, storage_url: str,
+def _fit_new(spec: ResolvedSweep, results: str | Path, part: int, count: int, trainable: Any, storage_url: str,
              verbose: bool, table_every_s: float) -> tuple[Any, SweepStop, set[str]]:
     log.info("starting sweep %s: %d trials, %d at a time, in %s", spec.sweep_id, count, spec.max_concurrent,
              experiment_path(spec, results, part))
     stop = SweepStop()
     root = experiment_root(spec, results)
+    storage_path, storage_filesystem = tune_location(spec, results, root)
     tuner = tune.Tuner(
         trainable,
         param_space={JOB_KEY: _job(spec, results, root)},
         tune_config=tune.TuneConfig(
-            search_alg=_searcher(spec, storage_url, points=part == 0),
+            search_alg=_searcher(spec, study_storage(spec, results), points=part == 0),
             scheduler=_scheduler(spec),
             num_samples=count,
             max_concurrent_trials=spec.max_concurrent,
@@ -1056,7 +1207,8 @@ def _fit_new(spec: ResolvedSweep, results: Path, part: int, count: int, trainabl
         ),
         run_config=tune.RunConfig(
             name=experiment_path(spec, results, part).rsplit("/", 1)[1],
-            storage_path=root,
+            storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             stop=stop,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
