@@ -90,11 +90,12 @@ def small_decoder(act, bias=True):
 
 @pytest.mark.parametrize("act", [nn.Tanh(), nn.ReLU(), nn.LeakyReLU(0.2), nn.Sigmoid()], ids=lambda a: type(a).__name__)
 @pytest.mark.parametrize("obs", ["bernoulli", "gaussian-linear", "gaussian-sigmoid", "gaussian-per-dim"])
-def test_mlp_gradient_by_hand_matches_autograd(act, obs):
+@pytest.mark.parametrize("rows", [9, 300])  # few and many rows take different matrix-product forms
+def test_mlp_gradient_by_hand_matches_autograd(act, obs, rows):
     net = small_decoder(act, bias=obs != "gaussian-linear")
     g = torch.Generator().manual_seed(1)
-    z = torch.randn(9, 3, generator=g, dtype=D64)
-    x = torch.rand(9, 6, generator=g, dtype=D64)
+    z = torch.randn(rows, 3, generator=g, dtype=D64)
+    x = torch.rand(rows, 6, generator=g, dtype=D64)
     std = torch.rand(6, generator=g, dtype=D64) + 0.2 if obs == "gaussian-per-dim" else 0.3
     if obs == "bernoulli":
         x = (x > 0.5).double()
@@ -110,6 +111,8 @@ def test_mlp_gradient_by_hand_matches_autograd(act, obs):
     assert torch.allclose(ll, ll_ref, rtol=1e-12, atol=1e-10)
     assert torch.allclose(grad, g_ref, rtol=1e-10, atol=1e-10)
     assert torch.allclose(fn(z, x), ll_ref, rtol=1e-12, atol=1e-10)
+    no_value, grad_only = fn.value_and_grad(z, x, value=False)  # HMC's inner leapfrog steps: gradient only
+    assert no_value is None and torch.equal(grad_only, grad)
     assert torch.equal(z, zz.detach())  # the input is not modified
 
 

@@ -212,17 +212,21 @@ class MLPLogLikelihood:
                 hidden.append(h)
         return h, hidden
 
-    def _log_prob_and_dparam(self, f: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log p(x | f) per row and ∂/∂f (f is overwritten)."""
+    def _log_prob_and_dparam(
+        self, f: torch.Tensor, x: torch.Tensor, value: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """log p(x | f) per row (None unless `value`) and ∂/∂f (f is overwritten)."""
         x = x.reshape(len(x), -1)
         if self.observation == "bernoulli":  # x·l − softplus(l); ∂/∂l = x − σ(l)
-            ll = (x * f).sum(1) - torch.nn.functional.softplus(f).sum(1)
+            ll = (x * f).sum(1) - torch.nn.functional.softplus(f).sum(1) if value else None
             return ll, torch.sub(x, f.sigmoid_())
         std = self.std.to(f)
         mean = f.sigmoid_() if self.mean_output == "sigmoid" else f
         r = (x - mean) / std
-        const = (-torch.log(std) - 0.5 * math.log(2 * math.pi)).expand(x.shape[1]).sum()
-        ll = -0.5 * (r * r).sum(1) + const
+        ll = None
+        if value:
+            const = (-torch.log(std) - 0.5 * math.log(2 * math.pi)).expand(x.shape[1]).sum()
+            ll = -0.5 * (r * r).sum(1) + const
         d = r.div_(std)  # ∂/∂mean = (x − mean)/s²
         if self.mean_output == "sigmoid":  # ∂mean/∂l = mean(1 − mean)
             d.mul_(mean).mul_(1 - mean)
@@ -232,32 +236,44 @@ class MLPLogLikelihood:
         with torch.no_grad():
             return self._log_prob_and_dparam(self._forward(z)[0], x)[0]
 
-    def value_and_grad(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log p(x | z) (R,) and its gradient in z (R, L)."""
+    def value_and_grad(
+        self, z: torch.Tensor, x: torch.Tensor, value: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """log p(x | z) (R,) and its gradient in z (R, L). value=False skips the value (None): HMC's inner
+        leapfrog steps need only the gradient, and the value's softplus was the costliest elementwise op."""
         with torch.no_grad():
             f, hidden = self._forward(z)
-            ll, g = self._log_prob_and_dparam(f, x)
+            ll, g = self._log_prob_and_dparam(f, x, value)
             # Layer i+1's weight takes the gradient back to h_i = act_i(·) of layer i, then act_i' to its input.
             for (above, _), (_, act), h in zip(
                 reversed(self.layers[1:]), reversed(self.layers[:-1]), reversed(hidden), strict=True
             ):
                 g = g @ above.weight
-                if isinstance(act, nn.Tanh):  # tanh' = 1 − h², in place on h (no longer needed)
-                    g.mul_(h.mul_(h).neg_().add_(1))
+                if isinstance(act, nn.Tanh):  # tanh' = 1 − h²: g ← g − g·h², h² in place (h is no longer needed)
+                    g.addcmul_(g, h.mul_(h), value=-1)
                 elif isinstance(act, nn.Sigmoid):  # σ' = h(1 − h)
                     g.mul_(h).mul_(1 - h)
                 elif isinstance(act, nn.LeakyReLU):
                     g = torch.where(h > 0, g, g * act.negative_slope)
                 else:
                     g.mul_(h > 0)
-            return ll, g @ self.layers[0][0].weight
+            w1 = self.layers[0][0].weight
+            if len(g) > 256:
+                # The product to the narrow latent (fan-in 10 for Wu et al.) as (W₁ᵀ gᵀ)ᵀ: MKL computes it ~3.5×
+                # faster than g W₁ at 1 600 rows (42 vs 146 µs, 64 → 10), and slightly slower at 16 rows.
+                return ll, torch.mm(w1.t(), g.t()).t()
+            return ll, g @ w1
 
 
-def _loglik_and_grad(fn: LogLikelihood, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(x | z) (R,) and its gradient in z (R, L), both detached: by hand for an `MLPLogLikelihood`, else
-    by autograd."""
+def _loglik_and_grad(
+    fn: LogLikelihood, z: torch.Tensor, x: torch.Tensor, value: bool = True
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """log p(x | z) (R,) and its gradient in z (R, L), both detached: by hand for an `MLPLogLikelihood` (the
+    value only if asked for), else by autograd (which always has the value)."""
     if isinstance(fn, MLPLogLikelihood):
-        ll, grad = fn.value_and_grad(z, x)
+        ll, grad = fn.value_and_grad(z, x, value)
+        if ll is None:
+            return None, grad
     else:
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
@@ -306,7 +322,8 @@ def _ais_batch(
         p = p0 - 0.5 * step * (z1 - beta * g1)
         for j in range(cfg.leapfrog_steps):
             z1 = torch.addcmul(z1, step, p)
-            ll1, g1 = _loglik_and_grad(fn, z1, rows)
+            # Only the end of the trajectory needs log p(x|z) (acceptance, next weight); the steps between, ∇ only.
+            ll1, g1 = _loglik_and_grad(fn, z1, rows, value=j == cfg.leapfrog_steps - 1)
             # p ← p − ε·∇U(z1) (half a step at the end), ∇U = z1 − β·∇log p(x|z1); in place on p (a new tensor)
             p.addcmul_(step, torch.add(z1, g1, alpha=-beta), value=-1.0 if j < cfg.leapfrog_steps - 1 else -0.5)
         u1 = 0.5 * (z1 * z1).sum(1) - beta * ll1
