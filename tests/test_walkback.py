@@ -37,6 +37,8 @@ def _config(dataset: str = "toy2d:swissroll", **overrides):
 
 def _algo(dataset: str = "toy2d:swissroll", net: nn.Module | None = None, **overrides) -> Walkback:
     torch.manual_seed(0)
+    if net is not None:  # a stub network has no output layer whose F_σ bias init_noise could set
+        overrides = {"algo.init_noise": None, **overrides}
     cfg = _config(dataset, **overrides)
     data = load_dataset(cfg.dataset, cfg.data)
     algo = Walkback(cfg, data, net=net)
@@ -164,6 +166,43 @@ def test_random_k_is_ceil_log_tmax_plus_uniform_n(t_max, schedule, heating):
         assert 0 <= traj.n <= 3 and traj.K == heating + traj.n
         seen.add(traj.n)
     assert seen == {0, 1, 2, 3}
+
+
+def test_fixed_heating_adds_algorithm1_initial_t1_steps_to_a_fixed_number_of_heating_steps():
+    algo = _algo(**{"algo.schedule": "geometric", "algo.factor": 1.1, "algo.k_mode": "fixed_heating",
+                    "algo.walkback_steps": 4, "algo.n1": 3, "algo.extra_steps": 2})
+    assert algo.sampler.num_levels == 4
+    g = torch.Generator().manual_seed(1)
+    seen = set()
+    for _ in range(200):
+        traj = algo.sampler.sample(algo.t_max, g)
+        # Algorithm 1: n ~ U{0..N1} steps at T = 1 (level 0), then the 4 heating steps of Figs 3.8/3.9's ladder.
+        assert traj.heating == 4 and traj.levels == (0,) * (traj.n + 1) + (1, 2, 3)
+        assert traj.temperatures == pytest.approx([1.1 ** lv for lv in traj.levels])
+        seen.add(traj.n)
+    assert seen == {0, 1, 2, 3}
+    # The sampler's 2 extra T = 1 steps are a trajectory training visits (n = 2 <= N1).
+    assert algo.sampler.evaluation(algo.t_max).levels == (0, 0, 0, 1, 2, 3)
+
+
+def test_points_preset_starts_the_heating_ladder_at_the_data_noise_scale():
+    # Figs 3.8/3.9: 30 heating steps, T ×1.1 per step, σ ∝ T. The T=1 noise starts at a tenth of the data std,
+    # so the top step's noise (15.9× larger) spans the data rather than exceeding it twenty-fold.
+    algo = _algo(**{"algo.net.hidden": [16, 16]})
+    x = load_dataset(algo.run_config.dataset, algo.run_config.data).splits["train"]
+    data_std = x.double().numpy().std(0)  # numpy, per dimension
+    unit = 0.1 * math.sqrt(float((data_std**2).mean()))
+    traj = algo.sampler.evaluation(algo.t_max)
+    assert traj.heating == 30 and max(traj.temperatures) == pytest.approx(1.1**29)
+    with torch.no_grad(), algo._evaluating():
+        assert torch.allclose(algo.transition(x, 0, 1.0).std, torch.full_like(x, unit), rtol=1e-4)
+        top = algo.transition(x, traj.levels[-1], traj.temperatures[-1]).std
+        assert torch.allclose(top, torch.full_like(x, 1.1**29 * unit), rtol=1e-4)
+    end = _heated_end_state(algo, x).double().numpy().std(0)
+    assert ((end > data_std) & (end < 5 * data_std)).all()
+    # The network's own initial noise softplus(F_σ) ≈ 0.69 would heat to a state more than ten times the data's.
+    wide = _algo(**{"algo.net.hidden": [16, 16], "algo.init_noise": None})
+    assert (_heated_end_state(wide, x).double().numpy().std(0) > 10 * data_std).all()
 
 
 def test_random_k_is_capped():
@@ -548,8 +587,9 @@ def test_samples_chains_and_artifacts_have_the_documented_shapes():
 
 def test_presets_follow_the_papers():
     points = build_config(algorithm="walkback", dataset="toy2d:circle")
-    assert (points.algo.schedule, points.algo.factor, points.algo.k_mode, points.algo.walkback_steps) == (
-        "geometric", 1.1, "fixed", 30)
+    assert (points.algo.schedule, points.algo.factor, points.algo.k_mode, points.algo.walkback_steps,
+            points.algo.init_noise, points.algo.temperature_noise) == (
+        "geometric", 1.1, "fixed_heating", 30, 0.1, "std")
     images = build_config(algorithm="walkback", dataset="digits")
     assert images.train.lr == 1e-4 and images.train.batch_size == 100
     # The image heating regime: 30 heating steps (appendix) from T = 1 to T_max, noise variance ∝ T.

@@ -43,6 +43,19 @@ Choices where the paper is silent or inconsistent (each is also documented besid
     diameter"): the top step's noise spans [0, 1], so s_K has forgotten x and p* is wide.
   The alternatives stay available by name: `t_max_rule="noise_ratio"` (re-estimated, Algorithm 1 literally),
   `schedule="sqrt2"|"geometric"` with `k_mode`, `temperature_noise="std"`, `max_variance="data_variance"`.
+* Heating toys (the points default; issue: the swiss-roll bound peaked early and fell, and the selected model
+  drew a blob). Figs 3.8/3.9 heat for 30 steps with T ×1.1 per step. Under σ = T·softplus(F_σ) the top step's
+  noise is 1.1^29 ≈ 15.9 times the T=1 noise, which "can move the state across the whole domain of the data"
+  (§3.3) only if the T=1 noise is near the data's own noise scale: 15.9 × 0.05 ≈ 0.8 on toys spanning ±1.
+  From the network's own initial noise softplus(0) ≈ 0.69 the top noise is ≈ 11 (s_K std ≈ 19 against a data
+  std of 0.48), and training then spends its first ~1 000 updates shrinking σ toward the roll's thickness
+  (0.69 → 0.06, the walkback fit's fixed point), with the heated end state, p* (an EMA that lags it) and
+  the bound all moving with it: the validation bound peaked at σ ≈ 0.28, where the sampler's mean output is a
+  blob, and fell as σ approached the scale that draws the roll (measured; see docs/reproduction.md). The
+  default therefore starts softplus(F_σ) at a tenth of the data std (`init_noise=0.1`, as for images) and
+  uses Algorithm 1's n ~ U{0..N1} initial T=1 steps with the 30 fixed heating steps
+  (`k_mode="fixed_heating"`): with n = 0 (`k_mode="fixed"`, the appendix and the original code) the
+  `extra_steps` T=1 steps of the evaluated sampler are never trained and cost 0.5–3 nats of bound.
 * Bernoulli heating. The operator divides its logits by T (§3.3), which does heat toward fair coins, but its
   noise ρ(1−ρ) ≤ 1/4 never grows with T, so a variance-ratio T_max stays near 1. For it `t_max_rule="auto"`
   means a fixed top temperature (`t_max`, 100: |logit| ≤ 10 gives ρ within 0.5 ± 0.025).
@@ -180,14 +193,16 @@ class WalkbackConfig(AlgoConfig):
         (), description="explicit heating temperatures T_1..T_K for schedule=list (K = their number)"
     )
     t0: float = Field(1.0, gt=0, description="initial temperature T0 (appendix §3.12: 1.0)")
-    k_mode: Literal["random", "fixed"] = Field(
+    k_mode: Literal["random", "fixed", "fixed_heating"] = Field(
         "random",
         description="random: K = heating steps + n, n ~ U{0..n1}, heating steps from T_max (Algorithm 1); "
-        "fixed: K = walkback_steps, n = 0 (appendix §3.12 and the original code: K = 30)",
+        "fixed: K = walkback_steps, n = 0 (appendix §3.12 and the original code: K = 30); fixed_heating: "
+        "walkback_steps heating steps + n, n ~ U{0..n1} initial T=1 steps (Algorithm 1's n with the fixed "
+        "heating of Figs 3.8/3.9; the toy default: it trains the T=1 steps that sampling's extra_steps run)",
     )
     walkback_steps: int = Field(
-        30, ge=1, description="K for k_mode=fixed (appendix §3.12: 30); heating steps of schedule=span (Table 3.1a: "
-        "5, 10, 15), to which k_mode=random adds n ~ U{0..N1} initial T=1 steps"
+        30, ge=1, description="K for k_mode=fixed (appendix §3.12: 30); heating steps of k_mode=fixed_heating and "
+        "of schedule=span (Table 3.1a: 5, 10, 15), to which k_mode=random adds n ~ U{0..N1} initial T=1 steps"
     )
     n1: int = Field(
         5, ge=0, description="N1, the largest number of initial T=1 steps (Algorithm 1 requires N1 > 1 and gives "
@@ -382,12 +397,12 @@ class TrajectorySampler:
             return len(self.cfg.temperatures)
         if self.cfg.schedule == "span":
             return self.cfg.walkback_steps
-        return self.cfg.walkback_steps if self.cfg.k_mode == "fixed" else self.cfg.max_heating_steps
+        return self.cfg.max_heating_steps if self.cfg.k_mode == "random" else self.cfg.walkback_steps
 
     def heating_steps(self, t_max: float) -> int:
         if self.cfg.schedule in ("list", "span"):
             return self.schedule.heating_steps(t_max)
-        if self.cfg.k_mode == "fixed":
+        if self.cfg.k_mode in ("fixed", "fixed_heating"):
             return self.cfg.walkback_steps
         return min(max(self.schedule.heating_steps(t_max), 1), self.cfg.max_heating_steps)
 
@@ -397,10 +412,10 @@ class TrajectorySampler:
         return Trajectory(levels, tuple(self.schedule.temperature(lv, heating, t_max) for lv in levels), n)
 
     def sample(self, t_max: float, generator: torch.Generator) -> Trajectory:
-        """A training trajectory: n ~ U{0..N1}, K = ceil(log T_max / log f²) + n (random) or K fixed, n = 0
-        (schedule=span: K = walkback_steps + n, n ~ U{0..N1} for k_mode=random)."""
+        """A training trajectory: n ~ U{0..N1}, K = ceil(log T_max / log f²) + n (random), K = walkback_steps + n
+        (fixed_heating) or K fixed, n = 0 (schedule=span: K = walkback_steps + n, n ~ U{0..N1} unless fixed)."""
         n = 0
-        if self.cfg.k_mode == "random":
+        if self.cfg.k_mode != "fixed":
             n = int(torch.randint(0, self.cfg.n1 + 1, (1,), generator=generator))
         return self.trajectory(self.heating_steps(t_max), n, t_max)
 
@@ -488,13 +503,15 @@ class Walkback(Algorithm):
                              "mean_output": "sigmoid"},
                     "train": {"lr": 1e-4, "batch_size": 100}}
         if dataset_kind == "points":
-            # Figs 3.8/3.9: 30 steps, temperature ×1.1 per step. The original code uses batches of 2500–5000;
-            # 500 keeps a CPU run quick (6000 updates ≈ 1 min on one core), and the 2-D problem needs far fewer
-            # than 2×1200 units. Adam 1e-4 as for images: at 1e-3 the fixed 30-step runs diverged after ~3000
-            # updates (σ and p* blowing up), with or without gradient clipping at norm 1.
+            # Figs 3.8/3.9: 30 heating steps, temperature ×1.1 per step (σ ∝ T), in the regime the ladder is made
+            # for (module docstring, "Heating toys"): the T=1 noise starts at a tenth of the data std and
+            # Algorithm 1's n ~ U{0..N1} initial T=1 steps train the steps sampling adds. The original code uses
+            # batches of 2500–5000; 500 keeps a CPU run quick, and the 2-D problem needs far fewer than 2×1200
+            # units. Adam 1e-4 as for images: at 1e-3 the fixed 30-step runs diverged after ~3000 updates (σ and
+            # p* blowing up), with or without gradient clipping at norm 1.
             return {
-                "algo": {"schedule": "geometric", "factor": 1.1, "k_mode": "fixed", "walkback_steps": 30,
-                         "net": {"hidden": [128, 128]}},
+                "algo": {"schedule": "geometric", "factor": 1.1, "k_mode": "fixed_heating", "walkback_steps": 30,
+                         "init_noise": 0.1, "net": {"hidden": [128, 128]}},
                 "train": {"lr": 1e-4, "batch_size": 500},
             }
         raise KeyError(f"walkback models image and points data, not '{dataset_kind}' datasets")
