@@ -2,6 +2,7 @@
 client, the client path a cluster uses (`--results s3://bucket/prefix`)."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -263,3 +264,75 @@ def test_ray_train_run_on_s3(s3, tmp_path):
     run_id = runs["run_id"].iloc[0]
     assert any(p.endswith("checkpoint.pt") for p in _listing(url, f"ray/train-{run_id}/checkpoint-0000000020")[1])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sweep_on_s3_driver_killed_then_resumed_by_drivers_with_empty_study_caches(s3, tmp_path):
+    """tests/test_sweep_kill.py on an S3 store, where every driver starts with an empty study cache (each one
+    could be on another machine): the driver is SIGKILLed right after a trial completes, starts, or writes a
+    checkpoint, and the store is checked after each kill (no key twice, a completed trial never run again); a
+    last driver then finishes the sweep: every trial completed once, and the study in the store has no trial
+    left RUNNING and one COMPLETE per trial (the study was never behind Tune's restored state)."""
+    import optuna
+    import ray
+    import yaml
+    from ray.cluster_utils import Cluster
+    from ray.util.state import list_actors
+
+    from tests.test_sweep_kill import SPEC, _check, _free_port, _runs, _trigger, _wait
+
+    url, env = s3
+    spec = {**SPEC, "name": "s3kill", "run_cap": 4}
+    spec_file = tmp_path / "s3kill.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    work = tmp_path / "work"
+    work.mkdir()
+    if ray.is_initialized():
+        ray.shutdown()
+    # Started after the fixture pointed the environment at the S3 server: trial processes inherit it.
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": _free_port()})
+
+    def driver(name):
+        out = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - the child holds it
+        return subprocess.Popen(
+            [sys.executable, "-m", "raygen.cli", "sweep", str(spec_file), "--results", url, "--address",
+             cluster.address], cwd=work, stdout=out, stderr=subprocess.STDOUT,
+            env={**env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "RAYGEN_STUDY_CACHE": str(tmp_path / name)})
+
+    try:
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address)
+        snapshots: dict[str, object] = {}
+        kills = 0
+        for i, kind in enumerate(["complete", "start", "checkpoint", "complete"]):
+            proc = driver(f"driver-{i}")
+            fired = _trigger(kind, url, proc)
+            if proc.poll() is not None:
+                assert proc.returncode == 0, (tmp_path / f"driver-{i}.log").read_text()[-3000:]
+                break
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1 if fired else 0
+            _wait(lambda: not list_actors(filters=[("state", "=", "ALIVE")]), timeout=300, every=0.5)
+            _check(url, snapshots)
+        assert kills >= 2, f"only {kills} drivers were killed before the sweep finished"
+        final = driver("driver-final")
+        final.wait(timeout=900)
+        assert final.returncode == 0, (tmp_path / "driver-final.log").read_text()[-3000:]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    _check(url, snapshots)
+    runs = _runs(url)
+    assert not (runs["status"] == "running").any(), runs[["run_id", "status", "error"]]
+    done = runs[~runs["error"].fillna("").str.startswith("abandoned")]
+    assert (done["status"] == "completed").sum() == 4 and (done["steps"] == 60).all(), runs.to_string()
+    copy = tmp_path / "study.db"
+    copy.write_bytes(store.read_bytes(f"{url}/sweeps/s3kill.optuna.db"))
+    study = optuna.load_study(study_name="s3kill", storage=f"sqlite:///{copy}")
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states, states
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4, states
+    assert list(work.iterdir()) == []
