@@ -122,6 +122,19 @@ def test_cli_train_compact_report_on_s3(s3, tmp_path):
     assert not (tmp_path / "s3:").exists()
 
 
+def test_sweep_into_a_missing_bucket_is_refused_in_one_line(s3, tmp_path):
+    """`raygen sweep --results s3://<no such bucket>/...` is refused before Ray starts, naming the store and the
+    cause; nothing lands in a local folder named after the URL."""
+    _, env = s3
+    spec = Path(__file__).resolve().parents[1] / "sweeps" / "vw-annealing.yaml"
+    out = subprocess.run([sys.executable, "-m", "raygen.cli", "sweep", str(spec), "--smoke", "--results",
+                          "s3://no-such-bucket/results"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "s3://no-such-bucket/results is not writable" in out.stderr and "bucket does not exist" in out.stderr
+    assert "Traceback" not in out.stderr and list(tmp_path.iterdir()) == []
+
+
 def _study_trials(path):
     import optuna
 

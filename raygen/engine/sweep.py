@@ -963,8 +963,15 @@ def write_spec(spec: ResolvedSweep, results: str | Path, *, resume: bool, planne
 def _exists(path: str, filesystem: Any = None) -> bool:
     """Whether Tune can restore the experiment: its tuner.pkl (all `Tuner.can_restore` checks) and, locally, a
     snapshot of its state (without one Tune "restores" an empty experiment whose trials have no config)."""
-    if filesystem is not None or "://" in path:
-        return tune.Tuner.can_restore(path, storage_filesystem=filesystem)
+    if filesystem is not None:  # the store's object store: the same checks, through its client
+        import pyarrow.fs as pafs
+
+        if not tune.Tuner.can_restore(path, storage_filesystem=filesystem):
+            return False
+        infos = filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        return any(_SNAPSHOT.match(i.base_name) and i.base_name.startswith("experiment_state-") for i in infos)
+    if "://" in path:
+        return tune.Tuner.can_restore(path)
     return Path(path).is_dir() and tune.Tuner.can_restore(path) and any(Path(path).glob("experiment_state-*.json"))
 
 
@@ -1093,6 +1100,13 @@ def run_sweep(
     to touch an existing one. `more=N` adds N trials to the sweep's Optuna study once every earlier trial has
     ended (a finished sweep otherwise has nothing left to do, and says so)."""
     results = results_root(results)
+    if is_remote(results):  # a missing bucket or missing credentials: one line, before Ray starts
+        from raygen.engine.local import RunSetupError, check_writable
+
+        try:
+            check_writable(results)
+        except RunSetupError as err:  # it names the store as a Path (s3:/...): give the URL back
+            raise SpecError(str(err).replace(str(Path(results)), str(results), 1)) from None
     mirrored = is_remote(results) and not spec.optuna_storage
     if mirrored:  # before anything (Tune's restore included) opens the study
         log.info("Optuna study of %s: %s working copy %s", spec.sweep_id, fetch_study(results, spec.sweep_id),
