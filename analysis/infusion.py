@@ -384,7 +384,7 @@ def fig_a1(runs: pd.DataFrame, metrics: pd.DataFrame, *, key: str = "valid/lower
 def _words(key: str) -> str:
     """`valid/lower_bound` -> "validation lower bound" (metric names in words on axes and in titles)."""
     split, _, metric = key.partition("/")
-    split = {"valid": "validation", "train_eval": "training-set", "train": "training", "test": "test"}.get(split, split)
+    split = {"valid": "validation", "valid_eval": "validation-set", "train_eval": "training-set", "train": "training", "test": "test"}.get(split, split)
     metric = {"lower_bound": "lower bound", "parzen_ll": "Parzen log-likelihood", "importance": "IS estimate",
               "nll": "NLL", "bpc": "BPC"}.get(metric, metric.replace("_", " "))
     return f"{split} {metric}"

@@ -55,6 +55,22 @@ def test_fits_closed_form_mean_and_reports_on_cadence(toy_algorithm):
     assert [a.name for a in report.reports[-1][3]] == ["params.txt"]
 
 
+def test_a_final_evaluation_of_the_validation_split_has_its_own_name(toy_algorithm):
+    """The quick validation at the last update and the full evaluation of the validation split are two protocols
+    at one step: stored under one name they gave two different values for one (step, split, metric) key."""
+    report = Collect()
+    train(_config(toy_algorithm, **{"train.steps": 40, "train.log_every": 20, "train.eval_every": 20,
+                                    "eval.splits": ["valid", "test"], "eval.test_examples": 50}), report)
+    written: dict[tuple[int, str], list[float]] = {}
+    for step, metrics, *_ in report.reports:
+        for key, value in metrics.items():
+            written.setdefault((step, key), []).append(value)
+    assert all(len(values) == 1 for values in written.values()), {k: v for k, v in written.items() if len(v) > 1}
+    final = report.reports[-1][1]
+    assert "valid_eval/nll" in final and not any(k.startswith("valid/") for k in final)
+    assert (40, "valid/nll") in written  # the quick validation of the last update stays where it was
+
+
 def test_seeded_runs_are_identical_and_seeds_differ(toy_algorithm):
     runs = []
     for seed in (0, 0, 1):

@@ -123,6 +123,10 @@ def test_unknown_metric_names_are_refused_with_a_suggestion():
     resolve(spec(metric={"name": "train_eval/lower_bound", "goal": "maximize"}))
     with pytest.raises(SpecError, match="test/importance"):
         resolve(spec(metric={"name": "test/importance", "goal": "maximize"}, fixed={"eval.splits": ["valid"]}))
+    # the validation split's full evaluation is valid_eval/ (valid/ is the quick evaluation during training)
+    resolve(spec(metric={"name": "valid_eval/importance", "goal": "maximize"}, fixed={"eval.splits": ["valid"]}))
+    with pytest.raises(SpecError, match="valid/importance"):
+        resolve(spec(metric={"name": "valid/importance", "goal": "maximize"}, fixed={"eval.splits": ["valid"]}))
 
 
 def test_declared_metric_names_cover_what_a_real_run_reports(tmp_path):

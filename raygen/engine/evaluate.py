@@ -103,17 +103,20 @@ def sample_score_metrics(algo: Algorithm, dataset: Dataset, config: RunConfig) -
     return out
 
 
-def _split_label(split: str) -> str:
-    """The name a split's full-evaluation numbers are stored under. The training split's become `train_eval`:
-    `train/…` already holds the running averages of the training metrics, and one name must mean one thing."""
-    return "train_eval" if split == "train" else split
+def final_split_label(split: str) -> str:
+    """The name a split's full-evaluation numbers are stored under. The training split's become `train_eval`
+    (`train/…` already holds the running averages of the training metrics) and the validation split's
+    `valid_eval` (`valid/…` holds the quick evaluations during training, one of them at the last update): one
+    name must mean one protocol, and a (step, split, metric) key is never written twice with different values."""
+    return {"train": "train_eval", "valid": "valid_eval"}.get(split, split)
 
 
 def evaluation_suite(
     algo: Algorithm, dataset: Dataset, config: RunConfig, generator: torch.Generator, *, pictures: bool = True
 ) -> tuple[dict[str, float], list[Artifact]]:
     """Every metric the run's config asks for on `config.eval.splits`, plus the picture artifacts. Keys are
-    `split/metric`, with the training split's full evaluation under `train_eval/` (see `_split_label`)."""
+    `split/metric`, with the training and validation splits' full evaluations under `train_eval/` and `valid_eval/`
+    (see `final_split_label`)."""
     ec = config.eval
     metrics: dict[str, float] = {}
     algo.eval()
@@ -130,7 +133,7 @@ def evaluation_suite(
                 # The IS estimate grows with k (VW 3.4.2 asks for "a large number of destructive paths"; no paper
                 # table states its k), so every IS number is stored beside the k that produced it.
                 values["importance_k"] = float(ec.likelihood_samples)
-            label = _split_label(split)
+            label = final_split_label(split)
             metrics.update({f"{label}/{k}": float(v) for k, v in values.items()})
             # Parzen is a test-set number in every table that reports it (Infusion FIG 3.4).
             if ec.parzen and dataset.kind in ("image", "points") and split == "test":

@@ -63,6 +63,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from raygen.algorithms import Artifact
 from raygen.config import RunConfig
+from raygen.engine.evaluate import final_split_label
 from raygen.engine.ray_train import LatestMetrics, ensure_ray, load_payload, resume_step, run_distributed
 from raygen.engine.report import CHECKPOINT_NAME, StoreReporter, checkpoint_bytes
 from raygen.engine.resources import ResourceError, preflight
@@ -311,7 +312,7 @@ class _TrialReporter:
         self.last_step = 0
         self.declared = reported_metrics(config)
         # Splits the final evaluation writes may gain names only then; the others are complete at first sight.
-        self.final_splits = {"train_eval" if s == "train" else s for s in config.eval.splits} | {"train"}
+        self.final_splits = {final_split_label(s) for s in config.eval.splits} | {"train"}
         self.watch = [w for w in watch if w.partition("/")[0] not in self.final_splits]
         self.seen: set[str] = set()
 

@@ -448,8 +448,9 @@ def grid_size(params: Sequence[Param], cap: int = GRID_CAP) -> int:
 # ---------------------------------------------------------------------------------------------- metric names
 
 # The store's splits: train/ = training means (train_step), valid/ = the quick evaluation during training, and
-# after training one split per eval.splits entry from the full evaluation (the training split's final
-# evaluation is named train_eval, so it never shares a key with the training means).
+# after training one split per eval.splits entry from the full evaluation (the training and validation splits'
+# final evaluations are named train_eval and valid_eval, so they never share a key with the training means or
+# the quick validation; evaluate.final_split_label).
 _PARZEN = ("parzen_ll", "parzen_ll_se", "parzen_sigma")
 
 
@@ -457,6 +458,7 @@ def reported_metrics(config: RunConfig) -> dict[str, tuple[str, ...]]:
     """split -> metric-name patterns a run of `config` reports, from its algorithm's `metric_names`
     ({} when the algorithm declares none)."""
     from raygen.algorithms import algorithm_class
+    from raygen.engine.evaluate import final_split_label
 
     declared = getattr(algorithm_class(config.algorithm), "metric_names", None) or {}
     if not declared:
@@ -469,11 +471,10 @@ def reported_metrics(config: RunConfig) -> dict[str, tuple[str, ...]]:
         if split == "test":  # the suite's sample scores, when asked for (evaluate.sample_score_metrics)
             names += ("inception_score", "inception_score_std", "fid") if config.eval.inception_path else ()
             names += ("classifier_score", "classifier_score_std", "classifier_fid") if config.eval.classifier_score else ()
-        if split == "train":  # until every store names it train_eval, accept both
-            out["train_eval"] = names
+        label = final_split_label(split)
+        out[label] = out.get(label, ()) + names
+        if split == "train":  # stores written before train_eval existed name it train/
             out["train"] = out["train"] + names
-        else:
-            out[split] = out.get(split, ()) + names
     return out
 
 
