@@ -71,9 +71,19 @@ def read_sweep_specs(root: str | Path) -> dict[str, dict[str, Any]]:
 
 def store_fingerprint(root: str | Path) -> str:
     """Changes whenever a file is added, replaced or removed under the store (the dashboard polls this)."""
+    subs = ("runs", "metrics", "artifacts", SWEEPS_DIR, f"metrics/{PENDING}", f"artifacts/{PENDING}")
+    got = remote(root)
+    if got is not None:  # an object store: one listing per folder, objects' sizes and modification times
+        import pyarrow.fs as pafs
+
+        fs, base = got
+        stamps = [(info.size or 0, info.mtime_ns or 0)
+                  for sub in subs for info in fs.get_file_info(pafs.FileSelector(f"{base}/{sub}", allow_not_found=True))
+                  if info.type == pafs.FileType.File and not info.base_name.startswith((".", "_"))]
+        return f"{len(stamps)}-{max((m for _, m in stamps), default=0)}-{sum(n for n, _ in stamps)}"
     root = Path(root)
     count, latest = 0, 0
-    for sub in ("runs", "metrics", "artifacts", SWEEPS_DIR, f"metrics/{PENDING}", f"artifacts/{PENDING}"):
+    for sub in subs:
         directory = root / sub
         if not directory.is_dir():
             continue

@@ -94,6 +94,24 @@ def test_recorder_and_readers_on_s3(s3):
     assert len(read_runs(url)) == 2
 
 
+def test_dashboard_fingerprint_on_s3_changes_with_every_write(s3):
+    from analysis.load import store_fingerprint
+
+    url, _ = s3
+    cfg = build_config(algorithm="walkback", dataset="toy2d:circle", overrides={})
+    rec = RunRecorder(url, cfg)
+    seen = [store_fingerprint(url)]
+    rec.write_run("running")  # a run row
+    seen.append(store_fingerprint(url))
+    rec.log(1, {"train/loss": 1.0})
+    rec.flush()  # a metrics piece
+    seen.append(store_fingerprint(url))
+    rec.write_run("completed")  # the row replaced, the piece folded into a segment
+    seen.append(store_fingerprint(url))
+    assert len(set(seen)) == len(seen), seen
+    assert store_fingerprint(url) == seen[-1]  # and it is stable while nothing is written
+
+
 def test_cli_train_compact_report_on_s3(s3, tmp_path):
     """`raygen train --results s3://...`, `raygen compact` and `raygen report` against the S3 server; nothing
     is written to a local folder named after the URL."""

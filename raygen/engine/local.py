@@ -57,7 +57,8 @@ def check_writable(results: str | Path) -> Path:
             atomic_write_bytes(probe, b"raygen")
             delete_file(probe)
         except OSError as err:
-            raise RunSetupError(f"results store {root} is not writable: {describe_os_error(err)}") from None
+            # `results` as given: a Path has folded the URL's "//" into "/"
+            raise RunSetupError(f"results store {results} is not writable: {describe_os_error(err)}") from None
         return root
     for sub in ("", "runs", "metrics", "artifacts", "files"):
         directory = root / sub
