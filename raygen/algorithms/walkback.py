@@ -184,7 +184,8 @@ class WalkbackConfig(AlgoConfig):
     init_noise: float | None = Field(
         None, gt=0, description="gaussian operator: initial T=1 noise std softplus(F_σ) as a fraction of the data "
         "std, set through the F_σ output bias (None: the network's own initialisation, softplus(≈0) ≈ 0.69, "
-        "wider than [0,1] image data, so the noise-ratio T_max starts below 1 and nothing heats)",
+        "wider than [0,1] image data, so the noise-ratio T_max starts below 1 and nothing heats; on the toys the "
+        "×1.1 ladder's top noise is then 15.9 × 0.69 ≈ 11 against data within ±1; 0.1 is the image and toy preset)",
     )
     factor: float = Field(
         2.0, gt=1, description="geometric schedule factor (Algorithm 1: 2; toy data, Figs 3.8/3.9: 1.1)"
