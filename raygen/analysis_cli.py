@@ -93,6 +93,12 @@ def dashboard(
     """Explore sweeps in the browser: trials table, parallel coordinates, importance, learning curves, Pareto
     front and samples. Works offline; the page refreshes while a sweep is still writing."""
     _logging()
+    if html and out is None and results.suffix.lower() in (".html", ".htm") and not results.is_dir():
+        # the old spelling `--html FILE`: FILE now lands in the positional RESULTS, and the error would be about a
+        # missing store (or two stores, with --results) instead of the changed option
+        typer.secho(f"error: --html is a flag now and takes no file; write `--html --out {results}` (the "
+                    "positional argument is the results store)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
     results = _store(results, results_option)
     _check_store(results)
     from analysis.dashboard import export_dashboard, serve_dashboard

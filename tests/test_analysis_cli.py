@@ -52,6 +52,18 @@ def test_dashboard_html_never_takes_results_for_its_output(tmp_path, monkeypatch
     assert "runs: infusion" in (tmp_path / "dashboard.html").read_text()
 
 
+def test_dashboard_old_html_file_spelling_names_the_new_one(tmp_path, monkeypatch):
+    """`--html FILE` (the old spelling) put FILE in the positional store: the error named a missing store, or two
+    stores with --results. It names the new spelling instead, and writes nothing."""
+    store = _store(tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    for command in (["dashboard", "--html", "page.html", "--results", str(store)], ["dashboard", "--html", "page.html"]):
+        result = CliRunner().invoke(_app(), command)
+        assert result.exit_code == 2, result.output
+        assert "--html --out page.html" in result.output and "two results stores" not in result.output
+        assert not (tmp_path / "page.html").exists()
+
+
 def test_missing_store_is_a_clear_error(tmp_path):
     for command in (["report", str(tmp_path / "nope")], ["dashboard", str(tmp_path / "nope"), "--html"]):
         result = CliRunner().invoke(_app(), command)
