@@ -16,16 +16,20 @@ summary gives mean ± standard error over seeds per preset, and the per-seed dif
 (same seeds, so the same data order and test points) as mean ± standard error.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_first_run.py                  # the README's table (~25 CPU-minutes)
-    python benchmarks/bench_first_run.py --presets old new 2x768 --seeds 0 1 2 3
+    python benchmarks/bench_first_run.py --presets old new 2x768 new+train.lr=0.002 --runs runs.jsonl
     python benchmarks/bench_first_run.py --smoke                            # seconds: checks it runs
 
 Presets: `old` (2×1200, 10 repeats: the digits config before the digits preset), `new` (the digits preset as
-it is now), and `NxW` (the digits preset with an N-layer operator of width W).
+it is now), `NxW` (the digits preset with an N-layer operator of width W), each optionally followed by
+`+KEY=VALUE` overrides. With `--runs FILE` every run is appended to FILE (JSON lines) and a run already
+there (same preset, seed, steps and resolved settings) is read instead of trained again, so one table can
+gather runs made at different times.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import re
@@ -33,7 +37,7 @@ import statistics
 import tempfile
 import time
 
-from raygen.config import build_config
+from raygen.config import build_config, parse_override
 from raygen.engine.local import run_local
 from raygen.results import read_runs
 
@@ -44,15 +48,18 @@ PROTOCOL = ("test_examples", "likelihood_samples", "dequantize", "parzen", "parz
             "parzen_valid_examples")
 
 
-def preset_overrides(name: str) -> dict:
+def preset_overrides(spec: str) -> dict:
+    """`old`, `new` or `NxW`, then optional `+KEY=VALUE` overrides."""
+    name, *extra = spec.split("+")
     if name == "old":
-        return dict(OLD)
-    if name == "new":
-        return {}
-    match = re.fullmatch(r"(\d+)x(\d+)", name)
-    if not match:
-        raise SystemExit(f"unknown preset '{name}' (known: old, new, or NxW such as 2x768)")
-    return {"algo.net.hidden": [int(match.group(2))] * int(match.group(1))}
+        base = dict(OLD)
+    elif name == "new":
+        base = {}
+    elif match := re.fullmatch(r"(\d+)x(\d+)", name):
+        base = {"algo.net.hidden": [int(match.group(2))] * int(match.group(1))}
+    else:
+        raise SystemExit(f"unknown preset '{spec}' (known: old, new or NxW such as 2x768, then +KEY=VALUE ...)")
+    return {**base, **dict(parse_override(text) for text in extra)}
 
 
 class _StageClock(logging.Handler):
@@ -67,10 +74,20 @@ class _StageClock(logging.Handler):
             self.eval_start = time.process_time()
 
 
-def one_run(name: str, overrides: dict, steps: int, seed: int, root: str) -> dict:
+def settings(cfg) -> dict:
+    """What a recorded run must match to be reused: the resolved settings a preset may change."""
+    return {"hidden": "x".join(map(str, cfg.algo.net.hidden)), "lr": cfg.train.lr, "batch": cfg.train.batch_size,
+            "repeats": cfg.eval.repeats, "protocol": {k: getattr(cfg.eval, k) for k in PROTOCOL}}
+
+
+def one_run(name: str, overrides: dict, steps: int, seed: int, root: str, recorded: list[dict]) -> dict:
     cfg = build_config(algorithm="infusion", dataset="digits",
                        overrides={**overrides, "train.steps": steps, "seed": seed})
-    results = f"{root}/{name}-{seed}"
+    key = {"preset": name, "seed": seed, "steps": steps, **json.loads(json.dumps(settings(cfg)))}
+    for row in recorded:
+        if {k: row.get(k) for k in key} == key:
+            return {**row, "reused": True}
+    results = f"{root}/{len(recorded)}"
     clock = _StageClock()
     evaluate_log = logging.getLogger("raygen.engine.evaluate")
     level, propagate = evaluate_log.level, evaluate_log.propagate
@@ -88,10 +105,9 @@ def one_run(name: str, overrides: dict, steps: int, seed: int, root: str) -> dic
     seconds, cpu_end = time.perf_counter() - start, time.process_time()
     row = read_runs(results).set_index("run_id").loc[run_id]
     eval_start = clock.eval_start if clock.eval_start is not None else cpu_end
-    return {"preset": name, "seed": seed, "hidden": "x".join(map(str, cfg.algo.net.hidden)),
-            "repeats": cfg.eval.repeats, "protocol": {k: getattr(cfg.eval, k) for k in PROTOCOL},
-            "wall": seconds, "cpu": cpu_end - cpu, "train_cpu": eval_start - cpu, "eval_cpu": cpu_end - eval_start,
-            "lb": float(row["final.test/lower_bound"]), "parzen": float(row["final.test/parzen_ll"])}
+    return {**key, "wall": seconds, "cpu": cpu_end - cpu, "train_cpu": eval_start - cpu,
+            "eval_cpu": cpu_end - eval_start, "lb": float(row["final.test/lower_bound"]),
+            "parzen": float(row["final.test/parzen_ll"]), "reused": False}
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -110,8 +126,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--presets", nargs="+", default=["old", "new"],
-                        help="old, new, or NxW (the digits preset with an N-layer operator of width W); the first "
-                        "is the reference for the differences")
+                        help="old, new, or NxW (the digits preset with an N-layer operator of width W), each "
+                        "optionally followed by +KEY=VALUE overrides; the first is the reference for the differences")
+    parser.add_argument("--runs", help="JSON-lines file of runs: recorded runs are reused, new ones appended")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -122,14 +139,25 @@ def main() -> None:
                  "eval.test_examples": 50, "eval.train_examples": 10, "algo.sampling_steps": 15}
         presets = {name: {**o, **small, **({"algo.net.hidden": [64, 64]} if name == "old" else {})}
                    for name, o in presets.items()}
+    recorded: list[dict] = []
+    if args.runs:
+        try:
+            with open(args.runs) as f:
+                recorded = [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            pass
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as root:
         for seed in args.seeds:  # seed-major: an interrupted run still has every preset at the first seeds
             for name, overrides in presets.items():
-                rows.append(one_run(name, overrides, args.steps, seed, root))
-                r = rows[-1]
-                print(f"  {r['preset']:8} seed {seed}: {r['cpu']:6.1f} CPU s ({r['train_cpu']:.1f} training), "
-                      f"{r['wall']:6.1f} wall s, test LB {r['lb']:7.2f}, Parzen {r['parzen']:6.2f}", flush=True)
+                r = one_run(name, overrides, args.steps, seed, root, recorded)
+                rows.append(r)
+                if args.runs and not r["reused"]:
+                    with open(args.runs, "a") as f:
+                        f.write(json.dumps({k: v for k, v in r.items() if k != "reused"}) + "\n")
+                print(f"  {r['preset']} seed {seed}: {r['cpu']:6.1f} CPU s ({r['train_cpu']:.1f} training), "
+                      f"{r['wall']:6.1f} wall s, test LB {r['lb']:7.2f}, Parzen {r['parzen']:6.2f}"
+                      f"{' (recorded)' if r['reused'] else ''}", flush=True)
     protocols = {str(r["protocol"]) for r in rows}
     if len(protocols) > 1:
         raise SystemExit(f"the presets' final evaluations differ beyond repeats, numbers not comparable: {protocols}")
@@ -138,11 +166,12 @@ def main() -> None:
           f"{protocol['likelihood_samples']} importance samples per example, Parzen with "
           f"{protocol['parzen_samples']} samples, for every preset. Mean ± standard error over seeds; higher is "
           "better for LB and Parzen.")
-    print(f"{'preset':8} {'network':>10} {'repeats':>7} {'CPU s':>14} {'training CPU s':>14} {'final eval CPU s':>16} "
+    w = max(8, *map(len, presets))
+    print(f"{'preset':{w}} {'network':>10} {'lr':>7} {'repeats':>7} {'CPU s':>14} {'training CPU s':>14} {'final eval CPU s':>16} "
           f"{'wall s':>14} {'test LB':>14} {'Parzen LL':>14}")
     by_preset = {name: [r for r in rows if r["preset"] == name] for name in presets}
     for name, rs in by_preset.items():
-        print(f"{name:8} {rs[0]['hidden']:>10} {rs[0]['repeats']:>7} {fmt([r['cpu'] for r in rs], 1):>14} "
+        print(f"{name:{w}} {rs[0]['hidden']:>10} {rs[0]['lr']:>7g} {rs[0]['repeats']:>7} {fmt([r['cpu'] for r in rs], 1):>14} "
               f"{fmt([r['train_cpu'] for r in rs], 1):>14} {fmt([r['eval_cpu'] for r in rs], 1):>16} "
               f"{fmt([r['wall'] for r in rs], 1):>14} {fmt([r['lb'] for r in rs]):>14} "
               f"{fmt([r['parzen'] for r in rs]):>14}")
