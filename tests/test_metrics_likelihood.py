@@ -53,6 +53,17 @@ def test_minus_inf_weight_is_allowed_nan_is_not():
         importance_estimates(torch.zeros(4))
 
 
+def test_non_finite_weights_are_a_divergence_of_the_run():
+    """A model that diverged only in its evaluation (walkback init_noise=1e30 gave NaN weights) ended the run
+    with a traceback: the error is one `is_divergence` knows, which the CLI prints in one line."""
+    from raygen.engine.sweep import is_divergence
+
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError) as err:
+            importance_estimates(torch.tensor([[0.0, bad]]))
+        assert is_divergence(err.value)
+
+
 def test_importance_sampling_converges_to_exact_linear_gaussian_likelihood():
     # z ~ N(0, 1), x | z ~ N(a z, s²)  ⇒  p(x) = N(0, a² + s²); posterior N(m, v) with v = 1/(1 + a²/s²),
     # m = v a x / s². The proposal q(z|x) is deliberately not the posterior (shifted mean, 1.5× wider).

@@ -617,3 +617,11 @@ def test_short_training_on_swissroll_improves_the_valid_lower_bound():
     valid = [m["valid/lower_bound"] for _, m in reports if "valid/lower_bound" in m]
     assert valid and valid[-1] > before + 1.0
     assert any("train/loss" in m for _, m in reports)
+
+
+@pytest.mark.parametrize("value", ["inf", "1e30"])
+def test_init_noise_that_cannot_be_a_noise_scale_is_refused_in_one_line(value):
+    """init_noise=inf trained into a NaN loss (the error advised a lower learning rate) and 1e30 squared past
+    float32 into an infinite σ², T_max = 0 and a NaN evaluation traceback: both are refused, naming the key."""
+    with pytest.raises(ConfigError, match="init_noise"):
+        build(_config(**{"algo.init_noise": value}))

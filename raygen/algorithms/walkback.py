@@ -183,7 +183,7 @@ class WalkbackConfig(AlgoConfig):
         "dimensions: the data variance, or the squared range (max − min)² of the training data",
     )
     init_noise: float | None = Field(
-        None, gt=0, description="gaussian operator: initial T=1 noise std softplus(F_σ) as a fraction of the data "
+        None, gt=0, allow_inf_nan=False, description="gaussian operator: initial T=1 noise std softplus(F_σ) as a fraction of the data "
         "std, set through the F_σ output bias (None: the network's own initialisation, softplus(≈0) ≈ 0.69, "
         "wider than [0,1] image data, so the noise-ratio T_max starts below 1 and nothing heats; on the toys the "
         "×1.1 ladder's top noise is then 15.9 × 0.69 ≈ 11 against data within ±1; 0.1 is the image and toy preset)",
@@ -653,6 +653,9 @@ class Walkback(Algorithm):
                 first = self.transition(batch, 0, self.cfg.t0)
                 self.net.train(was)
             self.noise_var.copy_(first.unit_noise_var().mean())
+            if not bool(torch.isfinite(self.noise_var)):  # e.g. init_noise=1e30: σ² overflows float32, T_max = 0
+                raise ConfigError(f"algo.init_noise={self.cfg.init_noise:g} makes the initial T=1 noise variance "
+                                  "overflow (it is a fraction of the data std; the preset is 0.1)")
         self.t_max_initial.copy_(self.data_var / self.noise_var.clamp_min(1e-12))
         log.info("walkback: σ²_max=%.4g, σ²=%.4g, T_max=%.4g", float(self.data_var), float(self.noise_var), self.t_max)
 

@@ -36,7 +36,10 @@ def importance_estimates(log_weights: torch.Tensor) -> dict[str, torch.Tensor]:
         raise ValueError(f"log_weights is empty (shape {tuple(log_weights.shape)})")
     lw = log_weights.detach().to(torch.float64)
     if bool(torch.isnan(lw).any()) or bool((lw == math.inf).any()):
-        raise ValueError("log_weights contains NaN or +inf (check the log-densities that produced them)")
+        # "non-finite": the wording `raygen.engine.sweep.is_divergence` knows, so a run whose model diverged only
+        # in its evaluation fails in one line (and a sweep does not retry it), not with a traceback
+        raise ValueError("log_weights contains non-finite values, NaN or +inf (check the log-densities that "
+                         "produced them)")
     k = lw.shape[1]
     return {
         "lower_bound": lw.mean(dim=1),
