@@ -92,7 +92,8 @@ def _expected_failure(err: BaseException) -> tuple[str, int] | None:
     elif is_out_of_memory(err):
         message, code = f"out of memory ({first_line(err)}); make the networks or train.batch_size smaller", 1
     elif isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
-                                                    errno.EPERM):
+                                                    errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        # EEXIST/ENOTDIR/EISDIR: a file where the store keeps a folder (`.locks`, `runs`) or the reverse
         message, code = f"cannot write the results store: {describe_os_error(err)}", 1
     elif isinstance(err, KeyboardInterrupt):
         message, code = "interrupted; the run is recorded as stopped", 130

@@ -289,6 +289,18 @@ def test_a_full_disk_simulated_ends_the_row_failed(toy_algorithm, tmp_path, monk
     assert row.status == "failed" and "No space left" in row.error
 
 
+def test_a_file_where_the_store_keeps_its_lock_folder_is_one_line(toy_algorithm, tmp_path):
+    """A stray file named `.locks` in the store (where the run's claim and row locks go) ended `train` and
+    `train --resume` with a FileExistsError traceback."""
+    store = tmp_path / "store"
+    assert train(toy_algorithm, store, steps=4).exit_code == 0
+    (store / ".locks").rename(tmp_path / "locks")
+    (store / ".locks").write_text("not a folder")
+    assert_one_line(train(toy_algorithm, store, steps=4), "cannot write the results store", ".locks", code=1)
+    assert_one_line(invoke("train", "--resume", "latest", "--results", store), "cannot write the results store",
+                    ".locks", code=1)
+
+
 def test_resume_refuses_a_live_run_and_an_unknown_one(toy_algorithm, tmp_path):
     from raygen.config import build_config
     from raygen.results import RunRecorder
@@ -302,9 +314,11 @@ def test_resume_refuses_a_live_run_and_an_unknown_one(toy_algorithm, tmp_path):
 
 
 def test_a_diverging_walkback_is_one_line_and_a_failed_row(tmp_path):
-    # lr=1e12 drives the transition operator's std to 0 within a few updates (a ValueError, not a NaN loss)
+    # lr=1e12 drives the transition operator's std to 0 within a few updates (a ValueError, not a NaN loss); from
+    # the network's own initial noise (init_noise=null): the toy preset's small initial noise gives a NaN loss first
     res = invoke("train", "walkback", "--dataset", "toy2d:circle", "--steps", 200, "--device", "cpu", "--results",
-                 tmp_path, "train.lr=1e12", "algo.net.hidden=[16]", "data.toy_samples=200", "train.batch_size=20")
+                 tmp_path, "train.lr=1e12", "algo.net.hidden=[16]", "data.toy_samples=200", "train.batch_size=20",
+                 "algo.init_noise=null")
     assert_one_line(res, "failed", "training diverged", "train.lr", code=1)
     assert read_runs(tmp_path).iloc[0].status == "failed"
 
