@@ -36,10 +36,10 @@ def _store(results: Path, option: Path | None) -> Path:
 
 
 def _check_store(results: Path) -> None:
-    from raygen.results.store import exists, is_remote
+    from raygen.results.store import exists, is_remote, label
 
     if not (exists(results) if is_remote(results) else results.is_dir()):
-        typer.secho(f"error: results store {results} does not exist (run `raygen train` or `raygen sweep` first, "
+        typer.secho(f"error: results store {label(results)} does not exist (run `raygen train` or `raygen sweep` first, "
                     "or pass the folder they wrote)", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
 

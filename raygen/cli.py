@@ -283,9 +283,12 @@ def _is_store(results: Path) -> bool:
 
 
 def _require_store(results: Path) -> None:
+    from raygen.results.store import is_remote, label
+
     if not _is_store(results):
-        what = "does not exist" if not results.exists() else "is not a raygen results store (no runs/ folder)"
-        _fail(f"results store {results} {what}; pass the folder `raygen train` or `raygen sweep` wrote with "
+        what = "does not exist" if is_remote(results) or not results.exists() else \
+            "is not a raygen results store (no runs/ folder)"
+        _fail(f"results store {label(results)} {what}; pass the folder `raygen train` or `raygen sweep` wrote with "
               "--results")
 
 

@@ -153,6 +153,21 @@ def test_sweep_into_a_missing_bucket_is_refused_in_one_line(s3, tmp_path):
     assert "Traceback" not in out.stderr and list(tmp_path.iterdir()) == []
 
 
+def test_a_missing_bucket_is_named_by_its_url_in_every_command(s3):
+    """`train`, `runs` and `dashboard` named the store `s3:/no-such-bucket/results` (the CLI's Path folds the
+    URL's "//"): the message names the store as typed."""
+    from typer.testing import CliRunner
+
+    from raygen.cli import app
+
+    url = "s3://no-such-bucket/results"
+    for args in (["train", "walkback", "--dataset", "toy2d:circle", "--steps", "2", "--results", url],
+                 ["runs", "--results", url], ["dashboard", url, "--html"]):
+        out = CliRunner().invoke(app, args)
+        assert out.exit_code == 2, out.output
+        assert f"results store {url} " in out.output and "s3:/no" not in out.output, out.output
+
+
 def _study_trials(path):
     import optuna
 

@@ -49,7 +49,7 @@ def check_writable(results: str | Path) -> Path:
     store is refused before hours of work are done for nothing. Permission bits alone do not tell (root
     ignores them; a read-only mount does not show in them), hence a real write."""
     root = Path(results)
-    from raygen.results.store import atomic_write_bytes, delete_file
+    from raygen.results.store import atomic_write_bytes, delete_file, label
 
     if is_remote(root):  # an object store has no folders: one probe object, written and deleted
         probe = root / "runs" / f".probe-{uuid.uuid4().hex}"
@@ -57,8 +57,8 @@ def check_writable(results: str | Path) -> Path:
             atomic_write_bytes(probe, b"raygen")
             delete_file(probe)
         except OSError as err:
-            # `results` as given: a Path has folded the URL's "//" into "/"
-            raise RunSetupError(f"results store {results} is not writable: {describe_os_error(err)}") from None
+            # the URL as given: a Path (the CLI's --results) has folded its "//" into "/"
+            raise RunSetupError(f"results store {label(results)} is not writable: {describe_os_error(err)}") from None
         return root
     for sub in ("", "runs", "metrics", "artifacts", "files"):
         directory = root / sub

@@ -175,6 +175,12 @@ def is_remote(path: str | Path) -> bool:
     return remote(path) is not None
 
 
+def label(path: str | Path) -> str:
+    """A store as the user wrote it, for messages: `Path("s3://b/p")` has folded the URL's "//" into "/"."""
+    match = URL.match(str(path))
+    return f"{match['scheme']}://{match['rest']}" if match is not None and is_remote(path) else str(path)
+
+
 def read_bytes(path: str | Path) -> bytes:
     got = remote(path)
     if got is None:
