@@ -38,7 +38,13 @@ def _store(results: Path, option: Path | None) -> Path:
 def _check_store(results: Path) -> None:
     from raygen.results.store import exists, is_remote, label
 
-    if not (exists(results) if is_remote(results) else results.is_dir()):
+    try:
+        found = exists(results) if is_remote(results) else results.is_dir()
+    except OSError as err:  # an object store that cannot be reached (endpoint, network): its error, one line
+        typer.secho(f"error: cannot read results store {label(results)}: {' '.join(str(err).split())}",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    if not found:
         typer.secho(f"error: results store {label(results)} does not exist (run `raygen train` or `raygen sweep` first, "
                     "or pass the folder they wrote)", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)

@@ -95,6 +95,9 @@ def _expected_failure(err: BaseException) -> tuple[str, int] | None:
                                                     errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
         # EEXIST/ENOTDIR/EISDIR: a file where the store keeps a folder (`.locks`, `runs`) or the reverse
         message, code = f"cannot write the results store: {describe_os_error(err)}", 1
+    elif isinstance(err, OSError) and err.errno is None and "AWS Error" in str(err):
+        # pyarrow's S3 errors carry no errno: an unreachable endpoint, a denied request (its text names which)
+        message, code = f"object store request failed: {' '.join(str(err).split())}", 1
     elif isinstance(err, KeyboardInterrupt):
         message, code = "interrupted; the run is recorded as stopped", 130
     elif getattr(err, "worker_failures", None) is not None:  # Ray Train: name the worker's error, not Ray's
@@ -285,7 +288,11 @@ def _is_store(results: Path) -> bool:
 def _require_store(results: Path) -> None:
     from raygen.results.store import is_remote, label
 
-    if not _is_store(results):
+    try:
+        found = _is_store(results)
+    except OSError as err:  # an object store that cannot be reached (endpoint, network): its error, one line
+        _fail(f"cannot read results store {label(results)}: {' '.join(str(err).split())}")
+    if not found:
         what = "does not exist" if is_remote(results) or not results.exists() else \
             "is not a raygen results store (no runs/ folder)"
         _fail(f"results store {label(results)} {what}; pass the folder `raygen train` or `raygen sweep` wrote with "
@@ -424,10 +431,14 @@ def compact(
     cache. Runs fold their own pieces when they end; this finishes what a kill interrupted. Safe while runs
     write (docs/results.md)."""
     from raygen.results import compact as compact_store
-    from raygen.results.store import exists, is_remote
+    from raygen.results.store import exists, is_remote, label
 
-    if not (exists(results) if is_remote(results) else results.is_dir()):
-        _fail(f"results store {results} does not exist")
+    try:
+        found = exists(results) if is_remote(results) else results.is_dir()
+    except OSError as err:  # an object store that cannot be reached (endpoint, network): its error, one line
+        _fail(f"cannot read results store {label(results)}: {' '.join(str(err).split())}")
+    if not found:
+        _fail(f"results store {label(results)} does not exist")
     done = compact_store(results, running=running)
     typer.echo(f"folded {done['metrics']} metric and {done['artifacts']} artifact pieces in {results}")
 

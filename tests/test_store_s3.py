@@ -168,6 +168,31 @@ def test_a_missing_bucket_is_named_by_its_url_in_every_command(s3):
         assert f"results store {url} " in out.output and "s3:/no" not in out.output, out.output
 
 
+def test_an_unreachable_endpoint_is_one_line_in_every_command(monkeypatch, tmp_path):
+    """`AWS_ENDPOINT_URL` at a port nobody listens on: `runs`, `compact`, `report`, `dashboard`, `sample` ended
+    with an OSError traceback; each is one line naming the store or the request."""
+    from typer.testing import CliRunner
+
+    from raygen.cli import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    for key, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
+        monkeypatch.setenv(key, value)
+    store._filesystem.cache_clear()
+    url = "s3://bkt/results"
+    try:
+        for args in (["runs", "--results", url], ["compact", "--results", url], ["report", url, "--out", tmp_path],
+                     ["dashboard", url, "--html"], ["sample", "latest", "--results", url]):
+            out = CliRunner().invoke(app, [str(a) for a in args])
+            lines = [line for line in out.output.splitlines() if line.strip() and " INFO " not in line]
+            assert out.exit_code in (1, 2) and not isinstance(out.exception, OSError), out.output
+            assert len(lines) == 1 and lines[0].startswith("error: ") and "NETWORK_CONNECTION" in lines[0], out.output
+    finally:
+        store._filesystem.cache_clear()
+
+
 def _study_trials(path):
     import optuna
 
