@@ -301,6 +301,23 @@ def test_a_file_where_the_store_keeps_its_lock_folder_is_one_line(toy_algorithm,
                     ".locks", code=1)
 
 
+@pytest.mark.parametrize("args", [
+    ["vae", "--dataset", "toy2d:circle", "algo.observation=bernoulli"],
+    ["net", "--dataset", "seqdigits"],
+    ["net", "--dataset", "digits", "algo.time_features=3"],
+    ["gmmn", "--dataset", "toy2d:circle", "algo.autoencoder=true"],
+    ["gmmn", "--dataset", "digits", "algo.autoencoder=true", "algo.ae_steps=5"],
+    ["gsn", "--dataset", "digits", "algo.noise=1.5"],
+], ids=["vae-bernoulli-points", "net-sequences", "net-odd-time-features", "gmmn-ae-points", "gmmn-ae-no-steps",
+        "gsn-noise"])
+def test_an_algorithm_refusing_its_data_or_settings_is_one_line_and_no_run(args, tmp_path):
+    """The algorithms' own checks of data and settings (raised when they are built) printed a ValueError
+    traceback; they are config errors: one line, and no run recorded."""
+    res = invoke("train", *args, "--steps", 3, "--results", tmp_path, "--device", "cpu")
+    assert_one_line(res)
+    assert no_runs(tmp_path)
+
+
 def test_resume_refuses_a_live_run_and_an_unknown_one(toy_algorithm, tmp_path):
     from raygen.config import build_config
     from raygen.results import RunRecorder

@@ -36,7 +36,7 @@ from pydantic import Field
 
 from raygen.algorithms.base import Algorithm, Artifact
 from raygen.algorithms.latent import mlp
-from raygen.config import AlgoConfig, RunConfig
+from raygen.config import AlgoConfig, ConfigError, RunConfig
 from raygen.data.base import Dataset
 from raygen.metrics.likelihood import bits_per_dim_estimates, dequantize, gaussian_log_prob, summarise_repeats
 
@@ -79,10 +79,10 @@ class NET(Algorithm):
     def __init__(self, config: RunConfig, dataset: Dataset) -> None:
         super().__init__(config, dataset)
         if dataset.kind not in ("image", "points"):
-            raise ValueError(f"net models real-valued images or points; dataset '{dataset.name}' is of kind '{dataset.kind}'")
+            raise ConfigError(f"net models real-valued images or points; dataset '{dataset.name}' is of kind '{dataset.kind}'")
         cfg = self.cfg
         if cfg.time_features % 2:
-            raise ValueError(f"algo.time_features must be even (sine and cosine pairs), got {cfg.time_features}")
+            raise ConfigError(f"algo.time_features must be even (sine and cosine pairs), got {cfg.time_features}")
         self.dim = dataset.dim
         self.net = mlp(self.dim + cfg.time_features, cfg.hidden, 2 * self.dim, cfg.activation)
         betas = torch.linspace(cfg.beta_start, cfg.beta_end, cfg.steps, dtype=torch.float64)

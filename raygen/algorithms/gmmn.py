@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from raygen.algorithms.latent import IsotropicConfig, IsotropicDecoderModel, mlp
-from raygen.config import RunConfig
+from raygen.config import ConfigError, RunConfig
 from raygen.data.base import Dataset
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,9 @@ class GMMN(IsotropicDecoderModel):
         self._opts: dict[str, torch.optim.Optimizer] = {}
         if cfg.autoencoder:
             if dataset.kind != "image":
-                raise ValueError("gmmn: GMMN + AE models [0, 1] images (its decoder ends in a sigmoid)")
+                raise ConfigError("gmmn: GMMN + AE models [0, 1] images (its decoder ends in a sigmoid)")
             if config.train.steps <= cfg.ae_steps:
-                raise ValueError(
+                raise ConfigError(
                     f"gmmn: train.steps={config.train.steps} leaves no updates for the generator after "
                     f"algo.ae_steps={cfg.ae_steps} autoencoder updates; raise train.steps or lower algo.ae_steps"
                 )

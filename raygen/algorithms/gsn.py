@@ -28,7 +28,7 @@ from pydantic import Field
 
 from raygen.algorithms.base import Algorithm, Artifact
 from raygen.algorithms.latent import mlp
-from raygen.config import AlgoConfig, RunConfig
+from raygen.config import AlgoConfig, ConfigError, RunConfig
 from raygen.data.base import Dataset
 from raygen.metrics.likelihood import bernoulli_log_prob, gaussian_log_prob
 from raygen.nets.conv import ConvConfig, ConvOperator
@@ -73,17 +73,17 @@ class GSN(Algorithm):
     def __init__(self, config: RunConfig, dataset: Dataset) -> None:
         super().__init__(config, dataset)
         if dataset.kind not in ("image", "points"):
-            raise ValueError(f"gsn models real-valued images or points; dataset '{dataset.name}' is of kind '{dataset.kind}'")
+            raise ConfigError(f"gsn models real-valued images or points; dataset '{dataset.name}' is of kind '{dataset.kind}'")
         cfg = self.cfg
         if dataset.kind == "points" and (cfg.corruption == "salt_pepper" or cfg.reconstruction == "bernoulli"):
-            raise ValueError("gsn: salt-and-pepper corruption and Bernoulli reconstructions need [0, 1] images; "
-                             "use algo.corruption=gaussian algo.reconstruction=gaussian for points")
+            raise ConfigError("gsn: salt-and-pepper corruption and Bernoulli reconstructions need [0, 1] images; "
+                              "use algo.corruption=gaussian algo.reconstruction=gaussian for points")
         if cfg.corruption == "salt_pepper" and cfg.noise > 1:
-            raise ValueError(f"gsn: the salt-and-pepper probability algo.noise must be ≤ 1, got {cfg.noise}")
+            raise ConfigError(f"gsn: the salt-and-pepper probability algo.noise must be ≤ 1, got {cfg.noise}")
         self.dim = dataset.dim
         if cfg.architecture == "conv":
             if dataset.image_shape is None:
-                raise ValueError("gsn: algo.architecture=conv needs image data")
+                raise ConfigError("gsn: algo.architecture=conv needs image data")
             self.net = ConvOperator(dataset.image_shape, 1, 1, cfg.conv)
         else:
             self.net = mlp(self.dim, cfg.hidden, self.dim, cfg.activation)

@@ -24,7 +24,7 @@ from pydantic import Field
 from torch import nn
 
 from raygen.algorithms.base import Algorithm, Artifact
-from raygen.config import AlgoConfig, RunConfig
+from raygen.config import AlgoConfig, ConfigError, RunConfig
 from raygen.data.base import Dataset
 from raygen.metrics.ais import AISConfig, MLPLogLikelihood, ais_log_likelihood
 from raygen.metrics.likelihood import bernoulli_log_prob, bits_per_dim, dequantize, gaussian_log_prob
@@ -76,7 +76,7 @@ class DecoderModel(Algorithm):
     def __init__(self, config: RunConfig, dataset: Dataset) -> None:
         super().__init__(config, dataset)
         if dataset.kind not in ("image", "points"):
-            raise ValueError(
+            raise ConfigError(
                 f"{self.name} models real-valued images or points; dataset '{dataset.name}' is of kind '{dataset.kind}'"
             )
         self.dim = dataset.dim
@@ -235,8 +235,8 @@ class IsotropicDecoderModel(DecoderModel):
             return out
         if float(self.obs_std) <= 0:
             if self._valid is None:
-                raise ValueError(f"{self.name}: no validation split to choose the observation std on; set "
-                                 "algo.observation_std")
+                raise ConfigError(f"{self.name}: no validation split to choose the observation std on; set "
+                                  "algo.observation_std")
             valid = self._valid[: self.cfg.std_selection_examples].reshape(-1, self.dim).to(self.device).float()
             short = self.cfg.ais.model_copy(update={"steps": self.cfg.std_selection_steps})
             select_observation_std(self, self.dequantized(valid, generator), self.cfg.observation_std_grid, short,

@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 
 from raygen.algorithms.latent import DecoderConfig, DecoderModel, mlp
-from raygen.config import RunConfig
+from raygen.config import ConfigError, RunConfig
 from raygen.data.base import Dataset
 from raygen.metrics.likelihood import (
     DEQUANTIZATION_WIDTH,
@@ -79,7 +79,7 @@ class VAE(DecoderModel):
         self._opt: torch.optim.Optimizer | None = None
         self._binary = dataset.binary
         if cfg.observation == "bernoulli" and dataset.kind != "image":
-            raise ValueError("vae: a Bernoulli decoder needs [0, 1] image data; use algo.observation=gaussian")
+            raise ConfigError("vae: a Bernoulli decoder needs [0, 1] image data; use algo.observation=gaussian")
 
     def observation(self) -> str:
         return self.cfg.observation
