@@ -318,6 +318,17 @@ def test_an_algorithm_refusing_its_data_or_settings_is_one_line_and_no_run(args,
     assert no_runs(tmp_path)
 
 
+def test_a_file_as_the_results_store_is_one_line_in_train_and_sweep(toy_algorithm, tmp_path):
+    """`--results FILE`: the writability probe's clean-up raised NotADirectoryError over its own error (train:
+    a raw errno text; sweep, which checked only object stores: a traceback)."""
+    store = tmp_path / "afile"
+    store.write_text("not a store")
+    assert_one_line(train(toy_algorithm, store, steps=2), "results store", "is not writable")
+    spec = REPO / "sweeps" / "vw-annealing.yaml"
+    assert_one_line(invoke("sweep", spec, "--smoke", "--results", store), "results store", "is not writable")
+    assert store.read_text() == "not a store"
+
+
 def test_resume_refuses_a_live_run_and_an_unknown_one(toy_algorithm, tmp_path):
     from raygen.config import build_config
     from raygen.results import RunRecorder

@@ -70,7 +70,10 @@ def check_writable(results: str | Path) -> Path:
         except OSError as err:
             raise RunSetupError(f"results store {root} is not writable: {describe_os_error(err)}") from None
         finally:
-            probe.unlink(missing_ok=True)
+            try:
+                probe.unlink(missing_ok=True)
+            except OSError:  # e.g. the store is a file (NotADirectoryError): the error above says so
+                pass
     return root
 
 

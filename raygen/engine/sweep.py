@@ -1101,13 +1101,13 @@ def run_sweep(
     to touch an existing one. `more=N` adds N trials to the sweep's Optuna study once every earlier trial has
     ended (a finished sweep otherwise has nothing left to do, and says so)."""
     results = results_root(results)
-    if is_remote(results):  # a missing bucket or missing credentials: one line, before Ray starts
-        from raygen.engine.local import RunSetupError, check_writable
+    # a missing bucket or credentials, a file or a read-only folder as the store: one line, before Ray starts
+    from raygen.engine.local import RunSetupError, check_writable
 
-        try:
-            check_writable(results)
-        except RunSetupError as err:  # it names the store as a Path (s3:/...): give the URL back
-            raise SpecError(str(err).replace(str(Path(results)), str(results), 1)) from None
+    try:
+        check_writable(results)
+    except RunSetupError as err:  # it names the store as typed (`raygen.results.store.label`)
+        raise SpecError(str(err)) from None
     mirrored = is_remote(results) and not spec.optuna_storage
     if mirrored:  # before anything (Tune's restore included) opens the study
         log.info("Optuna study of %s: %s working copy %s", spec.sweep_id, fetch_study(results, spec.sweep_id),
