@@ -558,3 +558,39 @@ def test_snapshot_files_a_killed_driver_left_empty_are_moved_aside(tmp_path):
         ("experiment_state", "json"), ("search_gen_state", "json"), ("searcher-state", "pkl")))
     assert _find_newest_experiment_checkpoint(str(tmp_path)).endswith("10-00-00.json")
     assert sw.repair_snapshots(str(tmp_path)) == []
+
+
+def test_a_sweep_whose_study_file_was_emptied_is_refused_not_restarted(tmp_path, monkeypatch):
+    """A 0-byte RESULTS/optuna.db reads as an empty SQLite database: resuming or continuing the sweep made a new,
+    empty study (`--more` said "continuing ... (2 trials so far)" and TPE re-ran its first point). Refused in one
+    line before Ray starts, naming the study and the trials the store holds."""
+    from analysis.synthetic import SyntheticRun, write_run
+
+    resolved = resolve(spec(name="lost", method="tpe", run_cap=2))
+    for i in range(2):
+        write_run(tmp_path, SyntheticRun(f"lost-t{i}", "walkback", "toy2d:swissroll", sweep_id="lost",
+                                         trial_id=f"t{i}", params={"train.lr": 1e-3 * (i + 1)},
+                                         finals={"valid/lower_bound": -3.0 - i}))
+    (tmp_path / "optuna.db").write_bytes(b"")
+    monkeypatch.setattr(sw, "_parts", lambda *a: [str(tmp_path / "tune" / "lost")])  # the experiment exists
+    monkeypatch.setattr(sw, "ensure_ray", lambda *a, **k: pytest.fail("Ray started for a sweep without its study"))
+    with pytest.raises(SpecError, match="study 'lost' is not in .*optuna.db.* 2 trials"):
+        sw.run_sweep(resolved, tmp_path, more=1)
+    # the check leaves a kept study alone
+    optuna.create_study(study_name="lost", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    sw._check_study_kept(resolved, tmp_path, f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_a_continuation_samples_its_own_points_not_the_sweeps_first_ones():
+    """`raygen sweep SPEC --more 1` on a seeded TPE sweep (2 trials) drew algo.factor=1.297 again: the new
+    experiment part's sampler restarted the spec's seed, so its startup draws repeated the sweep's. Part 0 keeps
+    the spec's seed (a sweep draws what it always drew); part k draws its own."""
+    resolved = resolve(spec(method="tpe", seed=0))
+    distribution = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+
+    def first_draws(sampler, n=3):
+        study = optuna.create_study(sampler=sampler)
+        return [study.ask({"lr": distribution}).params["lr"] for _ in range(n)]
+
+    assert first_draws(sw._sampler(resolved)) == first_draws(optuna.samplers.TPESampler(seed=0))
+    assert not set(first_draws(sw._sampler(resolved, 1))) & set(first_draws(sw._sampler(resolved)))

@@ -585,10 +585,13 @@ class RaygenOptunaSearch(OptunaSearch):
         self._push()
 
 
-def _sampler(spec: ResolvedSweep):
+def _sampler(spec: ResolvedSweep, part: int = 0):
+    """The sampler of experiment part `part` (0: the sweep, k: its k-th `--more` continuation). Each part seeds its
+    own stream: a continuation seeded like the sweep redrew the sweep's first random points (TPE's and the
+    random sampler's draws before the history counts), re-running trials already in the study."""
     import optuna
 
-    seed = spec.seed
+    seed = spec.seed if spec.seed is None or part == 0 else spec.seed + 1_000_003 * part
     if spec.method == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if spec.method == "random":
@@ -604,7 +607,7 @@ def _sampler(spec: ResolvedSweep):
     raise NotImplementedError(spec.method)
 
 
-def _searcher(spec: ResolvedSweep, storage: Any, *, points: bool = True) -> RaygenOptunaSearch:
+def _searcher(spec: ResolvedSweep, storage: Any, *, points: bool = True, part: int = 0) -> RaygenOptunaSearch:
     metric: str | list[str]
     mode: str | list[str]
     if spec.multi_objective:
@@ -612,7 +615,7 @@ def _searcher(spec: ResolvedSweep, storage: Any, *, points: bool = True) -> Rayg
     else:
         metric, mode = spec.objectives[0].name, spec.objectives[0].mode
     searcher = RaygenOptunaSearch(
-        space=spec.space(), metric=metric, mode=mode, sampler=_sampler(spec), storage=storage,
+        space=spec.space(), metric=metric, mode=mode, sampler=_sampler(spec, part), storage=storage,
         study_name=spec.sweep_id,
         points_to_evaluate=[dict(p) for p in spec.points] if spec.points is not None and points else None,
     )
@@ -1085,6 +1088,23 @@ def _reconcile(results: str | Path, spec: ResolvedSweep, known: set[str], storag
     return notes
 
 
+def _check_study_kept(spec: ResolvedSweep, results: str | Path, storage_url: str) -> None:
+    """A resumed or continued sweep needs its Optuna study: a sampler without its history draws again what was
+    tried. A study file lost or emptied (SQLite reads
+    a 0-byte file as an empty database, and the study would silently start over) is refused in one line."""
+    import optuna
+
+    done = sweep_trials(results, spec)
+    if done.empty:
+        return
+    try:
+        optuna.load_study(study_name=spec.sweep_id, storage=storage_url)
+    except KeyError:
+        raise SpecError(f"the Optuna study '{spec.sweep_id}' is not in {storage_url}, yet the store holds "
+                        f"{len(done)} trials of the sweep: its study file was lost or emptied; put it back (without "
+                        "its history the sampler would repeat what was tried) or run the spec under a new name") from None
+
+
 def run_sweep(
     spec: ResolvedSweep,
     results: str | Path,
@@ -1125,6 +1145,8 @@ def run_sweep(
     # New trials: all of run_cap for a new sweep; for an existing one, --more and any rise of run_cap.
     add = more + max(0, spec.num_samples - planned) if parts else spec.num_samples + more
     storage_url = optuna_url(spec, results)
+    if parts:
+        _check_study_kept(spec, results, storage_url)
 
     # Reports made before the objective is first measured lack it; Tune would reject them (strict metric
     # checking is read in the driver). RaygenOptunaSearch and ASHA skip such reports; a misspelt objective is
@@ -1210,7 +1232,7 @@ def _fit_new(spec: ResolvedSweep, results: str | Path, part: int, count: int, tr
         trainable,
         param_space={JOB_KEY: _job(spec, results, root)},
         tune_config=tune.TuneConfig(
-            search_alg=_searcher(spec, study_storage(spec, results), points=part == 0),
+            search_alg=_searcher(spec, study_storage(spec, results), points=part == 0, part=part),
             scheduler=_scheduler(spec),
             num_samples=count,
             max_concurrent_trials=spec.max_concurrent,
