@@ -2,9 +2,9 @@
 
 `raygen train infusion --dataset digits --steps 1000` used the MNIST-sized 2×1200 operator network and the
 paper's MNIST evaluation sizes (10 repeats) on 8×8 digits. The digits preset (`Infusion.dataset_presets`)
-fits the network and the evaluation to the 64-dimensional data. This script trains every preset named with
-every seed, times each whole run (training + final evaluation, as the CLI runs it; CPU seconds split into
-training and final evaluation) and reads both quality numbers from the run's own final evaluation, whose
+fits the network, its learning rate and the evaluation to the 64-dimensional data. This script trains
+every preset named with every seed, times each whole run (training + final evaluation, as the CLI runs
+it; CPU seconds split into training and final evaluation) and reads both quality numbers from the run's own final evaluation, whose
 protocol the presets share (checked below): the test lower bound (every digits test example, k importance
 samples each, mean over the evaluation repeats; the repeat count changes only its noise, not what it
 estimates) and the Parzen log-likelihood of the test split under the same number of samples and σ grid
@@ -15,11 +15,11 @@ presets share; what differs between presets is the trained model, which varies f
 summary gives mean ± standard error over seeds per preset, and the per-seed difference from the first preset
 (same seeds, so the same data order and test points) as mean ± standard error.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_first_run.py                  # the README's table (~25 CPU-minutes)
-    python benchmarks/bench_first_run.py --presets old new 2x768 new+train.lr=0.002 --runs runs.jsonl
+    OMP_NUM_THREADS=1 python benchmarks/bench_first_run.py                  # old vs new, seeds 0-2 (~20 CPU-minutes)
+    python benchmarks/bench_first_run.py --presets old new 2x512+train.lr=0.001 2x768+train.lr=0.001 --runs runs.jsonl
     python benchmarks/bench_first_run.py --smoke                            # seconds: checks it runs
 
-Presets: `old` (2×1200, 10 repeats: the digits config before the digits preset), `new` (the digits preset as
+Presets: `old` (2×1200, lr 1e-3, 10 repeats: the digits config before the digits preset), `new` (the digits preset as
 it is now), `NxW` (the digits preset with an N-layer operator of width W), each optionally followed by
 `+KEY=VALUE` overrides. With `--runs FILE` every run is appended to FILE (JSON lines) and a run already
 there (same preset, seed, steps and resolved settings) is read instead of trained again, so one table can
@@ -41,8 +41,8 @@ from raygen.config import build_config, parse_override
 from raygen.engine.local import run_local
 from raygen.results import read_runs
 
-# The digits config before the digits preset: the image preset alone (Infusion's MNIST sizes).
-OLD = {"algo.net.hidden": [1200, 1200], "eval.repeats": 10}
+# The digits config before the digits preset: the image preset alone (Infusion's MNIST sizes, Adam 1e-3).
+OLD = {"algo.net.hidden": [1200, 1200], "train.lr": 1e-3, "eval.repeats": 10}
 # Fields of the final evaluation that must agree for the presets' numbers to be comparable (repeats may differ).
 PROTOCOL = ("test_examples", "likelihood_samples", "dequantize", "parzen", "parzen_samples", "parzen_sigmas",
             "parzen_valid_examples")
