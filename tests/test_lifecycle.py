@@ -329,6 +329,14 @@ def test_a_file_as_the_results_store_is_one_line_in_train_and_sweep(toy_algorith
     assert store.read_text() == "not a store"
 
 
+def test_an_unusable_heartbeat_interval_is_one_line_and_no_run(toy_algorithm, tmp_path, monkeypatch):
+    """RAYGEN_HEARTBEAT_S=-1 was read by the heartbeat thread once the run was recorded: a ValueError traceback
+    and a `failed` row for a run that never started. It is checked with the other set-up checks."""
+    monkeypatch.setenv("RAYGEN_HEARTBEAT_S", "-1")
+    assert_one_line(train(toy_algorithm, tmp_path / "store", steps=2), "RAYGEN_HEARTBEAT_S", "must be positive")
+    assert no_runs(tmp_path / "store")
+
+
 def test_resume_refuses_a_live_run_and_an_unknown_one(toy_algorithm, tmp_path):
     from raygen.config import build_config
     from raygen.results import RunRecorder

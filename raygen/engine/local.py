@@ -26,7 +26,7 @@ from raygen.data import Dataset, load_dataset
 from raygen.engine.loggers import Progress, check_loggers, display_mode
 from raygen.engine.loop import build, train
 from raygen.engine.report import CHECKPOINT_NAME, StoreReporter
-from raygen.lifecycle import claim, effective_status, recorded, reopen_run, run_row
+from raygen.lifecycle import claim, effective_status, heartbeat_interval, recorded, reopen_run, run_row
 from raygen.results import RunRecorder, find_run
 from raygen.results.store import exists, is_remote, read_bytes
 
@@ -259,6 +259,10 @@ def run_local(
     progress: bool | None = None,
 ) -> str:
     """Train in this process, writing the run into the results store. Returns the run id."""
+    try:  # read by the run's heartbeat thread once it is recorded: an unusable value is one line, before any work
+        heartbeat_interval()
+    except ValueError as err:
+        raise RunSetupError(str(err)) from None
     check_writable(results)
     dataset = prepare(config)
     device = check_device(config.device)
