@@ -119,3 +119,19 @@ def test_bernoulli_vae_on_binary_images_reports_bits_per_dim_without_a_bin_width
     assert out["bits_per_dim"] == pytest.approx(-out["lower_bound"] / (64 * math.log(2)))
     assert out["bits_per_dim_importance"] == pytest.approx(-out["importance"] / (64 * math.log(2)))
     assert out["importance"] >= out["lower_bound"]
+
+
+def test_ais_falls_back_to_autograd_for_a_decoder_the_hand_gradient_does_not_know():
+    """MLPLogLikelihood refuses layers it has no gradient for (here an ELU); the VAE's AIS then goes through
+    autograd instead of failing the evaluation after training."""
+    from raygen.metrics.ais import AISConfig, MLPLogLikelihood
+
+    vae, x = linear_vae(seed=3)
+    cfg = AISConfig(steps=30, chains=4)
+    plain = vae.ais(x, torch.Generator().manual_seed(0), cfg).log_likelihood
+    assert isinstance(vae._ais_log_likelihood(), MLPLogLikelihood)
+    vae.decoder = torch.nn.Sequential(*vae.decoder, torch.nn.ELU(), torch.nn.Linear(4, 4).double())
+    with pytest.raises(ValueError, match="ELU"):
+        MLPLogLikelihood(vae.decoder, "gaussian", std=1.0)
+    out = vae.ais(x, torch.Generator().manual_seed(0), cfg)
+    assert out.log_likelihood.shape == plain.shape and bool(torch.isfinite(out.log_likelihood).all())
