@@ -127,6 +127,12 @@ def test_unknown_metric_names_are_refused_with_a_suggestion():
     resolve(spec(metric={"name": "valid_eval/importance", "goal": "maximize"}, fixed={"eval.splits": ["valid"]}))
     with pytest.raises(SpecError, match="valid/importance"):
         resolve(spec(metric={"name": "valid/importance", "goal": "maximize"}, fixed={"eval.splits": ["valid"]}))
+    # an objective from a split the config does not evaluate says which setting is missing (it listed splits)
+    with pytest.raises(SpecError, match=r"valid_eval/ comes from the final evaluation of the valid split, which "
+                                        r"needs eval.final=true and valid in eval.splits \(now \['test'\]\)"):
+        resolve(spec(metric={"name": "valid_eval/lower_bound", "goal": "maximize"}, fixed={"eval.splits": ["test"]}))
+    with pytest.raises(SpecError, match=r"test/ comes from .* \(now off\)"):
+        resolve(spec(metric={"name": "test/lower_bound", "goal": "maximize"}, fixed={"eval.final": False}))
 
 
 def test_declared_metric_names_cover_what_a_real_run_reports(tmp_path):

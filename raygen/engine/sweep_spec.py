@@ -494,7 +494,11 @@ def check_metric(key: str, name: str, config: RunConfig) -> None:
     concrete = [f"{s}/{m}" for s, names in known.items() for m in names if not any(c in m for c in "*?[")]
     close = difflib.get_close_matches(name, concrete, n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    if split not in known:
+    evaluated = {"test": "test", "valid_eval": "valid", "train_eval": "train"}.get(split)
+    if split not in known and evaluated is not None:  # a full-evaluation split this config does not evaluate
+        listing = (f"{split}/ comes from the final evaluation of the {evaluated} split, which needs eval.final=true "
+                   f"and {evaluated} in eval.splits (now {list(config.eval.splits) if config.eval.final else 'off'})")
+    elif split not in known:
         listing = f"its splits are {', '.join(known)}"
     else:
         listing = f"{split}/ holds {', '.join(known[split])}"
