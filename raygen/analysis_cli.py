@@ -75,8 +75,8 @@ def report(
     filters = ReportFilter(tuple(sweep or ()), tuple(dataset or ()), tuple(run or ()), include_smoke)
     try:
         summary = build_report(results, out, filters=filters)
-    except FileNotFoundError as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    except OSError as err:  # FileNotFoundError: not a store; others: a failed object-store request
+        typer.secho(f"error: {' '.join(str(err).split())}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     typer.echo(f"{len(summary.built)} tables/figures written to {out} ({summary.index}); "
                f"{len(summary.skipped)} not built (the index says which runs they need)")
@@ -116,8 +116,8 @@ def dashboard(
             return
         typer.echo(f"dashboard on http://{host}:{port}/ (Ctrl-C to stop)")
         serve_dashboard(results, host=host, port=port)
-    except (FileNotFoundError, OSError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    except OSError as err:  # FileNotFoundError: not a store; others: a failed object-store request
+        typer.secho(f"error: {' '.join(str(err).split())}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
 
 

@@ -372,10 +372,11 @@ def runs(
     except ValueError as err:
         _fail(str(err))
     _require_store(results)
-    if repair:
-        for run_id in repair_lost(results, after_s=lost_after):
-            typer.echo(f"marked lost run {run_id} failed", err=True)
-    frame = read_runs(results)
+    with _OneLine(verbose=False):  # a denied or failed object-store request: one line, not an empty table
+        if repair:
+            for run_id in repair_lost(results, after_s=lost_after):
+                typer.echo(f"marked lost run {run_id} failed", err=True)
+        frame = read_runs(results)
     if not frame.empty:
         frame = frame.assign(shown=effective_status(frame, after_s=lost_after)).sort_values("started_at")
         keep = pd.Series(True, index=frame.index)

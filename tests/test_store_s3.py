@@ -112,6 +112,35 @@ def test_dashboard_fingerprint_on_s3_changes_with_every_write(s3):
     assert store_fingerprint(url) == seen[-1]  # and it is stable while nothing is written
 
 
+def test_a_denied_request_is_an_error_not_a_store_without_rows(s3, monkeypatch, tmp_path):
+    """Without credentials every object read is denied: the readers skipped each row as "unreadable" and
+    `raygen runs` printed an empty table with exit code 0."""
+    from typer.testing import CliRunner
+
+    from raygen.cli import app
+
+    url, _ = s3
+    rec = RunRecorder(url, build_config(algorithm="walkback", dataset="toy2d:circle", overrides={}))
+    rec.write_run("running")
+    rec.log(1, {"train/loss": 1.0})
+    rec.write_run("completed")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store._filesystem.cache_clear()
+    with pytest.raises(OSError, match="ACCESS_DENIED"):
+        read_runs(url, refresh_cache=True)
+    with pytest.raises(OSError, match="ACCESS_DENIED"):
+        read_metrics(url)
+    for args in (["runs", "--results", url], ["report", url, "--out", str(tmp_path)], ["dashboard", url, "--html",
+                 "--out", str(tmp_path / "d.html")], ["sample", "latest", "--results", url]):
+        out = CliRunner().invoke(app, args)
+        errors = [line for line in out.output.splitlines() if line.startswith("error: ")]
+        assert out.exit_code != 0 and not isinstance(out.exception, OSError), (args, out.output)
+        assert len(errors) == 1 and "ACCESS_DENIED" in errors[0], (args, out.output)
+
+
 def test_cli_train_compact_report_on_s3(s3, tmp_path):
     """`raygen train --results s3://...`, `raygen compact` and `raygen report` against the S3 server; nothing
     is written to a local folder named after the URL."""

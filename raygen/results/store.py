@@ -312,6 +312,13 @@ class _Vanished(Exception):
     """A listed file was gone when read (renamed or deleted by a fold): the read starts again."""
 
 
+def _reraise_request_failure(path: Path | str, err: BaseException) -> None:
+    """An object store's failed request (denied, unreachable, throttled) says nothing about the file: reading
+    on as if it were corrupt would show a store with its rows missing (every row, without credentials)."""
+    if isinstance(err, OSError) and is_remote(path):
+        raise err
+
+
 def _read_parquet(path: Path | str, *, columns: list[str] | None = None,
                   run_ids: list[str] | None = None) -> tuple[pa.Table, list[str]] | None:
     """(table, sources) of one file, or None (with a warning naming it) when it cannot be read. With
@@ -334,6 +341,7 @@ def _read_parquet(path: Path | str, *, columns: list[str] | None = None,
     except FileNotFoundError:
         raise _Vanished(str(path)) from None
     except (pa.ArrowException, OSError, ValueError) as err:
+        _reraise_request_failure(path, err)
         log.warning("skipping unreadable results file %s: %s", path, err)
         return None
     sources = json.loads(meta[SOURCES_KEY]) if SOURCES_KEY in meta else []
@@ -510,6 +518,7 @@ def _read_row(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (pa.ArrowException, OSError, ValueError, IndexError) as err:
+        _reraise_request_failure(path, err)
         log.warning("run row %s is unreadable (%s); it will be rewritten", path, err)
         return None
 
@@ -785,6 +794,7 @@ def _tail(root: Path, table: str) -> tuple[Path | None, list[str], int]:
     except FileNotFoundError:  # named before it was written, and the fold stopped in between
         return None, [], 0
     except (OSError, pa.ArrowException, ValueError) as err:
+        _reraise_request_failure(path, err)
         log.warning("skipping unreadable results file %s: %s", path, err)
         return None, [], 0
     return path, json.loads((meta.metadata or {}).get(SOURCES_KEY, b"[]")), meta.num_rows
