@@ -55,6 +55,29 @@ def test_rewind_drops_rows_after_the_checkpoint_and_keeps_the_start(config, tmp_
     assert runs.loc["sweep-a1", "started_at"] == pd.Timestamp(first.started_at)
 
 
+@pytest.mark.parametrize("how_it_died", ["repaired", "still_running"])
+def test_a_restarted_run_counts_its_training_time_not_the_time_it_lay_dead(config, tmp_path, how_it_died):
+    from datetime import timedelta
+
+    from raygen.results.store import now
+
+    first = RunRecorder(tmp_path, config, run_id="r")
+    first.started_at = now() - timedelta(hours=2)  # trained for 60 s two hours ago, then was killed
+    last_sign = first.started_at + timedelta(seconds=60)
+    if how_it_died == "repaired":  # `raygen runs --repair`: failed, ended at its last sign of life
+        first.write_run("failed", error="lost", ended_at=last_sign)
+    else:  # a sweep driver died with it: the row still says running, its heartbeat is the last sign
+        first.write_run("running")
+        row = tmp_path / "runs" / "r.parquet"
+        table = pd.read_parquet(row).assign(heartbeat_at=pd.Timestamp(last_sign))
+        table.to_parquet(row)
+    again = RunRecorder(tmp_path, config, run_id="r")
+    again.rewind(0)
+    again.write_run("completed")
+    wall = read_runs(tmp_path).set_index("run_id").loc["r", "wall_time_s"]
+    assert 60.0 <= wall < 60.0 + 600, wall  # the two hours dead are not counted (with them: 7 200 s)
+
+
 def test_rewind_to_zero_restarts_and_a_new_run_has_no_previous_row(config, tmp_path):
     rec = RunRecorder(tmp_path, config, run_id="r")
     assert rec.rewind(0) is None

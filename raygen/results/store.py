@@ -559,6 +559,10 @@ class RunRecorder:
         self._ended = False  # this recorder wrote how the run ended (heartbeat: see there)
         self._lock = threading.RLock()
         self.started_at = now()
+        # A restarted run (rewind to a checkpoint): the active seconds of its earlier lives and when this one
+        # began, so that wall_time_s counts training time, not the hours it lay dead before the restart.
+        self._earlier_wall_s = 0.0
+        self._session_start: datetime | None = None
         self.steps = 0
         self.heartbeat_at: datetime | None = None
         self.node = socket.gethostname()
@@ -591,6 +595,11 @@ class RunRecorder:
             previous = _read_row(self.row_path)
             if previous is not None and previous.get("started_at") is not None:
                 self.started_at = previous["started_at"]
+                if step is not None:  # a restart: the earlier lives ended at their end or last heartbeat
+                    last = previous.get("ended_at") or previous.get("heartbeat_at") or self.started_at
+                    self._earlier_wall_s = max(0.0, (last - self.started_at).total_seconds()) \
+                        if previous.get("wall_time_s") is None else float(previous["wall_time_s"])
+                    self._session_start = now()
             if step is not None:
                 for table in TABLES:
                     _drop_rows(self.root, table, self.run_id, step, after, self)
@@ -639,6 +648,11 @@ class RunRecorder:
             self.write_run("running")
             return True
 
+    def _wall_s(self, ended: datetime) -> float:
+        if self._session_start is None:
+            return (ended - self.started_at).total_seconds()
+        return self._earlier_wall_s + max(0.0, (ended - self._session_start).total_seconds())
+
     def _write_row_locked(self, status: str, error: str | None, ended_at: datetime | None = None) -> None:
         t = now() if ended_at is None or status == "running" else ended_at
         ended = t if status != "running" else None
@@ -669,7 +683,7 @@ class RunRecorder:
             "node": self.node,
             "started_at": self.started_at,
             "ended_at": ended,
-            "wall_time_s": (ended - self.started_at).total_seconds() if ended else None,
+            "wall_time_s": self._wall_s(ended) if ended else None,
             "steps": self.steps,
             # last sign of life: a `running` row whose heartbeat is stale is shown `lost` (raygen.lifecycle)
             "heartbeat_at": t,
