@@ -339,14 +339,38 @@ def test_an_unusable_heartbeat_interval_is_one_line_and_no_run(toy_algorithm, tm
 
 def test_resume_refuses_a_live_run_and_an_unknown_one(toy_algorithm, tmp_path):
     from raygen.config import build_config
+    from raygen.lifecycle import claim
     from raygen.results import RunRecorder
 
     rec = RunRecorder(tmp_path, build_config(algorithm=toy_algorithm, dataset="toy2d:circle"))
     rec.write_run("running")  # its heartbeat is fresh: it may be training right now
+    with claim(tmp_path, rec.run_id) as mine:  # as its training process does
+        assert mine
+        assert_one_line(invoke("train", "--resume", rec.run_id, "--results", tmp_path), "being trained")
+    rec.node = "another-node"  # on another machine of a shared folder only the heartbeat tells
+    rec.write_run("running")
     assert_one_line(invoke("train", "--resume", rec.run_id, "--results", tmp_path), "still running")
     assert_one_line(invoke("train", "--resume", "nosuchrun", "--results", tmp_path), "not found")
     assert_one_line(invoke("train", "--resume", rec.run_id, "--steps", 5, "--results", tmp_path), "drop --steps")
     assert read_runs(tmp_path).iloc[0].status == "running"
+
+
+def test_a_run_killed_on_this_machine_resumes_at_once(toy_algorithm, tmp_path):
+    """Its row still says running with a fresh heartbeat, but nobody holds its claim: the process is gone."""
+    from raygen.config import build_config
+    from raygen.results import RunRecorder
+
+    rec = RunRecorder(tmp_path, build_config(algorithm=toy_algorithm, dataset="toy2d:circle",
+                                             overrides={"train.steps": 20, **dict(o.split("=") for o in SMALL)}))
+    rec.write_run("running")
+    rec.log(5, {"train/nll": 1.0})
+    rec.flush()  # what a SIGKILL leaves: no checkpoint yet, a running row, rows it wrote
+    res = invoke("train", "--resume", rec.run_id, "--results", tmp_path)
+    assert res.exit_code == 0, res.output
+    row = read_runs(tmp_path).iloc[0]
+    assert row.status == "completed" and row.steps == 20
+    metrics = read_metrics(tmp_path)
+    assert not metrics.duplicated(["run_id", "step", "split", "metric"]).any()
 
 
 def test_a_diverging_walkback_is_one_line_and_a_failed_row(tmp_path):

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import pickle
+import socket
 import uuid
 import warnings
 from collections.abc import Mapping
@@ -300,7 +301,12 @@ def _resume_claimed(results: str | Path, run_id: str, progress: bool | None) -> 
         raise RunSetupError(str(err)) from None
     if status == "completed":
         raise RunSetupError(f"run {run_id} is completed; there is nothing to resume")
-    if status == "running":
+    # A local run holds its claim while it trains and the kernel drops it when the process dies, so a
+    # `running` row of this machine whose claim we now hold was left by a dead process: no need to wait for
+    # its heartbeat to go stale. Elsewhere (another node of a shared folder, an object store) only the
+    # heartbeat can tell.
+    killed_here = not is_remote(results) and row.get("node") == socket.gethostname()
+    if status == "running" and not killed_here:
         raise RunSetupError(f"run {run_id} is still running (its heartbeat is recent); stop it first, or wait "
                             "until `raygen runs` shows it lost")
     if int(row.get("workers") or 1) > 1 or row.get("sweep_id"):
