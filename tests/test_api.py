@@ -80,12 +80,38 @@ def test_samples_come_from_the_trained_model(toy_algorithm, tmp_path):
     """MeanFit is a diagonal Gaussian: Run.sample's array must have the checkpoint's mean and std."""
     run = raygen.train(toy_algorithm, "toy2d:circle", results=tmp_path, steps=30, overrides={**SMALL, "train.lr": 0.05},
                        progress=False)
-    state = torch.load(run.files / "checkpoint.pt", weights_only=True)["algorithm"]["model"]
+    payload = torch.load(run.files / "checkpoint.pt", weights_only=True)
+    chosen = payload["selection"]
+    state = chosen["best_model"] if chosen["best_step"] != payload["algorithm"]["updates"] else \
+        payload["algorithm"]["model"]  # the validation-selected model, which the final evaluation scored
     mean, std = state["mean"].numpy(), state["log_std"].exp().numpy()
     x = run.sample(20_000, seed=0)
     se = std / np.sqrt(len(x))
     assert np.all(np.abs(x.mean(0) - mean) < 5 * se)
     np.testing.assert_allclose(x.std(0), std, rtol=0.05)
+
+
+def test_evaluate_and_sample_use_the_validation_selected_model(toy_algorithm, tmp_path):
+    """The final checkpoint holds the last update and, beside it, the state selected on validation, which is
+    the one the final evaluation scored: `evaluate` and `sample` must score and draw from that one too."""
+    run = raygen.train(toy_algorithm, "toy2d:circle", results=tmp_path, steps=30,
+                       overrides={**SMALL, "train.eval_every": 10}, progress=False)
+    path = run.files / "checkpoint.pt"
+    payload = torch.load(path, weights_only=True)
+    # make the selected state an earlier, clearly different one (a mean far from the data)
+    selected = {"mean": torch.tensor([3.0, -2.0]), "log_std": torch.tensor([0.5, -0.25])}
+    payload["selection"].update(best_step=10, best_model=selected)
+    torch.save(payload, path)
+
+    from raygen.config import build_config
+    from raygen.data import load_dataset
+
+    config = build_config(algorithm=toy_algorithm, dataset="toy2d:circle", overrides=SMALL)
+    data = load_dataset(config.dataset, config.data).splits["test"][: SMALL["eval.test_examples"]].reshape(-1, 2)
+    expected = -torch.distributions.Normal(selected["mean"], selected["log_std"].exp()).log_prob(data).sum(1).mean()
+    assert run.evaluate()["test/nll"] == pytest.approx(float(expected), rel=1e-6)
+    x = run.sample(20_000, seed=0)
+    np.testing.assert_allclose(x.mean(0), selected["mean"].numpy(), atol=0.05)
 
 
 def test_cli_and_api_share_sampling(toy_algorithm, tmp_path):

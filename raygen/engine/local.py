@@ -25,7 +25,7 @@ from raygen.algorithms import Algorithm
 from raygen.config import RunConfig
 from raygen.data import Dataset, load_dataset
 from raygen.engine.loggers import Progress, check_loggers, display_mode
-from raygen.engine.loop import build, train
+from raygen.engine.loop import Selection, build, train
 from raygen.engine.report import CHECKPOINT_NAME, StoreReporter
 from raygen.lifecycle import claim, effective_status, heartbeat_interval, recorded, reopen_run, run_row
 from raygen.results import RunRecorder, find_run
@@ -210,7 +210,8 @@ def checkpoint_path(results: str | Path, run: str) -> Path:
 def restore(
     results: str | Path, run: str, *, overrides: Mapping[str, Any] | None = None, device: str | None = None
 ) -> tuple[Algorithm, Dataset, RunConfig, str]:
-    """Rebuild a trained algorithm from its checkpoint (the config travels inside the checkpoint)."""
+    """Rebuild a trained algorithm from its checkpoint (the config travels inside the checkpoint), holding the
+    model its final evaluation scored: the validation-selected state (train.select_best), not the last update."""
     path = checkpoint_path(results, run)
     payload = read_checkpoint(path)
     config = checkpoint_config(payload, path)
@@ -221,6 +222,11 @@ def restore(
     check_device(config.device)
     algo, dataset = build(config)
     algo.load_state(payload["algorithm"])
+    # The final checkpoint is written before the loop swaps the selected state in (`Selection.restore_best`):
+    # the same swap here, or `raygen evaluate`/`sample` would score a model other than `selection/step` names.
+    selection = Selection(config, algo)
+    selection.load(payload.get("selection"))
+    selection.restore_best(algo)
     return algo, dataset, config, path.parent.name
 
 
