@@ -274,7 +274,7 @@ TINY_SWEEP = {
     "dataset": "toy2d:circle",
     "fixed": {"train.steps": 30, "train.batch_size": 50, "train.log_every": 10, "train.eval_every": 30,
               "train.checkpoint_every": 30, "train.eval_examples": 50, "train.progress": False,
-              "data.toy_samples": 300, "algo.walkback_steps": 2, "algo.net.hidden": [16],
+              "data.toy_samples": 300, "algo.walkback_steps": 2, "algo.net.hidden": [16], "algo.k_mode": "fixed",
               "algo.reversibility_steps": 0, "eval.test_examples": 50, "eval.train_examples": 20, "eval.repeats": 1,
               "eval.likelihood_samples": 2, "eval.parzen": False},
     "metric": {"name": "valid/lower_bound", "goal": "maximize"},

@@ -35,6 +35,7 @@ TINY = {
     "train.steps": 60, "train.batch_size": 64, "train.log_every": 10, "train.eval_every": 20,
     "train.checkpoint_every": 20, "train.eval_examples": 64, "train.progress": False,
     "algo.walkback_steps": 2, "algo.net.hidden": [16], "algo.reversibility_steps": 0,
+    "algo.k_mode": "fixed",  # fixed trajectories: the evaluations fall on the steps the test expects
     "eval.test_examples": 50, "eval.train_examples": 20, "eval.repeats": 1, "eval.likelihood_samples": 2,
     "eval.parzen": False,
 }

@@ -209,9 +209,15 @@ def exists(path: str | Path) -> bool:
 
 
 def open_input(path: str | Path) -> Any:
-    """A path or an open object-store file, for pyarrow.parquet; FileNotFoundError when it is gone."""
+    """A path, or an object's bytes in memory, for pyarrow.parquet; FileNotFoundError when it is gone. An
+    object is read with one GET: an object-store file opened for random access (a size, then ranged reads)
+    tears when the object is replaced in between (a heartbeat rewrites a run row every 30 s), where one GET
+    returns one version whole, as a local rename does."""
     got = remote(path)
-    return path if got is None else got[0].open_input_file(got[1])
+    if got is None:
+        return path
+    with got[0].open_input_stream(got[1]) as f:
+        return pa.BufferReader(f.read())
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -314,8 +320,9 @@ class _Vanished(Exception):
 
 def _reraise_request_failure(path: Path | str, err: BaseException) -> None:
     """An object store's failed request (denied, unreachable, throttled) says nothing about the file: reading
-    on as if it were corrupt would show a store with its rows missing (every row, without credentials)."""
-    if isinstance(err, OSError) and is_remote(path):
+    on as if it were corrupt would show a store with its rows missing (every row, without credentials).
+    pyarrow's S3 errors name themselves "AWS Error"; a corrupt object (or another file system's) is skipped."""
+    if isinstance(err, OSError) and is_remote(path) and "AWS Error" in str(err):
         raise err
 
 
