@@ -78,6 +78,7 @@ def _expected_failure(err: BaseException) -> tuple[str, int] | None:
         first_line,
         is_out_of_memory,
     )
+    from raygen.results.store import is_request_failure
 
     if isinstance(err, (ConfigError, DataError, RunSetupError, CheckpointError, FileNotFoundError)):
         message, code = str(err), 2
@@ -95,8 +96,7 @@ def _expected_failure(err: BaseException) -> tuple[str, int] | None:
                                                     errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
         # EEXIST/ENOTDIR/EISDIR: a file where the store keeps a folder (`.locks`, `runs`) or the reverse
         message, code = f"cannot write the results store: {describe_os_error(err)}", 1
-    elif isinstance(err, OSError) and err.errno is None and "AWS Error" in str(err):
-        # pyarrow's S3 errors carry no errno: an unreachable endpoint, a denied request (its text names which)
+    elif is_request_failure(err):  # an unreachable endpoint, a denied request (its text names which)
         message, code = f"object store request failed: {' '.join(str(err).split())}", 1
     elif isinstance(err, KeyboardInterrupt):
         message, code = "interrupted; the run is recorded as stopped", 130

@@ -78,7 +78,7 @@ from raygen.engine.sweep_spec import (
 )
 from raygen.lifecycle import Heartbeat, error_text, mark_run, reopen_run, rewind_to_checkpoint, run_status
 from raygen.results import RunRecorder, read_runs
-from raygen.results.store import URL, atomic_write_bytes, exists, is_remote, read_bytes, remote
+from raygen.results.store import atomic_write_bytes, exists, is_remote, label, read_bytes, remote
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("raygen.sweep.progress")  # the live table; the CLI prints it bare
@@ -124,10 +124,9 @@ def run_id_for(sweep_id: str, trial_id: str) -> str:
 def results_root(results: str | Path) -> str | Path:
     """The store as the sweep passes it around: a URL (`s3://bucket/prefix`, also when a `Path` made it
     `s3:/bucket/prefix`) for an object store, else an absolute path."""
-    match = URL.match(str(results)) if is_remote(results) else None
-    if match is None:
+    if not is_remote(results):
         return Path(results).expanduser().resolve()
-    return f"{match['scheme']}://{match['rest'].rstrip('/')}"
+    return label(results).rstrip("/")
 
 
 def experiment_root(spec: ResolvedSweep, results: str | Path) -> str:

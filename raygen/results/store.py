@@ -318,11 +318,16 @@ class _Vanished(Exception):
     """A listed file was gone when read (renamed or deleted by a fold): the read starts again."""
 
 
+def is_request_failure(err: BaseException) -> bool:
+    """An object store's failed request (denied, unreachable, throttled): pyarrow's S3 errors carry no errno
+    and name themselves "AWS Error" (its text says which)."""
+    return isinstance(err, OSError) and err.errno is None and "AWS Error" in str(err)
+
+
 def _reraise_request_failure(path: Path | str, err: BaseException) -> None:
-    """An object store's failed request (denied, unreachable, throttled) says nothing about the file: reading
-    on as if it were corrupt would show a store with its rows missing (every row, without credentials).
-    pyarrow's S3 errors name themselves "AWS Error"; a corrupt object (or another file system's) is skipped."""
-    if isinstance(err, OSError) and is_remote(path) and "AWS Error" in str(err):
+    """A failed request says nothing about the file: reading on as if it were corrupt would show a store with
+    its rows missing (every row, without credentials). A corrupt object (or another file system's) is skipped."""
+    if is_remote(path) and is_request_failure(err):
         raise err
 
 
