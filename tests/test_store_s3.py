@@ -112,6 +112,36 @@ def test_dashboard_fingerprint_on_s3_changes_with_every_write(s3):
     assert store_fingerprint(url) == seen[-1]  # and it is stable while nothing is written
 
 
+def test_a_run_row_replaced_while_it_is_read_is_read_whole(s3):
+    """A heartbeat replaces the run row every 30 s. Read with random access (a size, then ranged reads) an
+    object replaced in between tore ("Page was smaller than expected"): the reader skipped the row or, once
+    such errors were no longer skipped, raised. Readers racing a writer that replaces the row without pause
+    must see the one row, every time."""
+    import threading
+
+    url, _ = s3
+    rec = RunRecorder(url, build_config(algorithm="walkback", dataset="toy2d:circle", overrides={}))
+    rec.write_run("running")
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        step = 0
+        while not stop.is_set():
+            step += 1
+            rec.log(step, {f"train/m{step}": float(step)})  # a new final value: each row is larger than the last
+            rec.flush()
+            rec.heartbeat(step)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        seen = [len(read_runs(url, refresh_cache=True)) for _ in range(100)]
+    finally:
+        stop.set()
+        writer.join()
+    assert seen == [1] * 100, seen
+
+
 def test_a_denied_request_is_an_error_not_a_store_without_rows(s3, monkeypatch, tmp_path):
     """Without credentials every object read is denied: the readers skipped each row as "unreadable" and
     `raygen runs` printed an empty table with exit code 0."""

@@ -208,16 +208,25 @@ def exists(path: str | Path) -> bool:
     return got[0].get_file_info(got[1]).type != pafs.FileType.NotFound
 
 
+_TORN_READ_TRIES = 5
+
+
 def open_input(path: str | Path) -> Any:
-    """A path, or an object's bytes in memory, for pyarrow.parquet; FileNotFoundError when it is gone. An
-    object is read with one GET: an object-store file opened for random access (a size, then ranged reads)
-    tears when the object is replaced in between (a heartbeat rewrites a run row every 30 s), where one GET
-    returns one version whole, as a local rename does."""
+    """A path, or an object's bytes in memory, for pyarrow.parquet; FileNotFoundError when it is gone.
+
+    pyarrow reads an object as a size (HEAD) and then ranged GETs, so an object replaced in between (a heartbeat
+    rewrites a run row every 30 s) comes back torn: a prefix of the new version, or the old one cut short. Every
+    file of the store is Parquet, which starts and ends with b"PAR1": bytes that do not are read again, and
+    only bytes that stay so are handed on (to be skipped as corrupt), as a local rename never tears."""
     got = remote(path)
     if got is None:
         return path
-    with got[0].open_input_stream(got[1]) as f:
-        return pa.BufferReader(f.read())
+    for _ in range(_TORN_READ_TRIES):
+        with got[0].open_input_stream(got[1]) as f:
+            data = f.read()
+        if len(data) >= 8 and data[:4] == data[-4:] == b"PAR1":
+            break
+    return pa.BufferReader(data)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
