@@ -19,6 +19,7 @@ def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 DPI = 200  # pictures are read at paper size: 200 dpi at most ~7 inches wide
 MAX_WIDTH_IN = 7.0
+POINT_CHAIN_COLUMNS = 4  # toy chain panels per row: 1.75 in each, step titles still legible
 
 
 def _png(fig) -> bytes:
@@ -145,13 +146,21 @@ def points_png(samples: torch.Tensor | np.ndarray, data: torch.Tensor | np.ndarr
 
 def point_chains_png(chains: torch.Tensor | np.ndarray, data: torch.Tensor | np.ndarray | None = None,
                      every: int = 5, title: str | None = None) -> bytes:
-    """Toy 2-D chains (steps, N, 2): one panel per `every`-th step, as in VW Figs 3.8/3.9."""
+    """Toy 2-D chains (steps, N, 2): one panel per `every`-th step (and the last), as in VW Figs 3.8/3.9,
+    at most POINT_CHAIN_COLUMNS panels per row so the picture stays within the paper width."""
     arr = _to_numpy(chains)
     idx = list(range(0, len(arr), every))
     if idx[-1] != len(arr) - 1:
         idx.append(len(arr) - 1)
-    fig, axes = plt.subplots(1, len(idx), figsize=(2.2 * len(idx), 2.4), squeeze=False)
-    for ax, t in zip(axes[0], idx):
+    ncols = min(len(idx), POINT_CHAIN_COLUMNS)
+    nrows = math.ceil(len(idx) / ncols)
+    side = MAX_WIDTH_IN / POINT_CHAIN_COLUMNS
+    # One scale for every panel, so the chain's progress toward the data is what changes between them.
+    fig, axes = plt.subplots(nrows, ncols, figsize=(side * ncols, side * nrows + (0.3 if title else 0)),
+                             squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[len(idx):]:
+        ax.axis("off")  # the unused places of the last row: no empty frames
+    for ax, t in zip(axes.flat, idx):
         if data is not None:
             d = _to_numpy(data)
             ax.scatter(d[:, 0], d[:, 1], s=1, c="0.8")
@@ -160,5 +169,5 @@ def point_chains_png(chains: torch.Tensor | np.ndarray, data: torch.Tensor | np.
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=9)
     return _png(fig)

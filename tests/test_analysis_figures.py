@@ -112,3 +112,22 @@ def test_picture_artifacts_are_200_dpi_pngs():
         image = Image.open(io.BytesIO(data))
         assert image.format == "PNG" and image.info["dpi"][0] >= 199.9
         assert image.size[0] <= 7.2 * 200
+
+
+def test_toy_point_chains_stay_within_the_paper_width_on_one_scale():
+    # 31 chain steps every 5 = 7 panels: one row of them was 12 in wide (unreadable once shrunk to a page).
+    chains = np.random.default_rng(0).normal(size=(31, 50, 2)).astype(np.float32)
+    chains *= np.linspace(3, 0.1, 31)[:, None, None]
+    for data in (plots.point_chains_png(chains, chains[-1], every=5, title="model sampling chain"),
+                 plots.points_png(chains[-1], chains[0], title="samples")):
+        image = Image.open(io.BytesIO(data))
+        assert image.format == "PNG" and image.info["dpi"][0] >= 199.9
+        assert image.size[0] <= 7.2 * 200, image.size
+    # Every panel on the same axes: the chain's shrinking spread is what the panels show.
+    with pytest.MonkeyPatch.context() as mp:
+        figures = []
+        mp.setattr(plots, "_png", lambda fig: figures.append(fig) or b"")
+        plots.point_chains_png(chains, every=5)
+    drawn = [ax for ax in figures[0].axes if ax.get_visible() and ax.collections]
+    assert len(drawn) == 7
+    assert len({tuple(ax.get_xlim()) for ax in drawn}) == 1 and len({tuple(ax.get_ylim()) for ax in drawn}) == 1
