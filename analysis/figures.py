@@ -30,6 +30,28 @@ PAPER_RC = {
 PNG_DPI = 200
 
 
+# Axis labels of a metric key in words with its unit ("valid/lower_bound" -> "validation lower bound (nats)").
+SPLIT_WORDS = {"valid": "validation", "valid_eval": "validation-set", "train_eval": "training-set",
+               "train": "training", "test": "test", "selection": "selected validation"}
+METRIC_WORDS = {  # metric -> (words, unit); the unit is "" where the quantity has none
+    "lower_bound": ("lower bound", "nats"), "importance": ("IS estimate", "nats"),
+    "parzen_ll": ("Parzen log-likelihood", "nats"), "nll": ("NLL", "nats"), "loss": ("loss", ""),
+    "bpc": ("BPC", "bits per character"), "bits_per_dim": ("bits per dimension", "bits/dim"),
+    "bits_per_dim_importance": ("IS bits per dimension", "bits/dim"), "inception_score": ("Inception score", ""),
+    "accuracy": ("accuracy", "fraction"), "reversibility_percent": ("irreversibility", "%"),
+}
+
+
+def metric_label(key: str) -> str:
+    """`split/metric` in words with its unit in parentheses where one is known (axes of our own curves)."""
+    split, _, metric = key.partition("/")
+    if not metric:
+        split, metric = "", split
+    words, unit = METRIC_WORDS.get(metric, (metric.replace("_", " "), ""))
+    text = f"{SPLIT_WORDS.get(split, split.replace('_', ' '))} {words}".strip()
+    return f"{text} ({unit})" if unit else text
+
+
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 3.3, height: float = 2.6) -> tuple[Figure, np.ndarray]:
     """A grid of `width` × `height` inch panels (paper sizes), laid out so titles and labels fit."""
     fig = Figure(figsize=(min(width * ncols, 7.2), height * nrows), layout="constrained")

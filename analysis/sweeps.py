@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
 
 from analysis.common import NON_MODEL_CONFIG, MissingData, final, require
-from analysis.figures import new_figure
+from analysis.figures import metric_label, new_figure
 from raygen.config import flatten
 
 log = logging.getLogger(__name__)
@@ -423,7 +423,7 @@ def effects_figure(runs: pd.DataFrame, sweep_id: str, specs: Mapping[str, Any] |
         ax.scatter(x, y, s=8, alpha=0.6, label="trial")
         ax.scatter(x.iloc[:1], y.iloc[:1], s=40, marker="*", color="tab:red", label="best trial")
         ax.set_xlabel(p.name)
-        ax.set_ylabel(o.metric)
+        ax.set_ylabel(metric_label(o.metric))  # in words, with its unit
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=2)
     fig.suptitle(f"Sweep {info.name}: {o.metric} ({o.goal}) per parameter, {len(done)} finished trials")

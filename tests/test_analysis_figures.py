@@ -131,3 +131,20 @@ def test_toy_point_chains_stay_within_the_paper_width_on_one_scale():
     drawn = [ax for ax in figures[0].axes if ax.get_visible() and ax.collections]
     assert len(drawn) == 7
     assert len({tuple(ax.get_xlim()) for ax in drawn}) == 1 and len({tuple(ax.get_ylim()) for ax in drawn}) == 1
+
+
+def test_plot_axes_are_labelled_in_words_with_units(demo):
+    import re
+
+    for name, fig in _figures(demo).items():
+        for ax in fig.axes:
+            if ax.images or not ax.axison or ax.get_label() == "<colorbar>" or not (ax.lines or ax.collections
+                                                                                  or ax.patches):
+                continue  # pictures and colour bars carry no quantity axis of their own
+            # Bars over named categories (Fig 2.3) need no x label: the tick labels name them.
+            categorical = any(re.search("[A-Za-z]", t.get_text().replace("mathdefault", "")) for t in ax.get_xticklabels())
+            for label in ([ax.get_ylabel()] if categorical else [ax.get_xlabel(), ax.get_ylabel()]):
+                assert label, (name, ax.get_title())
+                assert not re.fullmatch(r"\w+/\w+", label), (name, label)  # a metric key, not words
+    effects = _figures(demo)["effects"]
+    assert {ax.get_ylabel() for ax in effects.axes if ax.collections} == {"validation lower bound (nats)"}
