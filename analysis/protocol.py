@@ -272,11 +272,16 @@ def other_data_table(sel: Selection, rows: Callable[[pd.DataFrame], list[OurRow]
         try:
             ours = rows(group)
         except MissingData as missing:
-            sel.leave(group, f"other data or settings: {deviation}; {missing.reason}")
+            # Replaces select's "(in the 'ours, other data' table)": these runs are in no table at all.
+            for run_id in group["run_id"].astype(str):
+                sel.reasons[run_id] = f"other data or settings: {deviation}; {missing.reason} (in no table)"
             continue
-        for o in ours:
-            if not any(c.n for c in o.cells.values()):
-                continue
+        shown = [o for o in ours if any(c.n for c in o.cells.values())]
+        if not shown:
+            for run_id in group["run_id"].astype(str):
+                sel.reasons[run_id] = (f"other data or settings: {deviation}; logged none of the table's "
+                                       "quantities (in no table)")
+        for o in shown:
             row: dict[str, Any] = {OTHER_LABEL: short_deviation(str(dataset), str(deviation)), "model": o.label}
             _fill_ours(row, qs, o)
             out.append(row)
