@@ -299,7 +299,8 @@ def best_trials(runs: pd.DataFrame, specs: Mapping[str, Any] | None = None) -> p
     require(bool(rows), "no sweeps in the store", "runs started by `raygen sweep SPEC.yaml` (they carry a sweep_id)")
     frame = pd.DataFrame(rows)
     frame.attrs.update(title="Best trial per sweep", caption="best value = final value of the objective metric "
-                       "of the best finished trial (completed or stopped early).")
+                       "of the best completed trial (trials stopped early are not ranked: their values are "
+                       "half-trained).")
     return frame
 
 

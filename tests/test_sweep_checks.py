@@ -355,6 +355,7 @@ def test_report_and_sweep_share_one_definition_of_best(tmp_path):
     specs = {"unit": resolved.to_json()}
     table = report_best(runs, specs)
     assert table.iloc[0]["best run"] == "s-c" and table.iloc[0]["best value"] == -4.0
+    assert "best completed trial" in table.attrs["caption"]  # it said "(completed or stopped early)"
     rows, info = sweep_trials(runs, "unit", specs)
     assert list(completed_mask(rows, info)) == list(rankable(trials, ["valid/lower_bound"]))
 
@@ -414,8 +415,12 @@ def test_a_chosen_null_is_stored_as_null_and_an_inactive_parameter_is_absent(tmp
     assert (runs["status"] == "completed").all()
     shown = sw.fmt_params({"train.lr": 0.01, "train.grad_clip": None}, resolved.param_names)
     assert shown == "train.lr=0.01  train.grad_clip=null  algo.updates_per_step=-"
-    trials = sw.sweep_trials(tmp_path, resolved)
-    assert trials.set_index("trial_id").loc["null", "params"] == {"train.lr": 1e-2, "train.grad_clip": None}
+    trials = sw.sweep_trials(tmp_path, resolved).set_index("trial_id")
+    assert trials.loc["null", "params"] == {"train.lr": 1e-2, "train.grad_clip": None}
+    # the trials table (raygen.sweep(...).trials): a chosen null is None, an inactive parameter NaN
+    assert trials.loc["null", "train.grad_clip"] is None and trials.loc["five", "train.grad_clip"] == 5.0
+    assert isinstance(trials.loc["null", "algo.updates_per_step"], float)
+    assert math.isnan(trials.loc["null", "algo.updates_per_step"]) and trials.loc["five", "algo.updates_per_step"] == 2
 
 
 def test_a_completed_trial_is_never_run_again_and_its_final_report_follows_its_evaluation(tmp_path, toy_algorithm):

@@ -903,8 +903,10 @@ class SweepResult:
 
 
 def sweep_trials(results: Path, spec: ResolvedSweep) -> Any:
-    """One row per trial of the sweep from the store: ids, status, steps, each parameter (absent = inactive),
-    each objective's final value."""
+    """One row per trial of the sweep from the store: ids, status, steps, each parameter, each objective's final
+    value. A parameter column holds None where the trial chose null and NaN where the parameter was inactive
+    (conditional, not drawn); such a column is of dtype object so that pandas keeps the two apart. `params` holds
+    the drawn values as a dict (an inactive parameter absent)."""
     import pandas as pd
 
     runs = read_runs(results)
@@ -919,11 +921,15 @@ def sweep_trials(results: Path, spec: ResolvedSweep) -> Any:
         out = {k: row.get(k) for k in ("trial_id", "run_id", "status", "stopped_early", "steps", "error")}
         out["params"] = params
         for name in spec.param_names:
-            out[name] = params.get(name)
+            out[name] = params.get(name, math.nan)
         for o in spec.objectives:
             out[o.name] = row.get(f"final.{o.name}", math.nan)
         rows.append(out)
-    return pd.DataFrame(rows, columns=cols)
+    frame = pd.DataFrame(rows, columns=cols)
+    for name in spec.param_names:  # pandas would turn a chosen None into NaN, the mark of an inactive parameter
+        if any(name in r["params"] and r["params"][name] is None for r in rows):
+            frame[name] = pd.Series([r[name] for r in rows], dtype=object)
+    return frame
 
 
 def best_trials(trials: Any, spec: ResolvedSweep) -> list[dict[str, Any]]:
