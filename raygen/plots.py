@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from itertools import pairwise
 
 import matplotlib
 
@@ -56,12 +57,45 @@ def _column_centres(nrow: int, w: int, pad: int, group: int, group_pad: int) -> 
     return [x + (w - 1) / 2 for x in xs]
 
 
+LABEL_IN_PER_CHAR = 7 * 0.62 / 72  # width of one 7 pt label character (DejaVu Sans, generous), in inches
+LABEL_GAP_IN = 0.06  # space left between two neighbouring column labels
+IMAGE_SHARE = 0.98  # of the figure width the picture spans (fixed margins, so labels can be placed by arithmetic)
+
+
+def _fits(col_labels: list[str], centres: list[float], inch_per_px: float) -> bool:
+    shown = [(c, lbl) for c, lbl in zip(centres, col_labels) if lbl]
+    return all((cb - ca) * inch_per_px >= (len(a) + len(b)) / 2 * LABEL_IN_PER_CHAR + LABEL_GAP_IN
+               for (ca, a), (cb, b) in pairwise(shown))
+
+
+def _label_width(col_labels: list[str], centres: list[float], width: int, fig_w: float
+                 ) -> tuple[float, list[str]]:
+    """The figure width at which neighbouring column labels cannot overlap (widened up to MAX_WIDTH_IN), and
+    the labels to draw: all of them where they fit, else every k-th (k as small as fits) — never overlapping."""
+    for k in range(1, len(col_labels) + 1):
+        labels = [lbl if i % k == 0 else "" for i, lbl in enumerate(col_labels)]
+        for w in (fig_w, MAX_WIDTH_IN):
+            if _fits(labels, centres, IMAGE_SHARE * w / width):
+                needed = fig_w
+                while not _fits(labels, centres, IMAGE_SHARE * needed / width):
+                    needed = min(MAX_WIDTH_IN, needed * 1.1)
+                return needed, labels
+    return fig_w, [""] * len(col_labels)
+
+
 def _show(canvas: np.ndarray, *, title: str | None, col_labels: list[str] | None = None,
           centres: list[float] | None = None, xlabel: str | None = None) -> bytes:
     height, width = canvas.shape[:2]
     fig_w = min(MAX_WIDTH_IN, max(2.0, width / 40))
-    fig_h = max(1.0, fig_w * height / width) + (0.35 if title else 0) + (0.3 if col_labels else 0)
+    if col_labels and centres:
+        fig_w, col_labels = _label_width(col_labels, centres, width, fig_w)
+    top_in = 0.05 + (0.3 if title else 0) + (0.2 if col_labels else 0)
+    bottom_in = 0.25 if xlabel else 0.05
+    fig_h = IMAGE_SHARE * fig_w * height / width + top_in + bottom_in
     fig, ax = plt.subplots(figsize=(fig_w, fig_h))
+    # The axes box has the picture's own aspect, so the picture spans IMAGE_SHARE of the width exactly.
+    margin = (1 - IMAGE_SHARE) / 2
+    fig.subplots_adjust(left=margin, right=1 - margin, top=1 - top_in / fig_h, bottom=bottom_in / fig_h)
     ax.imshow(canvas.squeeze(-1) if canvas.shape[-1] == 1 else canvas, cmap="gray", vmin=0, vmax=1,
               interpolation="nearest")
     for spine in ax.spines.values():

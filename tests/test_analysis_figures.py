@@ -148,3 +148,25 @@ def test_plot_axes_are_labelled_in_words_with_units(demo):
                 assert not re.fullmatch(r"\w+/\w+", label), (name, label)  # a metric key, not words
     effects = _figures(demo)["effects"]
     assert {ax.get_ylabel() for ax in effects.axes if ax.collections} == {"validation lower bound (nats)"}
+
+
+@pytest.mark.parametrize("side", [8, 28])
+def test_picture_column_labels_never_overlap(side):
+    # 8x8 digits paired with their nearest training example: "sample"/"nearest" over 8-pixel columns overlapped.
+    rng = np.random.default_rng(0)
+    figures = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plots, "_png", lambda fig: figures.append(fig) or b"")
+        plots.image_grid_png(rng.random((16, 1, side, side)), nrow=8, group=2, title="sample | nearest training example")
+        plots.chains_png(rng.random((40, 3, 1, side, side)), title="chains")
+        plots.chains_png(rng.random((6, 2, 1, side, side)), title="chains")
+    for fig in figures:
+        assert fig.get_figwidth() <= 7.2
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        labels = [t for t in fig.axes[0].get_xticklabels() if t.get_text()]
+        assert len(labels) >= 2
+        extents = [t.get_window_extent(renderer) for t in labels]
+        for a, b, ta, tb in zip(extents, extents[1:], labels, labels[1:]):
+            assert not _overlaps(a, b), (side, ta.get_text(), tb.get_text())
