@@ -7,6 +7,7 @@ touched; `savefig` renders PNG with Agg and PDF with the pdf backend.
 from __future__ import annotations
 
 import logging
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -50,6 +51,21 @@ def metric_label(key: str) -> str:
     words, unit = METRIC_WORDS.get(metric, (metric.replace("_", " "), ""))
     text = f"{SPLIT_WORDS.get(split, split.replace('_', ' '))} {words}".strip()
     return f"{text} ({unit})" if unit else text
+
+
+def fit_suptitle(fig: Figure) -> None:
+    """Wrap the figure's title into lines that fit its width (a one-panel figure is 2.6 in wide; a title
+    naming other data is longer). Character widths are estimated generously for the title's font size."""
+    title = fig._suptitle
+    if title is None or not title.get_text():
+        return
+    inches_per_char = title.get_fontsize() * 0.6 / 72
+    chars = max(20, int(0.95 * fig.get_figwidth() / inches_per_char))
+    before = title.get_text().split("\n")
+    lines = [w for line in before for w in textwrap.wrap(line, chars) or [""]]
+    title.set_text("\n".join(lines))
+    # Each added line gets its own height, so the panels keep theirs.
+    fig.set_figheight(fig.get_figheight() + (len(lines) - len(before)) * title.get_fontsize() * 1.25 / 72)
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 3.3, height: float = 2.6) -> tuple[Figure, np.ndarray]:

@@ -334,7 +334,11 @@ def figure_runs(sel: Selection, needs: str) -> tuple[pd.DataFrame, str]:
     deviations = sorted(set(runs["_deviation"]))
     sel.use(runs)
     sel.leave(sel.other, "other data; the figure draws the dataset with the most runs")
-    words = f"{dataset}, not the paper's data or settings" + (f" ({deviations[0]})" if len(deviations) == 1 else "")
+    words = f"{dataset}, not the paper's data or settings"
+    if len(deviations) == 1:
+        # The short form (no "(paper: ...)": the index has it) on a line of its own, so the title fits.
+        short = short_deviation(dataset, deviations[0]).removeprefix(dataset).lstrip("; ")
+        words += f"\n({short})" if short else ""
     return runs, words
 
 

@@ -15,7 +15,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from analysis.figures import PAPER_RC, PNG_DPI
+from analysis.figures import PAPER_RC, PNG_DPI, fit_suptitle
 
 
 def fmt(x: Any, digits: int = 6) -> str:
@@ -249,6 +249,7 @@ def write_figure(figure: Any, directory: Path, name: str) -> list[Path]:
     paths = [directory / f"{name}.png", directory / f"{name}.pdf"]
     try:
         # Saved under the paper settings (TrueType fonts in the PDF, 200 dpi PNG) whoever built the figure.
+        fit_suptitle(figure)
         with matplotlib.rc_context(PAPER_RC):
             # The figures use constrained layout already; bbox_inches="tight" would lay them out a second time.
             figure.savefig(paths[0], dpi=PNG_DPI)

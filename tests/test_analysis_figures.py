@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from analysis import infusion, professor, sweeps
-from analysis.figures import PAPER_RC
+from analysis.figures import PAPER_RC, fit_suptitle
 from analysis.render import write_figure
 from analysis.synthetic import SyntheticRun, demo_store, write_run
 from raygen import plots
@@ -170,3 +170,29 @@ def test_picture_column_labels_never_overlap(side):
         extents = [t.get_window_extent(renderer) for t in labels]
         for a, b, ta, tb in zip(extents, extents[1:], labels, labels[1:]):
             assert not _overlaps(a, b), (side, ta.get_text(), tb.get_text())
+
+
+def test_figure_titles_naming_other_data_fit_and_stay_short(tmp_path):
+    # The only run: MNIST with other settings. The title names them briefly and fits in the figure.
+    run = SyntheticRun("a", "infusion", "mnist", config={"algo.steps": 5, "algo.omega": 0.1,
+                                                         "data.mnist_split": "test-only", "data.max_train": 500},
+                       curves={"valid/lower_bound": ([10, 20], [1.0, 2.0]), "valid/parzen_ll": ([10, 20], [3.0, 4.0])},
+                       finals={"test/lower_bound": 2.0})
+    write_run(tmp_path, run)
+    runs, metrics = read_runs(tmp_path), read_metrics(tmp_path)
+    import matplotlib
+
+    with matplotlib.rc_context(PAPER_RC):  # as build_report makes them
+        figures = (infusion.fig_3_3(runs, metrics), infusion.fig_a1(runs, metrics))
+    for i, fig in enumerate(figures):
+        title = fig._suptitle.get_text()
+        assert "not the paper's data" in title and "test-only" in title and "(paper:" not in title, title
+        fit_suptitle(fig)  # what write_figure does before saving
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        tight = fig.get_tightbbox(canvas.get_renderer())
+        width, height = fig.get_size_inches()
+        assert tight.x0 >= -0.01 and tight.x1 <= width + 0.01 and tight.y1 <= height + 0.01, (title, tight, width)
+        assert all(ax.get_position().height * height > 1.0 for ax in fig.axes if ax.lines), title  # panels keep room
+        files = write_figure(fig, tmp_path, f"f{i}")
+        assert abs(Image.open(files[0]).size[1] - height * 200) <= 1  # saved as laid out
