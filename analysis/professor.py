@@ -64,6 +64,9 @@ PROTOCOLS = {
         Need("config.data.binarization", (BINARIZED_MNIST,), "the standard fixed binarization "
              "(Murray and Salakhutdinov 2009)", default=None),
         Need("config.data.binarize", ("auto", "none"), "no further binarization", default="auto"),
+        # "Test set negative log-likelihood": the whole 10 000-image test set (eval.test_examples=null), as every
+        # row of the table; raygen's default of 1000 test examples is Infusion TAB 3.1's protocol, not this one.
+        Need("config.eval.test_examples", (None, 10_000), "all 10 000 test images", default=1000),
         FULL_TRAIN)),
     "pf_ptb_bpc": Protocol("pf_ptb_bpc", "Penn Treebank characters", (
         dataset_need(("text:ptb",), "Penn Treebank characters"),

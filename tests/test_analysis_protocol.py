@@ -92,7 +92,7 @@ def test_bits_per_dim_table_takes_only_cifar10(tmp_path):
 
 
 def test_pf_table_2_1_takes_only_the_standard_binarized_mnist_in_nats_per_image(tmp_path):
-    standard = {"data.binarization": professor.BINARIZED_MNIST}
+    standard = {"data.binarization": professor.BINARIZED_MNIST, "eval.test_examples": 10_000}
     runs = _write(
         tmp_path,
         SyntheticRun("pf-std", "professor", "seqbinarized_mnist", config=standard,
@@ -102,6 +102,9 @@ def test_pf_table_2_1_takes_only_the_standard_binarized_mnist_in_nats_per_image(
                      finals={"test/nll_image": 60.0, "valid/nll": 0.1}),
         # The binarized MNIST files without their binarization recorded: not known to be the standard one.
         SyntheticRun("pf-unknown", "professor", "seqbinarized_mnist", finals={"test/nll_image": 70.0, "valid/nll": 0.1}),
+        # The NLL of 1000 test images (raygen's default) is not the test set's.
+        SyntheticRun("pf-1000", "professor", "seqbinarized_mnist",
+                     config={**standard, "eval.test_examples": 1000}, finals={"test/nll_image": 75.0, "valid/nll": 0.1}),
         # Per-symbol NLL of a text run.
         SyntheticRun("pf-text", "professor", "text:embedded", finals={"test/nll": 1.2, "valid/nll": 1.2}),
     )
@@ -109,9 +112,11 @@ def test_pf_table_2_1_takes_only_the_standard_binarized_mnist_in_nats_per_image(
     assert table.loc["Professor Forcing (ours)", "nll ours"] == 80.1
     assert table.loc["Professor Forcing (ours)", "nll n"] == 1
     other = table.attrs["selection"].other_table
-    by_data = dict(zip(other["data and settings"].str.split(";").str[0], other["nll ours"]))
     # Nats per symbol never sit under a "nats per image" header, not even in the other-data table.
-    assert by_data == {"seqbinarized_mnist": 70.0, "seqmnist": 60.0}
+    labels = dict(zip(other["nll ours"], other["data and settings"]))
+    assert sorted(labels) == [60.0, 70.0, 75.0]
+    assert labels[60.0].startswith("seqmnist;") and "data.binarization=none" in labels[70.0]
+    assert labels[75.0] == "seqbinarized_mnist; eval.test_examples=1000"
     led = table.attrs["selection"].ledger().set_index("run_id")
     assert led.loc["pf-std", "used"] and not led.loc["pf-thr", "used"]
     assert "seqmnist" in led.loc["pf-thr", "why"] and "binarization" in led.loc["pf-unknown", "why"]
