@@ -35,6 +35,7 @@ from analysis.protocol import (
     Selection,
     dataset_need,
     finish_table,
+    require_runs,
     select,
 )
 
@@ -88,8 +89,7 @@ def _ais_rows(runs: pd.DataFrame) -> list[OurRow]:
 
 def _ais_table(runs: pd.DataFrame, key: str, include_smoke: bool) -> pd.DataFrame:
     sel: Selection = select(runs, AIS_ALGORITHMS, PROTOCOLS[key], item=f"baselines_{key}", include_smoke=include_smoke)
-    require(not sel.matching.empty or not sel.other.empty, "no completed VAE, GAN or GMMN runs",
-            f"{NEEDS} (`raygen train vae|gan|gmmn -d mnist algo.latent=10 ...`)")
+    require_runs(sel, "VAE, GAN or GMMN", f"{NEEDS} (`raygen train vae|gan|gmmn -d mnist algo.latent=10 ...`)")
     ours: list[OurRow] = []
     caption = f"No run matches the protocol ({PROTOCOLS[key].describe()})."
     if not sel.matching.empty:
@@ -148,8 +148,7 @@ def parzen_table(runs: pd.DataFrame, *, include_smoke: bool = False) -> pd.DataF
     """Infusion FIG 3.4 with our GSN / diffusion / GAN / GMMN + AE Parzen rows beside the published ones."""
     key = "it_parzen"
     sel = select(runs, PARZEN_ALGORITHMS, PROTOCOLS[key], item="baselines_it_parzen", include_smoke=include_smoke)
-    require(not sel.matching.empty or not sel.other.empty, "no completed GSN, NET, GAN or GMMN runs",
-            "completed gsn/net/gan/gmmn runs (`raygen train gsn -d mnist ...`)")
+    require_runs(sel, "GSN, NET, GAN or GMMN", "completed gsn/net/gan/gmmn runs (`raygen train gsn -d mnist ...`)")
     ours: list[OurRow] = []
     caption = f"No run matches the protocol ({PROTOCOLS[key].describe()})."
     if not sel.matching.empty:

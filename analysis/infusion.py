@@ -58,6 +58,7 @@ from analysis.protocol import (
     figure_runs,
     finish_table,
     inception_cell,
+    require_runs,
     select,
 )
 from analysis.published import published
@@ -93,8 +94,7 @@ PROTOCOLS = {
 
 def _select(runs: pd.DataFrame, key: str, include_smoke: bool) -> Selection:
     sel = select(runs, ALGORITHM, PROTOCOLS[key], item=key, include_smoke=include_smoke)
-    require(not sel.matching.empty or not sel.other.empty, f"no completed {ALGORITHM} runs",
-            f"{NEEDS} (`raygen train infusion ...`)")
+    require_runs(sel, ALGORITHM, f"{NEEDS} (`raygen train infusion ...`)")
     return sel
 
 

@@ -43,6 +43,7 @@ from analysis.protocol import (
     attach,
     dataset_need,
     finish_table,
+    require_runs,
     select,
 )
 from analysis.published import published
@@ -80,8 +81,7 @@ PROTOCOLS = {
 
 def _select(runs: pd.DataFrame, key: str, include_smoke: bool) -> Selection:
     sel = select(runs, ALGORITHMS, PROTOCOLS[key], item=key, include_smoke=include_smoke)
-    require(not sel.matching.empty or not sel.other.empty, "no completed professor/teacher/scheduled runs",
-            f"{NEEDS} (`raygen train professor ...`)")
+    require_runs(sel, "professor/teacher/scheduled", f"{NEEDS} (`raygen train professor ...`)")
     return sel
 
 

@@ -190,6 +190,7 @@ class Selection:
     datasets: dict[str, str] = field(default_factory=dict)
     other_table: pd.DataFrame | None = None  # the "ours, other data" rows, when there are any
     notes: list[str] = field(default_factory=list)  # e.g. which IS sample count k each number used
+    smoke: set[str] = field(default_factory=set)  # smoke runs among the candidates (`--include-smoke` only)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Selection:
         # pandas deep-copies a frame's attrs on every derived frame; the selection is shared, not copied.
@@ -208,13 +209,14 @@ class Selection:
                 self.reasons.setdefault(str(r), reason)
 
     def ledger(self, default_reason: str = "matches the protocol; not the chosen model config") -> pd.DataFrame:
-        """run_id, dataset, used, why: one row per run the table considered."""
+        """run_id, dataset, smoke, used, why: one row per run the table considered."""
         rows = []
         for run_id, dataset in self.datasets.items():
             used = run_id in self.used
             why = "" if used else self.reasons.get(run_id, default_reason)
-            rows.append({"run_id": run_id, "dataset": dataset, "used": used, "why": why})
-        return pd.DataFrame(rows, columns=["run_id", "dataset", "used", "why"])
+            rows.append({"run_id": run_id, "dataset": dataset, "smoke": run_id in self.smoke, "used": used,
+                         "why": why})
+        return pd.DataFrame(rows, columns=["run_id", "dataset", "smoke", "used", "why"])
 
 
 def select(runs: pd.DataFrame, algorithms: str | Sequence[str], protocol: Protocol | None, *, item: str = "",
@@ -238,15 +240,28 @@ def select(runs: pd.DataFrame, algorithms: str | Sequence[str], protocol: Protoc
         candidates = mine[done & ~smoke]
     else:
         candidates = mine[done]
+        sel.smoke = set(mine.loc[smoke, "run_id"].astype(str))
     if protocol is None:
         sel.matching = candidates
         return sel
     deviations = protocol.mismatches(candidates)
     sel.matching = candidates[deviations == ""]
-    sel.other = candidates[deviations != ""].assign(_deviation=deviations[deviations != ""])
+    sel.other = candidates[deviations != ""].assign(_deviation=deviations[deviations != ""],
+                                                    _smoke=smoke_mask(candidates)[deviations != ""])
     for run_id, dev in zip(sel.other["run_id"], sel.other["_deviation"]):
         sel.reasons[str(run_id)] = f"other data or settings: {dev} (in the 'ours, other data' table)"
     return sel
+
+
+def require_runs(sel: Selection, what: str, needs: str) -> None:
+    """MissingData when no run is left for a table, saying so truly: no completed runs of `what` at all, or
+    only smoke runs (left out unless `--include-smoke`)."""
+    if not sel.matching.empty or not sel.other.empty:
+        return
+    smoke = sum(1 for why in sel.reasons.values() if why == SMOKE_REASON)
+    if smoke:
+        raise MissingData(f"only smoke runs of {what} ({smoke}; `raygen report --include-smoke` lets them in)", needs)
+    raise MissingData(f"no completed {what} runs", needs)
 
 
 OTHER_LABEL = "data and settings"
@@ -268,7 +283,7 @@ def other_data_table(sel: Selection, rows: Callable[[pd.DataFrame], list[OurRow]
     pub = published(published_key)
     qs = list(quantities or pub["columns"])
     out: list[dict[str, Any]] = []
-    for (dataset, deviation), group in sel.other.groupby(["dataset", "_deviation"], sort=True):
+    for (dataset, deviation, is_smoke), group in sel.other.groupby(["dataset", "_deviation", "_smoke"], sort=True):
         try:
             ours = rows(group)
         except MissingData as missing:
@@ -282,7 +297,9 @@ def other_data_table(sel: Selection, rows: Callable[[pd.DataFrame], list[OurRow]
                 sel.reasons[run_id] = (f"other data or settings: {deviation}; logged none of the table's "
                                        "quantities (in no table)")
         for o in shown:
-            row: dict[str, Any] = {OTHER_LABEL: short_deviation(str(dataset), str(deviation)), "model": o.label}
+            # Smoke runs (only with --include-smoke) say so: never mistaken for a real run on that data.
+            label = short_deviation(str(dataset), str(deviation)) + ("; smoke run" if is_smoke else "")
+            row: dict[str, Any] = {OTHER_LABEL: label, "model": o.label}
             _fill_ours(row, qs, o)
             out.append(row)
     if not out:

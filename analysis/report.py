@@ -279,8 +279,8 @@ def _store_summary(store: Store) -> str:
 MAX_IDS = 8  # run ids listed per line of the index (the CSV beside each table has them all)
 
 
-def _ids(ids: list[str]) -> str:
-    shown = ", ".join(f"`{r}`" for r in ids[:MAX_IDS])
+def _ids(ids: list[str], smoke: set[str] = frozenset()) -> str:
+    shown = ", ".join(f"`{r}`" + (" (smoke run)" if r in smoke else "") for r in ids[:MAX_IDS])
     return shown + (f" and {len(ids) - MAX_IDS} more" if len(ids) > MAX_IDS else "")
 
 
@@ -297,11 +297,13 @@ def _runs_section(summary: ReportSummary) -> list[str]:
         any_item = True
         ledger = b.ledger
         used = ledger.loc[ledger["used"], "run_id"].tolist()
+        # A smoke run used by a table (`--include-smoke` only) is named as one.
+        smoke = set(ledger.loc[ledger["smoke"], "run_id"]) if "smoke" in ledger.columns else set()
         lines.append(f"### {b.title}")
         lines.append("")
         if b.protocol:
             lines.append(f"- needs: {b.protocol}")
-        lines.append(f"- used ({len(used)}): {_ids(used) if used else 'none'}")
+        lines.append(f"- used ({len(used)}): {_ids(used, smoke) if used else 'none'}")
         left = ledger[~ledger["used"]]
         for why, group in left.groupby("why", sort=True):
             lines.append(f"- left out ({len(group)}): {why}: {_ids(group['run_id'].tolist())}")

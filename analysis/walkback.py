@@ -39,6 +39,7 @@ from analysis.protocol import (
     dataset_need,
     finish_table,
     inception_cell,
+    require_runs,
     select,
 )
 
@@ -75,8 +76,7 @@ PROTOCOLS = {
 
 def _select(runs: pd.DataFrame, key: str, include_smoke: bool) -> Selection:
     sel = select(runs, ALGORITHM, PROTOCOLS[key], item=key, include_smoke=include_smoke)
-    require(not sel.matching.empty or not sel.other.empty, f"no completed {ALGORITHM} runs",
-            f"{NEEDS} (`raygen train walkback ...`)")
+    require_runs(sel, ALGORITHM, f"{NEEDS} (`raygen train walkback ...`)")
     return sel
 
 

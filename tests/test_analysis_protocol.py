@@ -298,3 +298,19 @@ def test_inception_tables_take_cifar10_with_50000_samples_and_say_the_splits(tmp
     assert "n = 1 (± over 10 splits of the samples)" in to_markdown(table.reset_index())
     other = table.attrs["selection"].other_table
     assert other["data and settings"].tolist() == ["cifar10; eval.inception_samples=1000"]
+
+
+def test_smoke_only_stores_say_so_and_included_smoke_runs_are_named(tmp_path):
+    # A store (or a --sweep filter) holding only a digits smoke sweep: the index says the runs are smoke
+    # runs, not that there are no completed runs.
+    runs = _write(tmp_path, _infusion("sm-1", "digits", smoke=True), _infusion("sm-2", "digits", smoke=True))
+    with pytest.raises(MissingData, match=r"only smoke runs of infusion \(2; `raygen report --include-smoke`"):
+        infusion.tab_a1(runs)
+    # With --include-smoke they appear, and every place that shows them says they are smoke runs.
+    table = infusion.tab_a1(runs, include_smoke=True)
+    assert set(table.attrs["selection"].other_table["data and settings"]) == {"digits; smoke run"}
+    both = _write(tmp_path / "b", _infusion("sm-3", smoke=True, config={"algo.omega": 0.05}), _infusion("real"))
+    summary = build_report(tmp_path / "b", tmp_path / "out", filters=ReportFilter(include_smoke=True))
+    section = summary.index.read_text().split("### Infusion TAB A.1: test lower bound")[1].split("###")[0]
+    assert "`sm-3` (smoke run)" in section and "`real` (smoke run)" not in section and "`real`" in section
+    assert both["run_id"].tolist()  # both written
