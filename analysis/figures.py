@@ -139,8 +139,13 @@ def read_png(root: Path, relative: str) -> np.ndarray:
     return mpimg.imread(root / relative, format="png")
 
 
+MAX_HEIGHT_IN = 9.0  # a page's text height: a picture figure never runs taller
+TITLE_IN = 0.35  # band for a picture figure's title
+LABEL_IN = 0.35  # band for each picture's label (two lines of 7 pt)
+
+
 def image_panel(
-    root: str | Path, rows: pd.DataFrame, *, title: str, labels: Sequence[str] | None = None, ncols: int = 3,
+    root: str | Path, rows: pd.DataFrame, *, title: str, labels: Sequence[str] | None = None, ncols_max: int = 3,
     needs: str = "",
 ) -> Figure:
     """A grid of artifact images (one per row of `rows`), titled by `labels`."""
@@ -155,26 +160,38 @@ def image_panel(
         titles.append(labels[i] if labels is not None else f"{row['run_id']} · step {row['step']}")
     if not images:
         raise MissingData("no readable image artifacts", needs or "runs that saved image artifacts")
-    # Wide pictures (chains: one column per step) get the full paper width, one per row, so they stay legible.
-    wide = max(img.shape[1] / img.shape[0] for img in images) > 1.6
-    ncols = 1 if wide else min(ncols, len(images))
-    nrows = -(-len(images) // ncols)
-    # Paper width at most (7.2 in); each row as tall as its widest picture needs, plus a line for its label.
-    panel_w = 7.2 if wide else min(7.2 / ncols, 3.6)
+    # The grid that shows the pictures largest within the paper width (7.2 in) and a page's height
+    # (MAX_HEIGHT_IN); each row has a band for its labels, the figure one for its title.
     aspect = max(img.shape[0] / img.shape[1] for img in images)
-    row_h = panel_w * aspect + 0.3
-    height = row_h * nrows + 0.4
+    best = (0.0, 1)
+    for cols in range(1, min(ncols_max, len(images)) + 1):
+        rows_ = -(-len(images) // cols)
+        w = min(7.2 / cols, 7.2 if cols == 1 else 3.6)
+        w = min(w, (MAX_HEIGHT_IN - TITLE_IN - rows_ * LABEL_IN - 0.05) / (rows_ * aspect))
+        if w > best[0] + 1e-9:
+            best = (w, cols)
+    panel_w, ncols = best
+    nrows = -(-len(images) // ncols)
+    # The title and each label wrapped to the width they have (a label's run id goes to a second line).
+    title_lines = textwrap.wrap(title, max(20, int(0.95 * panel_w * ncols / (9 * 0.6 / 72))))
+    top_in = TITLE_IN + 0.16 * (len(title_lines) - 1) + LABEL_IN  # the title, then the first row's labels
+    fixed = top_in + (nrows - 1) * LABEL_IN + 0.05
+    panel_w = min(panel_w, (MAX_HEIGHT_IN - fixed) / (nrows * aspect))
+    titles = [t.replace(" · ", "\n", 1) if len(t) * 7 * 0.6 / 72 > 0.98 * panel_w else t for t in titles]
+    panel_h = panel_w * aspect
+    height = nrows * panel_h + fixed
     # Fixed margins instead of constrained layout: a grid of images needs no layout solver (2x faster to save).
     fig = Figure(figsize=(panel_w * ncols, height))
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / height, wspace=0.04,
-                        hspace=0.3 / (panel_w * aspect))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.05 / height, top=1 - top_in / height, wspace=0.04,
+                        hspace=LABEL_IN / panel_h)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, text in zip(axes.flat, images, titles):
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         ax.set_title(text, fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    # At the very top, in its own band above the first row's labels (never over them).
+    fig.suptitle("\n".join(title_lines), fontsize=9, y=1 - 0.06 / height, va="top")
     return fig
 
 

@@ -312,7 +312,7 @@ def tsne_figure(runs: pd.DataFrame, artifacts: pd.DataFrame, root: str | Path, *
             labels.append(f"{LABELS[algo]}")
     require(bool(panels), f"no professor/teacher run on {dataset} saved tsne.png", needs)
     return image_panel(root, pd.concat(panels), title=f"Fig 2.3 kind: hidden-state T-SNE, ours on {dataset}",
-                       labels=labels, ncols=len(panels), needs=needs)
+                       labels=labels, ncols_max=len(panels), needs=needs)
 
 
 def discriminator_figure(runs: pd.DataFrame, metrics: pd.DataFrame, *, dataset: str | None = None,

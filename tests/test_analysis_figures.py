@@ -196,3 +196,30 @@ def test_figure_titles_naming_other_data_fit_and_stay_short(tmp_path):
         assert all(ax.get_position().height * height > 1.0 for ax in fig.axes if ax.lines), title  # panels keep room
         files = write_figure(fig, tmp_path, f"f{i}")
         assert abs(Image.open(files[0]).size[1] - height * 200) <= 1  # saved as laid out
+
+
+def test_picture_figures_fit_a_page_and_the_title_never_covers_a_label(tmp_path):
+    import pandas as pd
+
+    from analysis.figures import image_panel
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):  # six datasets' inpainting pictures: 16.7 in tall, the title over the first label
+        (tmp_path / f"{i}.png").write_bytes(plots.image_grid_png(rng.random((16, 1, 28, 28)), nrow=8,
+                                                                 title="original | start | inpainted"))
+        paths.append(f"{i}.png")
+    rows = pd.DataFrame({"run_id": [f"run-{i}" for i in range(6)], "step": 5, "path": paths})
+    labels = [f"npz:file{i}.npz · infusion-20261130-131312-da59da" for i in range(6)]
+    fig = image_panel(tmp_path, rows, title="Fig 3.6: inpainting (top half clamped)", labels=labels)
+    width, height = fig.get_size_inches()
+    assert width <= 7.2 and height <= 9.0 + 1e-9, (width, height)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    for ax in fig.axes:
+        if ax.get_title():
+            assert not _overlaps(title, ax.title.get_window_extent(renderer)), ax.get_title()
+    tight = fig.get_tightbbox(renderer)
+    assert tight.x0 >= -0.01 and tight.y0 >= -0.01 and tight.x1 <= width + 0.01 and tight.y1 <= height + 0.01
