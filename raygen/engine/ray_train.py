@@ -103,6 +103,12 @@ def _init_loopback(num_cpus: int | None, log_to_driver: bool = True) -> None:
                  log_to_driver=log_to_driver, _node_ip_address="127.0.0.1")
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = enabled
+    # A driver killed outright (SIGKILL, OOM) would leave the raylet's agents hanging: a watchdog reaps them.
+    from raygen.engine import ray_watchdog
+
+    node = ray._private.worker._global_node
+    for info in node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, ()):
+        ray_watchdog.watch(info.process.pid, node.get_logs_dir_path())
 
 
 # Rank 0's log lines as the worker formats them (`_worker_logging`); without --verbose the driver prints only
