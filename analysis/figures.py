@@ -163,14 +163,16 @@ def image_panel(
     # The grid that shows the pictures largest within the paper width (7.2 in) and a page's height
     # (MAX_HEIGHT_IN); each row has a band for its labels, the figure one for its title.
     aspect = max(img.shape[0] / img.shape[1] for img in images)
-    best = (0.0, 1)
+    # Never larger than the pictures were drawn (raygen draws them at PNG_DPI): their own text keeps its size.
+    native = max(1.5, max(img.shape[1] for img in images) / PNG_DPI)
+    widths = {}
     for cols in range(1, min(ncols_max, len(images)) + 1):
         rows_ = -(-len(images) // cols)
-        w = min(7.2 / cols, 7.2 if cols == 1 else 3.6)
-        w = min(w, (MAX_HEIGHT_IN - TITLE_IN - rows_ * LABEL_IN - 0.05) / (rows_ * aspect))
-        if w > best[0] + 1e-9:
-            best = (w, cols)
-    panel_w, ncols = best
+        w = min(7.2 / cols, 7.2 if cols == 1 else 3.6, native)
+        widths[cols] = min(w, (MAX_HEIGHT_IN - TITLE_IN - rows_ * LABEL_IN - 0.05) / (rows_ * aspect))
+    # More columns when they cost little picture size (a page-tall single column wastes the page).
+    ncols = max(c for c, w in widths.items() if w >= 0.85 * max(widths.values()))
+    panel_w = widths[ncols]
     nrows = -(-len(images) // ncols)
     # The title and each label wrapped to the width they have (a label's run id goes to a second line).
     title_lines = textwrap.wrap(title, max(20, int(0.95 * panel_w * ncols / (9 * 0.6 / 72))))

@@ -223,3 +223,9 @@ def test_picture_figures_fit_a_page_and_the_title_never_covers_a_label(tmp_path)
             assert not _overlaps(title, ax.title.get_window_extent(renderer)), ax.get_title()
     tight = fig.get_tightbbox(renderer)
     assert tight.x0 >= -0.01 and tight.y0 >= -0.01 and tight.x1 <= width + 0.01 and tight.y1 <= height + 0.01
+    # One small picture is shown at the size it was drawn (its own 7-8 pt text stays 7-8 pt), not blown up.
+    small = plots.image_grid_png(rng.random((8, 1, 8, 8)), nrow=8, title="samples")
+    (tmp_path / "small.png").write_bytes(small)
+    drawn_in = Image.open(io.BytesIO(small)).size[0] / 200
+    one = image_panel(tmp_path, rows.iloc[:1].assign(path="small.png"), title="samples", labels=["digits · run"])
+    assert one.get_figwidth() <= max(1.5, drawn_in) + 0.01, (one.get_figwidth(), drawn_in)
