@@ -195,7 +195,7 @@ def parzen_table(runs: pd.DataFrame, *, include_smoke: bool = False) -> pd.DataF
 def _inception_rows(runs: pd.DataFrame) -> list[OurRow]:
     runs = runs[final(runs, "test/inception_score").notna()]
     require(not runs.empty, "no run logged test/inception_score",
-            f"{NEEDS} on CIFAR-10 whose evaluation logs test/inception_score (not computed by raygen yet)")
+            f"{NEEDS} on CIFAR-10 with eval.inception_path set (an Inception-v3 TorchScript export; raygen downloads none), which logs test/inception_score")
     chosen = best_model(runs, (*MODEL_CHOICE, "test/inception_score"))
     return [OurRow("Infusion training (ours)",
                    {"inception_score": inception_cell(chosen)},
@@ -205,7 +205,7 @@ def _inception_rows(runs: pd.DataFrame) -> list[OurRow]:
 def inception_table(runs: pd.DataFrame, *, include_smoke: bool = False) -> pd.DataFrame:
     """TAB 3.2: Inception score of 50 000 CIFAR-10 samples (needs a run that logged test/inception_score)."""
     sel = _select(runs, "it_table_3_2", include_smoke)
-    needs = f"{NEEDS} on CIFAR-10 whose evaluation logs test/inception_score (not computed by raygen yet)"
+    needs = f"{NEEDS} on CIFAR-10 with eval.inception_path set (an Inception-v3 TorchScript export; raygen downloads none), which logs test/inception_score"
     logged = pd.concat([sel.matching, sel.other])
     require(has_metric(logged, "test/inception_score"), f"no {ALGORITHM} run logged test/inception_score", needs)
     sub = sel.matching[final(sel.matching, "test/inception_score").notna()]
@@ -214,7 +214,7 @@ def inception_table(runs: pd.DataFrame, *, include_smoke: bool = False) -> pd.Da
         sel.use(best_model(sub, (*MODEL_CHOICE, "test/inception_score")))
     frame = compare_table("it_table_3_2", ours, caption=f"Ours: {ALGORITHM} on CIFAR-10." if ours else
                           f"No run matches the protocol ({PROTOCOLS['it_table_3_2'].describe()}).")
-    return finish_table(frame, sel, _inception_rows, "it_table_3_2", f"{NEEDS} on CIFAR-10 whose evaluation logs test/inception_score (not computed by raygen yet)")
+    return finish_table(frame, sel, _inception_rows, "it_table_3_2", f"{NEEDS} on CIFAR-10 with eval.inception_path set (an Inception-v3 TorchScript export; raygen downloads none), which logs test/inception_score")
 
 
 def _tab_a1_cells(sub: pd.DataFrame) -> dict[tuple[float, float], tuple[Cell, pd.DataFrame, str]]:

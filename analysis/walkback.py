@@ -239,7 +239,7 @@ def s001_table_1(runs: pd.DataFrame, *, include_smoke: bool = False) -> pd.DataF
 
 def _inception_rows(sub: pd.DataFrame) -> list[OurRow]:
     require(has_metric(sub, "test/inception_score"), "no run logged test/inception_score",
-            f"{NEEDS} on CIFAR-10 whose evaluation logs test/inception_score (not computed by raygen yet)")
+            f"{NEEDS} on CIFAR-10 with eval.inception_path set (an Inception-v3 TorchScript export; raygen downloads none), which logs test/inception_score")
     return [OurRow(f"VW({k} steps, ours)",
                    {"inception_score": inception_cell(g)}, tags=(f"vw_{k}",))
             for k, g in _by_steps(sub, "test/inception_score")]
@@ -250,13 +250,13 @@ def inception_table(runs: pd.DataFrame, *, include_smoke: bool = False) -> pd.Da
     sel = _select(runs, "vw_inception", include_smoke)
     require(has_metric(pd.concat([sel.matching, sel.other]), "test/inception_score"),
             f"no {ALGORITHM} run logged test/inception_score",
-            f"{NEEDS} on CIFAR-10 whose evaluation logs test/inception_score (not computed by raygen yet)")
+            f"{NEEDS} on CIFAR-10 with eval.inception_path set (an Inception-v3 TorchScript export; raygen downloads none), which logs test/inception_score")
     ours = _inception_rows(sel.matching) if has_metric(sel.matching, "test/inception_score") else []
     for _, g in _by_steps(sel.matching, "test/inception_score") if ours else []:
         sel.use(g)
     frame = compare_table("vw_inception", ours, caption=f"Ours: {ALGORITHM} on CIFAR-10." if ours
                           else _no_match("vw_inception"))
-    return finish_table(frame, sel, _inception_rows, "vw_inception", f"{NEEDS} on CIFAR-10 whose evaluation logs test/inception_score (not computed by raygen yet)")
+    return finish_table(frame, sel, _inception_rows, "vw_inception", f"{NEEDS} on CIFAR-10 with eval.inception_path set (an Inception-v3 TorchScript export; raygen downloads none), which logs test/inception_score")
 
 
 def _reversibility_rows(sub: pd.DataFrame) -> list[OurRow]:
