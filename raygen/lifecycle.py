@@ -34,6 +34,7 @@ import pandas as pd
 
 from raygen.config import RunConfig
 from raygen.results import RunRecorder
+from raygen.results.store import run_row  # the one reader of a run row (re-exported for the engines)
 
 log = logging.getLogger(__name__)
 
@@ -119,21 +120,6 @@ def live_progress(results: str | Path, runs: pd.DataFrame) -> dict[str, tuple[in
     return {run_id: (int(r.step), pd.Timestamp(r.time).to_pydatetime()) for run_id, r in latest.iterrows()}
 
 
-def run_row(results: str | Path, run_id: str) -> dict[str, Any] | None:
-    import pyarrow.parquet as pq
-
-    path = Path(results) / "runs" / f"{run_id}.parquet"
-    try:
-        # One open file (a row replaced meanwhile is read whole, old or new) and no scanner threads:
-        # `pq.read_table` here crashed (SIGSEGV in Scanner.from_dataset) inside a busy Tune driver.
-        from raygen.results.store import open_input, remote
-
-        with open(path, "rb") if remote(path) is None else open_input(path) as handle:
-            return pq.ParquetFile(handle).read(use_threads=False).to_pylist()[0]
-    except FileNotFoundError:
-        return None
-
-
 def run_status(results: str | Path, run_id: str) -> tuple[str | None, str | None]:
     """(status, error) of a run row, or (None, None)."""
     row = run_row(results, run_id)
@@ -173,8 +159,9 @@ def reopen_run(results: str | Path, run_id: str, *, step: int | None = None) -> 
         if row.get(f"{key}_json"):
             extra[key] = json.loads(row[f"{key}_json"])
     recorder = RunRecorder(results, config, run_id=run_id, extra=extra)
-    if step is None:
+    if step is None:  # written from outside the run (a driver, `repair`): its last heartbeat stays the row's
         recorder.rewind(None)
+        recorder.kept_heartbeat = (row.get("heartbeat_at"), row.get("heartbeat_step"))
     else:
         rewind_to_checkpoint(recorder, step)
     recorder.node = row.get("node") or recorder.node

@@ -81,6 +81,27 @@ def test_a_repaired_run_ended_at_its_last_sign_of_life_not_at_the_repair(toy_alg
     assert "marked failed by repair at" in row.error
     assert pd.Timestamp(row.ended_at) == last_metric  # not the repair's time, two hours later
     assert row.wall_time_s == (last_metric - pd.Timestamp(before.started_at)).total_seconds()
+    # the repair is no sign of the run's life: its last real heartbeat stays in the row (it was overwritten by
+    # the end time)
+    assert pd.Timestamp(row.heartbeat_at) == pd.Timestamp(before.heartbeat_at)
+    assert row.heartbeat_step == before.heartbeat_step == 0
+
+
+def test_one_run_row_reader_skips_an_unreadable_row_with_a_warning(toy_algorithm, tmp_path, caplog):
+    """raygen.lifecycle.run_row (drivers, resume, repair) is the store's reader: a missing or unreadable row is
+    None, the unreadable one named in a warning (run_row raised ArrowInvalid where the writers skipped it)."""
+    from raygen import lifecycle
+    from raygen.results import store
+
+    assert lifecycle.run_row is store.run_row
+    rec = _recorder(toy_algorithm, tmp_path)
+    rec.write_run("running")
+    assert lifecycle.run_row(tmp_path, rec.run_id)["status"] == "running"
+    assert lifecycle.run_row(tmp_path, "no-such-run") is None
+    rec.row_path.write_bytes(rec.row_path.read_bytes()[:40])  # truncated
+    assert lifecycle.run_row(tmp_path, rec.run_id) is None
+    assert lifecycle.run_status(tmp_path, rec.run_id) == (None, None)
+    assert str(rec.row_path) in caplog.text and "unreadable" in caplog.text
 
 
 def test_two_trainers_of_one_run_are_refused(toy_algorithm, tmp_path):

@@ -534,14 +534,24 @@ def _row_finals(row: Mapping[str, Any] | None) -> dict[str, tuple[float, Any]]:
 
 
 def _read_row(path: Path) -> dict[str, Any] | None:
+    """The one reader of a single run row (the writers' read-modify-write, `run_row`): None when the file is
+    missing, or unreadable (0 bytes, truncated: skipped with a warning naming it, as every reader skips such a
+    file; a writer then writes it anew). One open file (a row replaced meanwhile is read whole, old or new)
+    and no scanner threads: `pq.read_table` here crashed (SIGSEGV in Scanner.from_dataset) in a busy Tune driver."""
     try:
-        return pq.ParquetFile(open_input(path)).read(use_threads=False).to_pylist()[0]
+        with pq.ParquetFile(open_input(path)) as f:
+            return f.read(use_threads=False).to_pylist()[0]
     except FileNotFoundError:
         return None
     except (pa.ArrowException, OSError, ValueError, IndexError) as err:
         _reraise_request_failure(path, err)
-        log.warning("run row %s is unreadable (%s); it will be rewritten", path, err)
+        log.warning("skipping unreadable run row %s: %s", path, err)
         return None
+
+
+def run_row(root: str | Path, run_id: str) -> dict[str, Any] | None:
+    """The row of run `run_id` as a dict, or None when it is missing or unreadable (`_read_row`)."""
+    return _read_row(Path(root) / "runs" / f"{run_id}.parquet")
 
 
 # ---------------------------------------------------------------------------------------------- the writer
@@ -586,6 +596,9 @@ class RunRecorder:
         self._session_start: datetime | None = None
         self.steps = 0
         self.heartbeat_at: datetime | None = None
+        # (heartbeat_at, heartbeat_step) to keep in the row: set when this recorder writes the row from outside
+        # the run (a driver, `repair`: raygen.lifecycle.reopen_run), whose writes are no sign of the run's life
+        self.kept_heartbeat: tuple[datetime | None, int | None] | None = None
         self.node = socket.gethostname()
 
     @property
@@ -683,7 +696,8 @@ class RunRecorder:
             self._replace_finals = False
         else:
             finals = _merge_latest(_row_finals(_read_row(self.row_path)), mine)
-        self.heartbeat_at = t
+        beat_at, beat_step = self.kept_heartbeat or (t, self.steps)
+        self.heartbeat_at = beat_at
         row: dict[str, Any] = {
             "run_id": self.run_id,
             "algorithm": self.config.algorithm,
@@ -707,8 +721,8 @@ class RunRecorder:
             "wall_time_s": self._wall_s(ended) if ended else None,
             "steps": self.steps,
             # last sign of life: a `running` row whose heartbeat is stale is shown `lost` (raygen.lifecycle)
-            "heartbeat_at": t,
-            "heartbeat_step": self.steps,
+            "heartbeat_at": beat_at,
+            "heartbeat_step": beat_step,
             "config_json": json.dumps(self.config.to_dict(), sort_keys=True),
             "versions_json": _versions(),  # once per process: the heartbeat rewrites the row often
             "git_commit": git_commit(),
