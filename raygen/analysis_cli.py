@@ -45,7 +45,9 @@ def _check_store(results: Path) -> None:
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     if not found:
-        typer.secho(f"error: results store {label(results)} does not exist (run `raygen train` or `raygen sweep` first, "
+        what = "is a file, not a results store directory" if not is_remote(results) and results.exists() else \
+            "does not exist"
+        typer.secho(f"error: results store {label(results)} {what} (run `raygen train` or `raygen sweep` first, "
                     "or pass the folder they wrote)", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
 
@@ -95,15 +97,23 @@ def dashboard(
         "instead of serving it")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="the HTML file to write (implies --html)")] = None,
     results_option: Annotated[Path | None, RESULTS_OPTION] = None,
+    extra: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
 ) -> None:
     """Explore sweeps in the browser: trials table, parallel coordinates, importance, learning curves, Pareto
     front and samples. Works offline; the page refreshes while a sweep is still writing."""
     _logging()
-    if html and out is None and results.suffix.lower() in (".html", ".htm") and not results.is_dir():
-        # the old spelling `--html FILE`: FILE now lands in the positional RESULTS, and the error would be about a
-        # missing store (or two stores, with --results) instead of the changed option
-        typer.secho(f"error: --html is a flag now and takes no file; write `--html --out {results}` (the "
-                    "positional argument is the results store)", fg=typer.colors.RED, err=True)
+    # The old spelling `--html FILE`: FILE lands in the positional RESULTS (`--html FILE`) or after it
+    # (`R --html FILE`: typer's "unexpected extra argument"), and the error would be about a missing store,
+    # two stores or an extra argument instead of the changed option. `extra` catches the second case.
+    page = next((p for p in (results, *map(Path, extra or ())) if p.suffix.lower() in (".html", ".htm")
+                 and not p.is_dir()), None)
+    if html and out is None and page is not None:
+        typer.secho(f"error: --html is a flag and takes no file; write `--html --out {page}` (the positional "
+                    "argument is the results store)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if extra:
+        typer.secho(f"error: unexpected argument {' '.join(extra)}: the dashboard reads one results store "
+                    "(the HTML file goes in --out)", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     results = _store(results, results_option)
     _check_store(results)

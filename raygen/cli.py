@@ -294,7 +294,8 @@ def _require_store(results: Path) -> None:
         _fail(f"cannot read results store {label(results)}: {' '.join(str(err).split())}")
     if not found:
         what = "does not exist" if is_remote(results) or not results.exists() else \
-            "is not a raygen results store (no runs/ folder)"
+            "is not a raygen results store (no runs/ folder)" if results.is_dir() else \
+            "is a file, not a results store directory"
         _fail(f"results store {label(results)} {what}; pass the folder `raygen train` or `raygen sweep` wrote with "
               "--results")
 
@@ -432,15 +433,10 @@ def compact(
     cache. Runs fold their own pieces when they end; this finishes what a kill interrupted. Safe while runs
     write (docs/results.md)."""
     from raygen.results import compact as compact_store
-    from raygen.results.store import exists, is_remote, label
 
-    try:
-        found = exists(results) if is_remote(results) else results.is_dir()
-    except OSError as err:  # an object store that cannot be reached (endpoint, network): its error, one line
-        _fail(f"cannot read results store {label(results)}: {' '.join(str(err).split())}")
-    if not found:
-        _fail(f"results store {label(results)} does not exist")
-    done = compact_store(results, running=running)
+    _require_store(results)
+    with _OneLine(verbose=False):  # a read-only or full store: one line naming the file, not a traceback
+        done = compact_store(results, running=running)
     typer.echo(f"folded {done['metrics']} metric and {done['artifacts']} artifact pieces in {results}")
 
 

@@ -94,3 +94,37 @@ def test_sample_latest_says_the_run_failed_when_it_has_no_checkpoint(tmp_path):
     assert result.exit_code != 0
     assert "has no checkpoint" in result.output
     assert "failed: NonFiniteLossError: the loss became NaN at update 3" in result.output
+
+
+def _one_error_line(res) -> str:
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.output
+    return lines[0]
+
+
+def test_a_file_given_as_the_store_is_named_a_file_not_missing(tmp_path):
+    """runs/compact/report/dashboard given a FILE: compact, report and dashboard said it "does not exist"."""
+    store = tmp_path / "afile"
+    store.write_text("not a store")
+    for args in (["runs", "--results", store], ["compact", "--results", store], ["report", store, "--out",
+                 tmp_path / "rep"], ["dashboard", store, "--html", "--out", tmp_path / "d.html"]):
+        line = _one_error_line(invoke(*args))
+        assert f"{store} is a file, not a results store directory" in line, (args, line)
+    assert store.read_text() == "not a store" and not (tmp_path / "rep").exists()
+    assert "does not exist" in _one_error_line(invoke("compact", "--results", tmp_path / "nope"))
+
+
+def test_dashboard_html_file_after_the_store_names_the_out_option(tmp_path, monkeypatch):
+    """`raygen dashboard R --html old.html` (--html once took the file) got typer's "unexpected extra argument"
+    box; it names the spelling that works, and writes nothing."""
+    from analysis.synthetic import SyntheticRun, write_run
+
+    store = tmp_path / "R"
+    write_run(store, SyntheticRun("inf-0", "infusion", "mnist", finals={"valid/lower_bound": 1.0}))
+    monkeypatch.chdir(tmp_path)
+    for args in (["dashboard", store, "--html", "old.html"], ["dashboard", "--html", "old.html", store]):
+        assert "`--html --out old.html`" in _one_error_line(invoke(*args))
+    assert "unexpected argument S" in _one_error_line(invoke("dashboard", store, "S"))
+    assert not (tmp_path / "old.html").exists() and not (tmp_path / "dashboard.html").exists()
+    res = invoke("dashboard", store, "--html", "--out", "old.html")
+    assert res.exit_code == 0 and (tmp_path / "old.html").is_file(), res.output

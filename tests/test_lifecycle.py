@@ -184,6 +184,32 @@ def test_a_read_only_store_is_refused_before_any_work(tmp_path):
     assert len(read_metrics(store)) == before and len(read_runs(store)) == 1
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_compact_of_a_read_only_store_is_one_line(toy_algorithm, tmp_path):
+    """A killed run's pieces in a read-only store: `raygen compact` raised a PermissionError traceback."""
+    from raygen.config import build_config
+    from raygen.results import RunRecorder
+
+    store = tmp_path / "store"
+    rec = RunRecorder(store, build_config(algorithm=toy_algorithm, dataset="toy2d:circle"))
+    rec.write_run("running")
+    rec.log(1, {"train/loss": 1.0})
+    rec.flush()  # a piece, as a run killed here leaves it
+    for path in [store, *store.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o555)
+    try:
+        out = _as_non_root(["compact", "--running", "--results", store], tmp_path)
+    finally:
+        for path in [store, *store.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)
+    lines = error_lines(out.stderr)
+    assert out.returncode == 1 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "cannot write the results store: Permission denied" in lines[0]
+    assert len(read_metrics(store)) == 1
+
+
 @pytest.fixture()
 def tiny_disk(tmp_path):
     """A real 8 MiB file system (tmpfs), so the disk really fills up."""
@@ -335,6 +361,26 @@ def test_an_unusable_heartbeat_interval_is_one_line_and_no_run(toy_algorithm, tm
     monkeypatch.setenv("RAYGEN_HEARTBEAT_S", "-1")
     assert_one_line(train(toy_algorithm, tmp_path / "store", steps=2), "RAYGEN_HEARTBEAT_S", "must be positive")
     assert no_runs(tmp_path / "store")
+
+
+def test_an_unusable_heartbeat_interval_is_refused_before_workers_or_a_sweep_start(toy_algorithm, tmp_path,
+                                                                                     monkeypatch):
+    """--workers and sweep trials run the same heartbeat as a local run; RAYGEN_HEARTBEAT_S was read only in the
+    workers and trials, after Ray started and their rows were written `running`. Same rule, before any work."""
+    from raygen.engine import ray_train, sweep
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(ray_train, "ensure_ray", no_ray)
+    monkeypatch.setattr(sweep, "ensure_ray", no_ray)
+    for value, needle in (("abc", "is not a number"), ("0", "must be positive")):
+        monkeypatch.setenv("RAYGEN_HEARTBEAT_S", value)
+        store = tmp_path / f"store-{value}"
+        assert_one_line(train(toy_algorithm, store, "--workers", 2, steps=2), "RAYGEN_HEARTBEAT_S", needle)
+        assert_one_line(invoke("sweep", REPO / "sweeps" / "vw-annealing.yaml", "--smoke", "--results", store),
+                        "RAYGEN_HEARTBEAT_S", needle)
+        assert not store.exists()  # nothing written, not even the store's folders
 
 
 def test_resume_refuses_a_live_run_and_an_unknown_one(toy_algorithm, tmp_path):

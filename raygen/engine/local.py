@@ -78,6 +78,15 @@ def check_writable(results: str | Path) -> Path:
     return root
 
 
+def check_heartbeat() -> float:
+    """$RAYGEN_HEARTBEAT_S, read by every run's heartbeat thread once its row is written: an unusable value is
+    refused here, with the other set-up checks, before any work (local runs, --workers, sweeps alike)."""
+    try:
+        return heartbeat_interval()
+    except ValueError as err:
+        raise RunSetupError(str(err)) from None
+
+
 def describe_os_error(err: OSError) -> str:
     reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
               errno.EROFS: "read-only file system"}.get(err.errno or 0, err.strerror or str(err))
@@ -266,10 +275,7 @@ def run_local(
     progress: bool | None = None,
 ) -> str:
     """Train in this process, writing the run into the results store. Returns the run id."""
-    try:  # read by the run's heartbeat thread once it is recorded: an unusable value is one line, before any work
-        heartbeat_interval()
-    except ValueError as err:
-        raise RunSetupError(str(err)) from None
+    check_heartbeat()
     check_writable(results)
     dataset = prepare(config)
     device = check_device(config.device)

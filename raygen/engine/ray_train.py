@@ -35,7 +35,7 @@ import torch
 
 from raygen.algorithms import Artifact
 from raygen.config import RunConfig
-from raygen.engine.local import RunSetupError, check_writable, prepare, read_checkpoint
+from raygen.engine.local import RunSetupError, check_heartbeat, check_writable, prepare, read_checkpoint
 from raygen.engine.report import CHECKPOINT_NAME, StoreReporter, checkpoint_bytes
 
 # The run-row helpers live in raygen.lifecycle (no torch or Ray); drivers (sweep.py) import them from here.
@@ -385,6 +385,7 @@ def run_distributed(
     if config.device == "auto":
         config = config.with_overrides({"device": "cpu"})
     # Bad inputs fail here, in the driver, before any worker starts or any run row exists (engine/local.py).
+    check_heartbeat()
     check_writable(results)
     prepare(config, workers=workers, build_model=not use_gpu)
     # The controller collects each worker's pending report when it polls (every 2 s by default) and a worker

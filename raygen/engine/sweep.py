@@ -1126,10 +1126,12 @@ def run_sweep(
     to touch an existing one. `more=N` adds N trials to the sweep's Optuna study once every earlier trial has
     ended (a finished sweep otherwise has nothing left to do, and says so)."""
     results = results_root(results)
-    # a missing bucket or credentials, a file or a read-only folder as the store: one line, before Ray starts
-    from raygen.engine.local import RunSetupError, check_writable
+    # a missing bucket or credentials, a file or a read-only folder as the store, an unusable
+    # $RAYGEN_HEARTBEAT_S (each trial's heartbeat reads it): one line, before Ray starts
+    from raygen.engine.local import RunSetupError, check_heartbeat, check_writable
 
     try:
+        check_heartbeat()
         check_writable(results)
     except RunSetupError as err:  # it names the store as typed (`raygen.results.store.label`)
         raise SpecError(str(err)) from None
