@@ -488,6 +488,45 @@ def test_live_table_and_summary_show_parameters_objective_and_next_commands(tmp_
     assert len(text.splitlines()) < 15
 
 
+def test_a_failed_trial_is_one_line_and_tunes_traceback_of_it_shows_only_with_verbose(tmp_path, monkeypatch):
+    """A trial whose process was killed printed raygen's line with Ray's 5-line ActorDiedError text, after
+    Tune's own ~25-line "Trial task failed" traceback; the store keeps the whole text."""
+    import logging
+
+    resolved = resolve(spec())
+    config = {sw.JOB_KEY: sw._job(resolved, tmp_path, str(tmp_path)), "train.lr": 1e-3}
+    callback = sw.StoreCallback(str(tmp_path), resolved, sw.SweepStop())
+    monkeypatch.setattr("raygen.engine.resources.cluster_shape", lambda: LAPTOP)
+    trial = _Trial(trial_id="k1", status="ERROR", config=config, last_result={})
+    callback._fail_pending(trial, 1.0)  # writes the trial's run row
+    cause = ("ActorDiedError: The actor died unexpectedly before finishing this task.\n\tclass_name: ImplicitFunc\n"
+             "\tpid: 13966\nThe actor is dead because its worker process has died.")
+    sw.mark_run(tmp_path, "unit-k1", "failed", error=cause)
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    progress, tune_log = logging.getLogger("raygen.sweep.progress"), logging.getLogger("ray.tune.execution.tune_controller")
+    keep = Keep()
+    progress.addHandler(keep)
+    tune_log.addHandler(keep)
+    try:
+        monkeypatch.setattr(progress, "level", logging.INFO)
+        callback._line(trial)
+        assert lines == ["trial k1 failed: -  (ActorDiedError: The actor died unexpectedly before finishing this task.)"]
+        assert read_runs(tmp_path).iloc[0]["error"] == cause
+        for verbose in (False, True):
+            lines.clear()
+            with sw._quiet(verbose):
+                tune_log.error("Trial task failed for trial k1")
+            assert lines == (["Trial task failed for trial k1"] if verbose else [])
+    finally:
+        progress.removeHandler(keep)
+        tune_log.removeHandler(keep)
+
+
 def test_smoke_sweeps_have_their_own_id_and_rows_say_smoke(tmp_path, toy_algorithm):
     raw = {**spec(algorithm=toy_algorithm, metric={"name": "valid/nll", "goal": "minimize"},
                   parameters={"train.lr": {"min": 1e-3, "max": 1e-1}}), "fixed": {}}

@@ -787,7 +787,7 @@ class StoreCallback(Callback):
         objective = "  ".join(_fmt_value(values.get(o)) for o in self.objectives)
         text = f"trial {trial.trial_id} {status or trial.status.lower()}: {objective}"
         if status == "failed" and error:
-            text += f"  ({error[:160]})"
+            text += f"  ({error.strip().splitlines()[0][:160]})"  # one line: the store keeps the whole text
         progress_log.info(text)
 
 
@@ -1055,6 +1055,10 @@ def _quiet(verbose: bool) -> Iterator[None]:
     levels = {n: logging.getLogger(n).level for n in names}
     for n in names:
         logging.getLogger(n).setLevel(logging.ERROR)
+    # A failed trial is one raygen line with its cause (StoreCallback); Tune's own ERROR lines about it are a
+    # ~25-line traceback ("Trial task failed for trial ...") and "Trials did not complete". An error of the
+    # experiment itself is raised, not logged.
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in RDB ..."
     try:
