@@ -344,7 +344,7 @@ def figure_runs(sel: Selection, needs: str) -> tuple[pd.DataFrame, str]:
     dataset with the most other runs, named as such ("digits, not the paper's data"), never the paper's."""
     if not sel.matching.empty:
         sel.use(sel.matching)
-        return sel.matching, sel.protocol.data if sel.protocol else ""
+        return sel.matching, (sel.protocol.data if sel.protocol else "") + _smoke_words(sel, sel.matching)
     require(not sel.other.empty, "no completed runs to draw", needs)
     dataset = str(sel.other["dataset"].value_counts().index[0])
     runs = sel.other[sel.other["dataset"] == dataset]
@@ -356,7 +356,12 @@ def figure_runs(sel: Selection, needs: str) -> tuple[pd.DataFrame, str]:
         # The short form (no "(paper: ...)": the index has it) on a line of its own, so the title fits.
         short = short_deviation(dataset, deviations[0]).removeprefix(dataset).lstrip("; ")
         words += f"\n({short})" if short else ""
-    return runs, words
+    return runs, words + _smoke_words(sel, runs)
+
+
+def _smoke_words(sel: Selection, runs: pd.DataFrame) -> str:
+    """"; with smoke runs" when a figure draws some (only with --include-smoke): its title says so."""
+    return "; with smoke runs" if sel.smoke & set(runs["run_id"].astype(str)) else ""
 
 
 def finish_table(frame: pd.DataFrame, sel: Selection, rows: Callable[[pd.DataFrame], list[OurRow]],

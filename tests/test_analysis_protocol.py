@@ -14,7 +14,7 @@ from analysis.protocol import select
 from analysis.render import to_latex, to_markdown
 from analysis.report import ReportFilter, build_report
 from analysis.synthetic import SyntheticRun, write_run
-from raygen.results import read_runs
+from raygen.results import read_metrics, read_runs
 
 INFUSION = {"algo.steps": 5, "algo.omega": 0.1, "algo.schedule": "increasing", "algo.alpha0": 0.0}
 
@@ -314,3 +314,8 @@ def test_smoke_only_stores_say_so_and_included_smoke_runs_are_named(tmp_path):
     section = summary.index.read_text().split("### Infusion TAB A.1: test lower bound")[1].split("###")[0]
     assert "`sm-3` (smoke run)" in section and "`real` (smoke run)" not in section and "`real`" in section
     assert both["run_id"].tolist()  # both written
+    # A figure drawing smoke runs says so in its title; without them it does not.
+    metrics = read_metrics(tmp_path)
+    assert "with smoke runs" in infusion.fig_a1(runs, metrics, include_smoke=True)._suptitle.get_text()
+    real = _write(tmp_path / "r", _infusion("real-2", "digits"))
+    assert "smoke" not in infusion.fig_a1(real, read_metrics(tmp_path / "r"))._suptitle.get_text()
