@@ -66,7 +66,10 @@ def test_private_cluster_binds_every_socket_to_loopback(monkeypatch):
         assert ray.get(pid.options(num_cpus=0.5).remote()) != os.getpid()
         sockets = _listening(_descendants(os.getpid()))
         names = " ".join(name for _, name in sockets)
-        assert "gcs_server" in names and "raylet" in names, sockets  # the cluster's own processes were found
+        # every kind of Ray process was found, so each one's sockets are checked below: the GCS, the raylet, the
+        # actor's worker, the dashboard agent and the runtime-env agent (`ss` cuts names to 15 characters)
+        for part in ("gcs_server", "raylet", "ray::Echo", "ray::DashboardA", "ray::RuntimeEnv"):
+            assert part in names, (part, sockets)
         exposed = [(addr, name) for addr, name in sockets
                    if not re.match(r"^(127\.\d+\.\d+\.\d+|\[::ffff:127\.\d+\.\d+\.\d+\]|\[::1\]):\d+$", addr)]
         assert not exposed, f"sockets on other interfaces than loopback: {exposed}"
