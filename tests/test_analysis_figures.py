@@ -11,7 +11,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from analysis import infusion, professor, sweeps
+from analysis import infusion, professor, sweeps, walkback
 from analysis.figures import PAPER_RC, fit_suptitle
 from analysis.render import write_figure
 from analysis.synthetic import SyntheticRun, demo_store, write_run
@@ -38,7 +38,16 @@ def _figures(demo):
             "curves": professor.training_curves(runs, metrics, dataset="ptb"),
             "effects": sweeps.effects_figure(runs, "infusion-omega", {}),
             "samples": infusion.samples_figure(runs, artifacts, root),
+            "discriminator": professor.discriminator_figure(runs, metrics),
+            "tsne": professor.tsne_figure(runs, artifacts, root),
+            "nearest": infusion.fig_3_5(runs, artifacts, root),
+            "chains": walkback.chains_figure(runs, artifacts, root),
+            "long_chains": walkback.long_chains_figure(runs, artifacts, root),
+            "toy": walkback.toy_figure(runs, artifacts, root),
         }
+
+
+PICTURES = {"samples", "tsne", "nearest", "chains", "long_chains", "toy"}  # figures whose content is a picture
 
 
 def _overlaps(a, b) -> bool:
@@ -68,7 +77,8 @@ def test_figures_are_paper_sized_and_every_text_fits(demo, tmp_path):
         assert Image.open(png).info["dpi"][0] >= 199.9
         data = pdf.read_bytes()
         assert data.startswith(b"%PDF") and b"/Type3" not in data, name  # TrueType text, not bitmap glyphs
-        if name == "samples":
+        assert fig.get_figheight() <= 9.0 + 0.5, name  # a page's text height (a wrapped title may add a line)
+        if name in PICTURES:
             assert b"/Subtype /Image" in data  # the content is a picture: embedded as one
         else:
             assert b"/Subtype /Image" not in data, name  # a plot: vector only
