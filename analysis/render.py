@@ -228,7 +228,9 @@ def to_latex(frame: pd.DataFrame, label: str) -> str:
     for row in shown.itertuples(index=False):
         lines.append(" & ".join(cell_tex(v) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    caption = " ".join([str(frame.attrs.get("title", label))] + caption_lines(frame))
+    title = str(frame.attrs.get("title", label)).rstrip()
+    # The title is the caption's first sentence: it ends with a full stop before the notes follow.
+    caption = " ".join([title + ("" if title.endswith((".", "?", "!")) else ".")] + caption_lines(frame))
     lines += [r"\caption{" + latex_escape(caption) + "}", r"\label{tab:" + label + "}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 

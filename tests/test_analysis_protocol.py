@@ -243,6 +243,7 @@ def test_latex_right_aligns_numbers_bolds_the_best_and_names_metrics_in_words(tm
     assert r"\textbf{1837.56 $\pm$ 1.074}" in tex
     assert tex.count(r"\textbf{") == 2
     assert r"\begin{table}" in tex and r"\caption{" in tex and "_" not in tex.replace(r"\_", "")
+    assert "evaluations). Ours" in tex  # the title is the caption's first sentence
 
 
 def test_missing_data_names_the_isotropic_need(tmp_path):
