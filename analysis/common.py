@@ -331,7 +331,7 @@ def comparison_frame(
         caption=caption,
         labels=list(labels),
         quantities=list(quantities),
-        source=f"{pub['paper']} ({pub['source']})",
+        source=str(pub["paper"]),  # the paper, as a reader cites it (`source` names our transcription's text file)
         unit=pub.get("unit", ""),
     )
     return frame

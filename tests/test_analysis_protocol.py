@@ -244,6 +244,7 @@ def test_latex_right_aligns_numbers_bolds_the_best_and_names_metrics_in_words(tm
     assert tex.count(r"\textbf{") == 2
     assert r"\begin{table}" in tex and r"\caption{" in tex and "_" not in tex.replace(r"\_", "")
     assert "evaluations). Ours" in tex  # the title is the caption's first sentence
+    assert "Published: Bordes 2017" in tex and ".txt" not in tex  # the paper, not a local file name
 
 
 def test_missing_data_names_the_isotropic_need(tmp_path):
