@@ -261,7 +261,9 @@ def require_runs(sel: Selection, what: str, needs: str) -> None:
     smoke = sum(1 for why in sel.reasons.values() if why == SMOKE_REASON)
     if smoke:
         raise MissingData(f"only smoke runs of {what} ({smoke}; `raygen report --include-smoke` lets them in)", needs)
-    raise MissingData(f"no completed {what} runs", needs)
+    states = pd.Series([w.removeprefix("status ") for w in sel.reasons.values() if w.startswith("status ")])
+    found = ", ".join(f"{n} {state}" for state, n in states.value_counts().sort_index().items())
+    raise MissingData(f"no completed {what} runs" + (f" ({found})" if found else ""), needs)
 
 
 OTHER_LABEL = "data and settings"

@@ -308,6 +308,10 @@ def test_smoke_only_stores_say_so_and_included_smoke_runs_are_named(tmp_path):
     runs = _write(tmp_path, _infusion("sm-1", "digits", smoke=True), _infusion("sm-2", "digits", smoke=True))
     with pytest.raises(MissingData, match=r"only smoke runs of infusion \(2; `raygen report --include-smoke`"):
         infusion.tab_a1(runs)
+    # Runs that did not complete are counted by state.
+    failed = SyntheticRun("f-1", "infusion", "mnist", status="failed", finals={"test/lower_bound": 1.0})
+    with pytest.raises(MissingData, match=r"no completed infusion runs \(1 failed\)"):
+        infusion.tab_a1(_write(tmp_path / "f", failed))
     # With --include-smoke they appear, and every place that shows them says they are smoke runs.
     table = infusion.tab_a1(runs, include_smoke=True)
     assert set(table.attrs["selection"].other_table["data and settings"]) == {"digits; smoke run"}
