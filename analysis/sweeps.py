@@ -239,7 +239,8 @@ def sweep_trials(runs: pd.DataFrame, sweep_id: str, specs: Mapping[str, Any] | N
             trials[p.name] = trials[p.name].astype(object).where(trials[p.name].astype(object) != NULL, np.nan)
     for o in objectives:
         trials[o.metric] = final(members, o.metric).values
-    name = str((spec or {}).get("name") or sweep_id)
+    # a --smoke sweep is labelled with its own id (its spec's name is the real sweep's)
+    name = str(sweep_id if (spec or {}).get("smoke") else (spec or {}).get("name") or sweep_id)
     if spec is None and not is_plain(sweep_id):
         notes.append("no stored sweep spec: parameter kinds and log scales inferred from the values")
     return trials, SweepInfo(sweep_id, name, objectives, params, notes)

@@ -541,6 +541,14 @@ def test_smoke_sweeps_have_their_own_id_and_rows_say_smoke(tmp_path, toy_algorit
     sw.run_trial({sw.JOB_KEY: sw._job(resolve(raw), tmp_path, str(tmp_path)), "train.lr": 1e-2}, "s2",
                  send=_send_to(sent))
     assert not read_runs(tmp_path).set_index("run_id").loc["unit-s2", "smoke"]
+    # report tables and figures title a sweep by its name: the smoke one by its own id
+    from analysis.sweeps import param_effects
+
+    runs = read_runs(tmp_path)
+    specs = {"unit-smoke": smoke.to_json(), "unit": resolve(raw).to_json()}
+    titles = {sid: param_effects(runs, sid, specs).attrs["title"] for sid in specs}
+    assert titles == {"unit-smoke": "Effect of each parameter, sweep unit-smoke",
+                      "unit": "Effect of each parameter, sweep unit"}
 
 
 def test_python_entry_point_is_exported():
