@@ -453,7 +453,12 @@ def fig_3_3(runs: pd.DataFrame, metrics: pd.DataFrame, *, include_smoke: bool = 
                 plot_mean_curve(ax, curve, label=label)
             else:
                 err = curve["std"].fillna(0).to_numpy()
-                ax.errorbar(curve["step"], curve["mean"], yerr=err if err.any() else None, fmt="o",
+                se = mean_curve(metrics, f"{split}/parzen_ll_se", ids)
+                if not err.any() and len(ids) == 1 and not se.empty:
+                    # One run: its own standard error over the test points is the spread to show (FIG 3.4's ±).
+                    err = se["mean"].to_numpy()[-1:]
+                    label += ", ± standard error"
+                ax.errorbar(curve["step"], curve["mean"], yerr=err if err.any() else None, fmt="o", capsize=2,
                             label=f"{label} (final)")
         ax.set(title="Parzen estimate", xlabel="training step (updates)", ylabel="log-likelihood (nats)")
         ax.legend()

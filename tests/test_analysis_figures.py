@@ -94,6 +94,12 @@ def test_fig_3_3_has_no_empty_parzen_panel(tmp_path):
     write_run(tmp_path / "p", run)
     fig = infusion.fig_3_3(read_runs(tmp_path / "p"), read_metrics(tmp_path / "p"))
     assert len(fig.axes) == 2 and all(ax.lines for ax in fig.axes)
+    # One run's final test Parzen point carries its standard error as an error bar.
+    run.run_id, run.finals = "c", {"test/lower_bound": 2.0, "test/parzen_ll": 300.0, "test/parzen_ll_se": 4.0}
+    write_run(tmp_path / "se", run)
+    parzen = infusion.fig_3_3(read_runs(tmp_path / "se"), read_metrics(tmp_path / "se")).axes[1]
+    bars = [c for c in parzen.collections if c.get_segments()]
+    assert bars and np.allclose(bars[0].get_segments()[0][:, 1], [296.0, 304.0])
 
 
 def test_tab_a1_figure_draws_the_published_numbers_as_reference(demo):
