@@ -8,6 +8,7 @@ import copy
 import itertools
 import json
 import math
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -74,6 +75,20 @@ def test_requests_the_cluster_cannot_place_are_refused_with_what_was_asked_and_w
     check_request(two_workers.ray_bundles(), ClusterShape([{"CPU": 2}, {"CPU": 1}]), what="x")  # fits
     # An autoscaler that can launch GPU nodes makes a GPU request placeable.
     check_request([{"CPU": 1, "GPU": 1}], ClusterShape([{"CPU": 2}], [({"CPU": 8, "GPU": 1}, 4)]), what="x")
+
+
+def test_a_sweep_refused_by_the_preflight_leaves_nothing_in_the_store(tmp_path, monkeypatch):
+    """The resolved spec was written before the check: the refused sweep was listed (empty) by the dashboard
+    and the report."""
+    for name in ("TUNE_DISABLE_STRICT_METRIC_CHECKING", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
+                 "TUNE_GLOBAL_CHECKPOINT_S", "RAY_AIR_NEW_OUTPUT"):  # run_sweep sets them; restored afterwards
+        monkeypatch.setenv(name, os.environ.get(name, "0"))
+    monkeypatch.setattr(sw, "ensure_ray", lambda *a, **k: True)
+    monkeypatch.setattr("raygen.engine.resources.cluster_shape", lambda: LAPTOP)
+    with pytest.raises(SpecError, match="resources: each trial of unit asks for CPU 1, GPU 0.25.*no node has any GPU"):
+        sw.run_sweep(resolve(spec(resources={"gpu": 0.25})), tmp_path)
+    assert not sw.spec_path(tmp_path, "unit").exists()
+    assert not any(p.is_file() for p in tmp_path.rglob("*")), sorted(tmp_path.rglob("*"))
 
 
 def test_pending_timeout_is_a_spec_field_with_a_bound():

@@ -78,7 +78,7 @@ from raygen.engine.sweep_spec import (
 )
 from raygen.lifecycle import Heartbeat, error_text, mark_run, reopen_run, rewind_to_checkpoint, run_status
 from raygen.results import RunRecorder, read_runs
-from raygen.results.store import atomic_write_bytes, exists, is_remote, label, read_bytes, remote
+from raygen.results.store import atomic_write_bytes, delete_file, exists, is_remote, label, read_bytes, remote
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("raygen.sweep.progress")  # the live table; the CLI prints it bare
@@ -1173,6 +1173,9 @@ def run_sweep(
         try:
             preflight(spec.resources.ray_bundles(), what=f"each trial of {spec.sweep_id}")
         except ResourceError as err:
+            if not parts:  # nothing ran: a refused sweep leaves no spec behind (the dashboard listed it, empty)
+                with contextlib.suppress(OSError):
+                    delete_file(spec_path(results, spec.sweep_id))
             hint = "" if spec.smoke or spec.resources.gpu == 0 else " (try --smoke: CPU only, tiny trials)"
             raise SpecError(f"resources: {err}{hint}") from None
         trainable = tune.with_resources(trial_main, spec.resources.trial_bundle())
