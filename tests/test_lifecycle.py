@@ -116,6 +116,29 @@ def test_a_corrupt_data_file_leaves_no_run(toy_algorithm, tmp_path):
     assert no_runs(tmp_path / "store")
 
 
+def test_a_sweep_on_a_data_file_that_does_not_load_is_one_line_and_no_run(tmp_path, monkeypatch):
+    """Each trial loaded the data after writing its row: a sweep on a corrupt file left one `failed` row per
+    trial and exited 0. The driver loads it first, before Ray starts."""
+    import yaml
+
+    from raygen.engine import sweep
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(sweep, "ensure_ray", no_ray)
+    data = tmp_path / "images.npz"
+    data.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "bad", "algorithm": "walkback", "dataset": f"npz:{data}", "method": "random", "seed": 0,
+        "fixed": {"train.steps": 4, "train.batch_size": 20, "algo.net.hidden": [8], "eval.final": False},
+        "metric": {"name": "valid/lower_bound", "goal": "maximize"}, "run_cap": 3, "resources": {"cpu": 1},
+        "parameters": {"train.lr": {"min": 1.0e-4, "max": 1.0e-3, "log": True}}}))
+    assert_one_line(invoke("sweep", spec, "--results", tmp_path / "store"), str(data))
+    assert no_runs(tmp_path / "store")
+
+
 def test_a_batch_larger_than_the_data_leaves_no_run(toy_algorithm, tmp_path):
     res = train(toy_algorithm, tmp_path, "train.batch_size=5000")
     assert_one_line(res, "train.batch_size=5000", "200 examples")

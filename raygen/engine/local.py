@@ -117,16 +117,23 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
 
+def check_data(config: RunConfig) -> Dataset:
+    """The dataset loads and validates and has training and validation examples (DataError or RunSetupError
+    naming the cause otherwise). Part of `prepare`; a sweep driver calls it before its first trial."""
+    dataset = load_dataset(config.dataset, config.data)
+    for split in ("train", "valid"):
+        if split not in dataset.splits or len(dataset.splits[split]) == 0:
+            raise RunSetupError(f"dataset '{config.dataset}' has no {split} examples")
+    return dataset
+
+
 def prepare(config: RunConfig, *, workers: int = 1, build_model: bool = True) -> Dataset:
     """Everything that can fail before training, in the order a person would fix it. Returns the dataset
     (loaded once: the runner passes it on). Raises RunSetupError, DataError or ConfigError."""
     if build_model:
         check_device(config.device)
     check_loggers(config)  # a log.* switch without its package installed
-    dataset = load_dataset(config.dataset, config.data)
-    for split in ("train", "valid"):
-        if split not in dataset.splits or len(dataset.splits[split]) == 0:
-            raise RunSetupError(f"dataset '{config.dataset}' has no {split} examples")
+    dataset = check_data(config)
     ec = config.eval
     if ec.final and ec.inception_path and not Path(ec.inception_path).expanduser().is_file():
         raise RunSetupError(f"eval.inception_path: no such file {ec.inception_path} (a TorchScript feature network; "

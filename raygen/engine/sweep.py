@@ -1131,13 +1131,18 @@ def run_sweep(
     ended (a finished sweep otherwise has nothing left to do, and says so)."""
     results = results_root(results)
     # a missing bucket or credentials, a file or a read-only folder as the store, an unusable
-    # $RAYGEN_HEARTBEAT_S (each trial's heartbeat reads it): one line, before Ray starts
-    from raygen.engine.local import RunSetupError, check_heartbeat, check_writable
+    # $RAYGEN_HEARTBEAT_S (each trial's heartbeat reads it), a data file that does not load (every trial would
+    # leave a `failed` row): one line, before Ray starts. The data is checked with the fixed settings unless
+    # the search space holds data.* settings, which only the trials know.
+    from raygen.data import DataError
+    from raygen.engine.local import RunSetupError, check_data, check_heartbeat, check_writable
 
     try:
         check_heartbeat()
         check_writable(results)
-    except RunSetupError as err:  # it names the store as typed (`raygen.results.store.label`)
+        if not any(spec.paths.get(name, name).startswith("data.") for name in spec.param_names):
+            check_data(spec.base_config)
+    except (RunSetupError, DataError) as err:  # it names the store as typed (`raygen.results.store.label`)
         raise SpecError(str(err)) from None
     mirrored = is_remote(results) and not spec.optuna_storage
     if mirrored:  # before anything (Tune's restore included) opens the study
