@@ -265,9 +265,16 @@ def distances_figure(runs: pd.DataFrame, *, include_smoke: bool = False) -> Figu
         rows = g.set_index("model")
         if not {"Professor Forcing (ours)", "Teacher Forcing (ours)"} <= set(rows.index):
             continue
-        ratio = [rows.loc["Professor Forcing (ours)", f"{q} ours"] / rows.loc["Teacher Forcing (ours)", f"{q} ours"]
-                 for q in DISTANCES]
-        ax.bar(x - 0.4 + width * (i + 0.5), ratio, width, color=f"C{i}", label=f"ours ({str(data).split(':')[0]})")
+        p, t = rows.loc["Professor Forcing (ours)"], rows.loc["Teacher Forcing (ours)"]
+        ratio = [p[f"{q} ours"] / t[f"{q} ours"] for q in DISTANCES]
+
+        def rel(r: pd.Series, q: str) -> float:  # relative std over seeds (0 for one run: no spread to show)
+            return float(r[f"{q} ours ±"] / r[f"{q} ours"]) if r[f"{q} n"] > 1 and np.isfinite(r[f"{q} ours ±"]) else 0.0
+
+        # The ratio's spread from its two means' std over seeds, to first order (independent runs).
+        err = np.array([ratio[j] * np.hypot(rel(p, q), rel(t, q)) for j, q in enumerate(DISTANCES)])
+        ax.bar(x - 0.4 + width * (i + 0.5), ratio, width, yerr=err if err.any() else None, capsize=2, color=f"C{i}",
+               label=f"ours ({str(data).split(':')[0]})")
     ax.scatter(x, paper_ratio, marker="D", color="k", zorder=3, label="published (vocal, T-SNE)")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xticks(x, ["centroid", "nearest free"])

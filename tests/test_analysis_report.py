@@ -265,13 +265,22 @@ def test_report_on_a_store_written_by_real_infusion_runs(tmp_path):
 
 
 def test_fig_2_3_ratio_bars_are_professor_over_teacher_beside_the_published_ratio(demo):
+    from matplotlib.collections import PathCollection
+    from matplotlib.container import BarContainer
+
     root, _, _ = demo
     runs = read_runs(root)
     fig = professor.distances_figure(runs)
     ratio_ax = fig.axes[0]
-    ours = ratio_ax.containers[0]
-    published_marks = ratio_ax.collections[0].get_offsets()
+    ours = next(c for c in ratio_ax.containers if isinstance(c, BarContainer))
+    published_marks = next(c for c in ratio_ax.collections if isinstance(c, PathCollection)).get_offsets()
     assert list(published_marks[:, 1]) == pytest.approx([1800.0 / 3000.0, 16.4 / 22.8])
     ptb = runs[runs.dataset == "ptb"]
     mean = {a: ptb[ptb.algorithm == a]["final.test/centroid_distance"].mean() for a in ("teacher", "professor")}
     assert ours[0].get_height() == pytest.approx(mean["professor"] / mean["teacher"], rel=1e-12)
+    # Error bar: the ratio's first-order std from each mean's std over seeds (numpy, ddof=1).
+    std = {a: ptb[ptb.algorithm == a]["final.test/centroid_distance"].std(ddof=1) for a in ("teacher", "professor")}
+    ratio = mean["professor"] / mean["teacher"]
+    want = ratio * np.hypot(std["professor"] / mean["professor"], std["teacher"] / mean["teacher"])
+    low, high = ours.errorbar.lines[2][0].get_segments()[0][:, 1]
+    assert (high - low) / 2 == pytest.approx(want, rel=1e-9)
