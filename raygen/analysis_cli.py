@@ -97,15 +97,17 @@ def dashboard(
         "instead of serving it")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="the HTML file to write (implies --html)")] = None,
     results_option: Annotated[Path | None, RESULTS_OPTION] = None,
-    extra: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    ctx: typer.Context = None,  # type: ignore[assignment]  # None when called as a plain function
 ) -> None:
     """Explore sweeps in the browser: trials table, parallel coordinates, importance, learning curves, Pareto
     front and samples. Works offline; the page refreshes while a sweep is still writing."""
     _logging()
     # The old spelling `--html FILE`: FILE lands in the positional RESULTS (`--html FILE`) or after it
     # (`R --html FILE`: typer's "unexpected extra argument"), and the error would be about a missing store,
-    # two stores or an extra argument instead of the changed option. `extra` catches the second case.
-    page = next((p for p in (results, *map(Path, extra or ())) if p.suffix.lower() in (".html", ".htm")
+    # two stores or an extra argument instead of the changed option. The command takes extra arguments
+    # (`register`) to catch the second case.
+    extra = list(ctx.args) if ctx is not None else []
+    page = next((p for p in (results, *map(Path, extra)) if p.suffix.lower() in (".html", ".htm")
                  and not p.is_dir()), None)
     if html and out is None and page is not None:
         typer.secho(f"error: --html is a flag and takes no file; write `--html --out {page}` (the positional "
@@ -134,4 +136,4 @@ def dashboard(
 def register(app: typer.Typer) -> None:
     """Add `report` and `dashboard` to the main CLI."""
     app.command("report")(report)
-    app.command("dashboard")(dashboard)
+    app.command("dashboard", context_settings={"allow_extra_args": True})(dashboard)
