@@ -299,6 +299,28 @@ def test_run_row_cache_never_hides_a_change(toy_algorithm, tmp_path, caplog):
     assert str(cache) in caplog.text
 
 
+def test_a_store_copied_with_its_times_reads_from_the_run_row_cache(toy_algorithm, tmp_path, monkeypatch):
+    """A store rsync'd from a cluster (new inodes, same sizes and mtimes) must not open every run file again."""
+    import os
+    import shutil
+
+    from raygen.results import store
+
+    cfg = _config(toy_algorithm)
+    for i in range(40):
+        RunRecorder(tmp_path / "a", cfg, run_id=f"r{i:02d}").write_run("completed")
+    for path in (tmp_path / "a" / "runs").glob("*.parquet"):
+        os.utime(path, ns=(path.stat().st_mtime_ns - 10**10,) * 2)
+    assert len(read_runs(tmp_path / "a")) == 40  # writes the cache
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # copy2: times kept, inodes new
+    opened = []
+    real = store._read_parquet
+    monkeypatch.setattr(store, "_read_parquet", lambda path, *a, **k: opened.append(str(path)) or real(path, *a, **k))
+    runs = read_runs(tmp_path / "b")
+    assert len(runs) == 40 and set(runs.status) == {"completed"}
+    assert [os.path.basename(p) for p in opened] == ["index.parquet"]
+
+
 def test_stores_of_the_previous_layout_still_read(tmp_path):
     """Visible `<run_id>-<seq>.parquet` metric files and null-typed run columns (before issue 10)."""
     import pyarrow as pa

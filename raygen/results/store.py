@@ -19,8 +19,8 @@ segments second, and drop a piece a segment lists, so they see runs in progress 
 at every instant; a crash anywhere leaves at worst covered pieces that the next fold deletes.
 
 Run rows stay one file per run (they change while a run lives). `read_runs` keeps a hidden cache of the
-rows it has read (runs/.cache/index.parquet, keyed on each file's name, size, mtime and inode) so that
-listing ten thousand runs does not open ten thousand files; the files stay the truth.
+rows it has read (runs/.cache/index.parquet, keyed on each file's name, size and mtime, as rsync's quick check) so
+that listing ten thousand runs does not open ten thousand files; the files stay the truth.
 
 The root may be an object store (`s3://bucket/prefix`, other pyarrow/fsspec file systems): a rename becomes one
 PUT of the final key, and folds write a new segment instead of rewriting one (no locks there); see `remote` and
@@ -301,7 +301,7 @@ class _RemoteEntry:
 
     def __init__(self, path: str, size: int, mtime_ns: int) -> None:
         self.path, self.name = path, path.rsplit("/", 1)[-1]
-        self._stat = types.SimpleNamespace(st_size=size, st_mtime_ns=mtime_ns, st_ino=0)
+        self._stat = types.SimpleNamespace(st_size=size, st_mtime_ns=mtime_ns)
 
     def is_file(self) -> bool:
         return True
@@ -1038,7 +1038,7 @@ def _read_run_tables(root: Path, refresh_cache: bool) -> list[pa.Table]:
     directory = root / "runs"
     entries = _parquet_entries(directory)
     cache_path = directory / RUNS_CACHE
-    cached: dict[str, tuple[tuple[int, int, int], int]] = {}
+    cached: dict[str, tuple[tuple[int, int], int]] = {}
     cache = None
     # On an object store the cache is off: an object's mtime has one-second resolution and no inode, so a
     # row rewritten within a second at the same size would look unchanged. Every row file is read.
@@ -1047,9 +1047,8 @@ def _read_run_tables(root: Path, refresh_cache: bool) -> list[pa.Table]:
         got = _read_parquet(cache_path)
         if got is not None:
             cache = got[0]
-            keys = zip(cache["_file"].to_pylist(), cache["_size"].to_pylist(), cache["_mtime_ns"].to_pylist(),
-                       cache["_ino"].to_pylist())
-            cached = {name: ((size, mtime, ino), i) for i, (name, size, mtime, ino) in enumerate(keys)}
+            keys = zip(cache["_file"].to_pylist(), cache["_size"].to_pylist(), cache["_mtime_ns"].to_pylist())
+            cached = {name: ((size, mtime), i) for i, (name, size, mtime) in enumerate(keys)}
     young = time.time_ns() - int(CACHE_MIN_AGE_S * 1e9)
     hit, fresh, stats = [], [], {}
     for entry in entries:
@@ -1057,7 +1056,9 @@ def _read_run_tables(root: Path, refresh_cache: bool) -> list[pa.Table]:
             st = entry.stat()
         except FileNotFoundError:
             continue
-        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        # No inode in the key: a copy that keeps modification times (cp -a, rsync -a) keeps the cache valid.
+        # A rewrite always changes the mtime, since a file is only trusted once older than CACHE_MIN_AGE_S.
+        key = (st.st_size, st.st_mtime_ns)
         stats[entry.name] = key
         if entry.name in cached and cached[entry.name][0] == key and st.st_mtime_ns < young:
             hit.append(cached[entry.name][1])
@@ -1065,7 +1066,8 @@ def _read_run_tables(root: Path, refresh_cache: bool) -> list[pa.Table]:
             fresh.append(entry)
     tables = []
     if hit and cache is not None:
-        tables.append(cache.take(pa.array(hit, pa.int64())).drop_columns(["_file", "_size", "_mtime_ns", "_ino"]))
+        internal = [c for c in cache.column_names if c in ("_file", "_size", "_mtime_ns", "_ino")]  # _ino: old caches
+        tables.append(cache.take(pa.array(hit, pa.int64())).drop_columns(internal))
     new = []
     for entry in fresh:
         try:
@@ -1090,7 +1092,7 @@ def _write_runs_cache(path: Path, tables: list[pa.Table], new_names: list[str], 
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
         table = table.append_column("_file", pa.array(names, pa.string()))
-        for i, column in enumerate(("_size", "_mtime_ns", "_ino")):
+        for i, column in enumerate(("_size", "_mtime_ns")):
             table = table.append_column(column, pa.array([stats[n][i] for n in names], pa.int64()))
         atomic_write_table(path, table)
     except (OSError, pa.ArrowException) as err:
