@@ -99,6 +99,8 @@ def _read(path: Path, config: DataConfig) -> np.ndarray:
             image = im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable PNG/JPEG image ({err})") from None
+    except Image.DecompressionBombError as err:  # not an OSError: a huge header would escape as a traceback
+        raise DataError(f"{path}: refused, image too large ({err})") from None
     if config.center_crop is not None:
         side = config.center_crop
         w, h = image.size

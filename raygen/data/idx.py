@@ -86,11 +86,12 @@ def parse_idx(raw: bytes, where: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (gzipped or raw). Official MNIST file names are md5- and shape-checked."""
+def read_idx(path: str | Path, official: bool = True) -> np.ndarray:
+    """Read an IDX file (gzipped or raw). With `official`, MNIST's file names are md5- and shape-checked;
+    `idx:` passes False, since other data sets (Fashion-MNIST, KMNIST) ship under exactly those names."""
     path = Path(path)
     raw = read_file_bytes(path)
-    want = MNIST_MD5.get(path.name)
+    want = MNIST_MD5.get(path.name) if official else None
     if want is not None:
         got = hashlib.md5(raw).hexdigest()
         if got != want:
@@ -99,7 +100,7 @@ def read_idx(path: str | Path) -> np.ndarray:
                 "or not the official one. Delete it and fetch it again (data.download=true)"
             )
     array = parse_idx(decompress(raw, path), str(path))
-    shape = MNIST_SHAPES.get(path.name.removesuffix(".gz"))
+    shape = MNIST_SHAPES.get(path.name.removesuffix(".gz")) if official else None
     if shape is not None and array.shape != shape:
         raise DataError(f"{path}: holds shape {array.shape}, the official file has {shape}")
     return array
@@ -123,9 +124,9 @@ def labels_file(images_path: Path) -> Path | None:
     return _existing(images_path.parent, base)
 
 
-def read_labels(path: Path, n: int) -> np.ndarray:
+def read_labels(path: Path, n: int, official: bool = True) -> np.ndarray:
     """int64 (n,) labels from an IDX labels file, checked against the number of images."""
-    labels = read_idx(path)
+    labels = read_idx(path, official)
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(
             f"{path}: a labels file must hold {n} integers (one per image), holds {labels.dtype} {labels.shape}"
@@ -294,12 +295,12 @@ def load_idx(name: str, config: DataConfig) -> Dataset:
     Layouts and values as for `npz:` (`transforms.as_images`, `transforms.pixel_scale`)."""
     path = path_from_name(name, "IDX file or directory", "/data/my-images-idx3-ubyte.gz", Path.exists)
     files = _idx_split_files(path) if path.is_dir() else {"all": path}
-    arrays = {k: read_idx(f) for k, f in files.items()}
+    arrays = {k: read_idx(f, official=False) for k, f in files.items()}
     scale = pixel_scale(arrays, str(path))
     images = {k: idx_images(a, str(files[k]), config.channels, scale) for k, a in arrays.items()}
     found_labels = {k: labels_file(f) for k, f in files.items()}
     labels = (
-        {k: read_labels(lf, len(images[k])) for k, lf in found_labels.items() if lf is not None}
+        {k: read_labels(lf, len(images[k]), official=False) for k, lf in found_labels.items() if lf is not None}
         if all(found_labels.values())
         else None
     )

@@ -121,6 +121,14 @@ def _label_key(arrays: dict[str, np.ndarray], image_key: str, path: Path) -> str
 
 def load_npz(name: str, config: DataConfig) -> Dataset:
     path = path_from_name(name, ".npz file", "/data/images.npz", Path.is_file)
+    # np.load picks the format from the first bytes: a .npy file gives an ndarray (not an archive) and any other
+    # non-zip file falls through to its pickle branch, whose error invites allow_pickle. Refuse both by the magic.
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic == b"\x93NUMPY":
+        raise DataError(f"{path}: a .npy file (one array), not an .npz archive; write it with np.savez(path, images)")
+    if not magic.startswith(b"PK"):
+        raise DataError(f"{path}: not a readable .npz archive (not a zip file)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
