@@ -235,12 +235,13 @@ def select(runs: pd.DataFrame, algorithms: str | Sequence[str], protocol: Protoc
     for run_id, st in zip(mine.loc[~done, "run_id"], status[~done]):
         sel.reasons[str(run_id)] = f"status {st}"
     smoke = smoke_mask(mine) & done
+    # every smoke run is named so in the ledger's `smoke` column (the .runs.csv), left out or let in
+    sel.smoke = set(mine.loc[smoke_mask(mine), "run_id"].astype(str))
     if not include_smoke:
         sel.leave(mine.loc[smoke, "run_id"].astype(str), SMOKE_REASON)
         candidates = mine[done & ~smoke]
     else:
         candidates = mine[done]
-        sel.smoke = set(mine.loc[smoke, "run_id"].astype(str))
     if protocol is None:
         sel.matching = candidates
         return sel
@@ -352,7 +353,10 @@ def figure_runs(sel: Selection, needs: str) -> tuple[pd.DataFrame, str]:
     runs = sel.other[sel.other["dataset"] == dataset]
     deviations = sorted(set(runs["_deviation"]))
     sel.use(runs)
-    sel.leave(sel.other, "other data; the figure draws the dataset with the most runs")
+    # Overwrite select's reason: a figure has no "ours, other data" table for these runs to be in.
+    rest = sel.other[sel.other["dataset"] != dataset]
+    for run_id, dev in zip(rest["run_id"].astype(str), rest["_deviation"]):
+        sel.reasons[run_id] = f"other data or settings: {dev}; the figure draws {dataset}, the dataset with the most runs"
     words = f"{dataset}, not the paper's data or settings"
     if len(deviations) == 1:
         # The short form (no "(paper: ...)": the index has it) on a line of its own, so the title fits.

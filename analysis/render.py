@@ -6,6 +6,7 @@ show the display form from `display_frame`: `ours` to 6 significant digits, `±`
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from pathlib import Path
@@ -16,6 +17,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.figures import PAPER_RC, PNG_DPI, fit_suptitle
+
+# matplotlib's PDF backend subsets fonts with fontTools, which logs ~30 INFO lines per figure (600 per
+# report under raygen's INFO logging); its warnings still show.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
 def fmt(x: Any, digits: int = 6) -> str:

@@ -206,6 +206,10 @@ def dynamic_items(store: Store, include_smoke: bool = False) -> list[Item]:
     return items
 
 
+class ReportFilterError(ValueError):
+    """A `raygen report` filter value that matches no run of the store."""
+
+
 @dataclass(frozen=True)
 class ReportFilter:
     """Which runs the report considers (`raygen report --sweep/--dataset/--run/--include-smoke`). Empty
@@ -223,8 +227,28 @@ class ReportFilter:
             parts.append("smoke runs included")
         return "; ".join(parts) or "all runs"
 
+    def unmatched(self, store: Store) -> list[str]:
+        """One line per filter value that names no run of the store (a typo would otherwise build an empty
+        report and exit 0)."""
+        runs = store.runs
+        col = (lambda c: runs[c].dropna().astype(str) if c in runs.columns else pd.Series([], dtype=str))
+        ids, datasets = col("run_id"), set(col("dataset"))
+        known_sweeps = set(col("sweep_id")) | set(store.sweeps)
+        bad = [f"--sweep {s}: no such sweep (known: {', '.join(sorted(known_sweeps)) or 'none'})"
+               for s in self.sweeps if s not in known_sweeps]
+        for d in self.datasets:
+            if d not in datasets:
+                close = [k for k in sorted(datasets) if k.lower() == d.lower()]
+                hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(datasets)) or 'none'}"
+                bad.append(f"--dataset {d}: no run on this dataset ({hint})")
+        bad += [f"--run {r}: no run id is or starts with it" for r in self.runs if not ids.str.startswith(r).any()]
+        return bad
+
     def apply(self, store: Store) -> Store:
         runs = store.runs
+        bad = self.unmatched(store)
+        if bad:
+            raise ReportFilterError("; ".join(bad))
         if runs.empty or not (self.sweeps or self.datasets or self.runs):
             return store
         mask = pd.Series(True, index=runs.index)

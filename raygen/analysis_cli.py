@@ -60,7 +60,7 @@ def report(
     dataset: Annotated[list[str] | None, typer.Option(
         "--dataset", help="only runs on this dataset, e.g. mnist (repeat for several)")] = None,
     run: Annotated[list[str] | None, typer.Option(
-        "--run", help="only this run id or unique prefix (repeat for several)")] = None,
+        "--run", help="only runs whose id is or starts with this (repeat for several)")] = None,
     include_smoke: Annotated[bool, typer.Option(
         "--include-smoke", help="let smoke runs (`raygen sweep --smoke`) into the paper tables")] = False,
     results_option: Annotated[Path | None, RESULTS_OPTION] = None,
@@ -72,12 +72,12 @@ def report(
     _logging()
     results = _store(results, results_option)
     _check_store(results)
-    from analysis.report import ReportFilter, build_report
+    from analysis.report import ReportFilter, ReportFilterError, build_report
 
     filters = ReportFilter(tuple(sweep or ()), tuple(dataset or ()), tuple(run or ()), include_smoke)
     try:
         summary = build_report(results, out, filters=filters)
-    except OSError as err:  # FileNotFoundError: not a store; others: a failed object-store request
+    except (OSError, ReportFilterError) as err:  # OSError: not a store, or a failed object-store request
         typer.secho(f"error: {' '.join(str(err).split())}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     typer.echo(f"{len(summary.built)} tables/figures written to {out} ({summary.index}); "

@@ -85,9 +85,8 @@ def test_report_filters_on_the_command_line(tmp_path):
     assert other["lower_bound ours"].tolist() == [-14.0]
     index = (tmp_path / "out" / "README.md").read_text()
     assert "run in inf-0, dig-0; smoke runs included" in index
+    # A filter value that names no run (a typo) is refused in one line, before anything is written.
     result = CliRunner().invoke(_app(), ["report", str(store), "--out", str(tmp_path / "o2"), "--dataset", "mnist",
                                          "--sweep", "none-such"])
-    assert result.exit_code == 0, result.output
-    index = (tmp_path / "o2" / "README.md").read_text()
-    assert "sweep in none-such; dataset in mnist" in index and "no runs" in index
-    assert not (tmp_path / "o2" / "tables" / "infusion_tab_a1.csv").exists()
+    assert result.exit_code == 2, result.output
+    assert "--sweep none-such: no such sweep" in result.output and not (tmp_path / "o2").exists()

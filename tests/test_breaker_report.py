@@ -1,0 +1,69 @@
+"""`raygen report` as a tester met it: filters that match nothing, the .runs.csv `smoke` column, and the reason
+a curve figure gives for the runs it leaves out."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from analysis import infusion
+from analysis.load import load_store
+from analysis.protocol import selection_of
+from analysis.report import ReportFilter, ReportFilterError, build_report
+from analysis.synthetic import SyntheticRun, write_run
+
+INFUSION = {"algo.steps": 5, "algo.omega": 0.1, "algo.schedule": "increasing", "algo.alpha0": 0.0}
+
+
+def _run(run_id: str, dataset: str = "mnist", config: dict | None = None, smoke: bool = False) -> SyntheticRun:
+    run = SyntheticRun(run_id, "infusion", dataset, config={**INFUSION, **(config or {})},
+                       curves={"valid/lower_bound": ([10, 20], [1.0, 2.0])},
+                       finals={"test/lower_bound": 1000.0, "valid/lower_bound": 990.0})
+    run.smoke = smoke
+    return run
+
+
+def _write(root, *runs: SyntheticRun) -> None:
+    for run in runs:
+        write_run(root, run)
+        if run.smoke:  # the run row's `smoke` column, as `raygen sweep --smoke` sets it
+            path = root / "runs" / f"{run.run_id}.parquet"
+            frame = pd.read_parquet(path)
+            frame["smoke"] = True
+            frame.to_parquet(path, index=False)
+
+
+@pytest.mark.parametrize("filters, named", [
+    (ReportFilter(runs=("nope",)), "--run nope"),
+    (ReportFilter(sweeps=("nosuch",)), "--sweep nosuch"),
+    (ReportFilter(datasets=("MNIST",)), "did you mean mnist?"),
+])
+def test_a_filter_matching_no_run_is_refused_before_writing(tmp_path, filters, named):
+    _write(tmp_path / "store", _run("mn-1"))
+    with pytest.raises(ReportFilterError, match=named):
+        build_report(tmp_path / "store", tmp_path / "out", filters=filters)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_prefix_matching_several_runs_keeps_them_all(tmp_path):
+    _write(tmp_path / "store", _run("mn-1"), _run("mn-2"), _run("dg-1", "digits"))
+    store = ReportFilter(runs=("mn-",)).apply(load_store(tmp_path / "store"))
+    assert sorted(store.runs["run_id"]) == ["mn-1", "mn-2"]
+
+
+def test_runs_csv_marks_a_left_out_smoke_run_as_smoke(tmp_path):
+    _write(tmp_path / "store", _run("mn-1"), _run("sm-1", smoke=True))
+    build_report(tmp_path / "store", tmp_path / "out")
+    ledger = pd.read_csv(tmp_path / "out" / "tables" / "infusion_tab_a1.runs.csv").set_index("run_id")
+    assert bool(ledger.loc["sm-1", "smoke"]) and not bool(ledger.loc["sm-1", "used"])
+    assert not bool(ledger.loc["mn-1", "smoke"])
+
+
+def test_a_curve_figure_names_no_other_data_table_for_the_runs_it_leaves_out(tmp_path):
+    root = tmp_path / "store"
+    _write(root, _run("dg-1", "digits"), _run("dg-2", "digits"), _run("mt-1", config={"data.mnist_split": "test-only"}))
+    store = load_store(root)
+    ledger = selection_of(infusion.fig_a1(store.runs, store.metrics)).ledger().set_index("run_id")
+    assert ledger.loc["dg-1", "used"] and ledger.loc["dg-2", "used"]
+    why = ledger.loc["mt-1", "why"]
+    assert "the figure draws digits" in why and "other data' table" not in why
