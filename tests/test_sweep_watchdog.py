@@ -65,6 +65,7 @@ def test_agents_of_a_killed_drivers_private_cluster_do_not_outlive_it(tmp_path):
         assert line.startswith("AGENTS "), f"the driver did not start Ray: {line!r}"
         agents = {int(p): int(s) for p, s in (item.split(":") for item in line.split()[1:])}
         assert len(agents) >= 2
+        time.sleep(2)  # the watchdog looks every 0.2 s at first: let it see the agents that just started
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         # GRACE_S after the driver's end the watchdog kills them; a generous bound against a hang

@@ -4,10 +4,11 @@ A driver stopped normally (end, Ctrl-C, SIGTERM) takes its private cluster with 
 the OOM killer), it cannot run any handler: Ray's GCS and raylet still follow it, but the raylet's agents
 (`ray::DashboardAgent`, `ray::RuntimeEnvAgent`) notice their raylet is gone, try to report it to the dead GCS
 and hang there for good, ignoring SIGTERM (Ray 2.60; ray-project/ray#59162). So `watch()` starts this file as
-a small process in its own session that holds the read end of a pipe from the driver. While the driver lives,
-it notes the raylet's descendants (pid and start time, so a reused pid is never mistaken); when the pipe reads
-end-of-file (the driver is gone, however it ended) it gives Ray's own fate-sharing a grace period, then kills
-(SIGKILL) what is left of the processes it noted, and exits.
+a small process in its own session. While the driver lives (its pid with its start time, read from /proc) it
+notes the raylet's descendants (pid and start time, so a reused pid is never mistaken); once the driver is gone,
+however it ended, it gives Ray's own fate-sharing a grace period, then kills (SIGKILL) what is left of the
+processes it noted, and exits. (A pipe from the driver, whose end-of-file would say the same, now and then read
+end-of-file while the driver lived: the watchdog would then have killed a live driver's raylet.)
 
 Linux only (it reads /proc); elsewhere `watch()` does nothing. Only the standard library: the process starts
 in milliseconds and imports nothing of raygen, Ray or torch.
@@ -15,8 +16,8 @@ in milliseconds and imports nothing of raygen, Ray or torch.
 
 from __future__ import annotations
 
+import logging
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -24,8 +25,9 @@ import time
 
 GRACE_S = 5.0  # Ray's agents give up on their raylet after 5 checks; they then hang rather than exit
 POLL_S = 2.0  # a scan of /proc costs a few ms
+STARTUP_S, STARTUP_POLL_S = 30.0, 0.2
 
-_watchers: list[subprocess.Popen] = []  # kept referenced: the driver's end of each pipe lives as long as it
+log = logging.getLogger("raygen.watchdog")
 
 
 def watch(raylet_pid: int, log_dir: str | None = None) -> subprocess.Popen | None:
@@ -37,15 +39,14 @@ def watch(raylet_pid: int, log_dir: str | None = None) -> subprocess.Popen | Non
     try:
         proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), str(os.getpid()), str(raylet_pid)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
             start_new_session=True,  # no Ctrl-C from the driver's terminal; outlives the driver's process group
             close_fds=True,
         )
     finally:
         if err is not subprocess.DEVNULL:
             err.close()
-    proc.wait()  # the first process only forks the watchdog (see _main); the pipe stays open in `proc.stdin`
-    _watchers.append(proc)
+    proc.wait()  # the first process checks the raylet, notes its processes, forks the watchdog (_main)
     return proc
 
 
@@ -67,12 +68,15 @@ def _is_raylet_of(pid: int, driver: int) -> bool:
     """Whether `pid` is a Ray raylet started by the process `driver`: the one check that keeps the watchdog
     from ever touching a process outside that private cluster."""
     st = _stat(pid)
+    return pid > 1 and st is not None and st[0] == driver and os.path.basename(_program(pid)) == b"raylet"
+
+
+def _program(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            program = f.read().split(b"\0")[0]
+            return f.read().split(b"\0")[0]
     except OSError:
-        return False
-    return pid > 1 and st is not None and st[0] == driver and os.path.basename(program) == b"raylet"
+        return b""
 
 
 def _descendants(root: int) -> dict[int, int]:
@@ -93,28 +97,38 @@ def _descendants(root: int) -> dict[int, int]:
 
 
 def _main(driver: int, raylet: int) -> None:
-    # Not a child of the driver: when a driver goes, Ray's raylet kills the driver's child processes (it killed
-    # the watchdog within a second, before it could act), so the watchdog runs in a forked grandchild.
-    if os.fork() > 0:
-        os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s raygen watchdog: %(message)s")
     if not _is_raylet_of(raylet, driver):
+        log.warning("pid %d is not a raylet started by driver %d: nothing to watch", raylet, driver)
         return
-    raylet_start = _stat(raylet)[1]
+    driver_start, raylet_start = _stat(driver)[1], _stat(raylet)[1]
     noted: dict[int, int] = {raylet: raylet_start}
-    while True:
+
+    def note() -> None:
         st = _stat(raylet)
         if st is not None and st[1] == raylet_start:  # the same raylet, still there: note its processes
             noted.update(_descendants(raylet))
-        ready, _, _ = select.select([sys.stdin], [], [], POLL_S)
-        if ready and not os.read(sys.stdin.fileno(), 4096):
-            break  # end of file: the driver is gone
+
+    note()  # before watch() returns: the driver waits for this process
+    # Not a child of the driver: as the driver's child the watchdog was seen to die within a second of a killed
+    # driver, before it could act (cause not established), so it goes on in a forked grandchild.
+    if os.fork() > 0:
+        os._exit(0)
+    log.info("watching raylet %d of driver %d", raylet, driver)
+    started = time.monotonic()
+    while (st := _stat(driver)) is not None and st[1] == driver_start:  # until the driver is gone
+        # the agents start a moment after the raylet: look often at first, so a driver killed then is covered
+        time.sleep(STARTUP_POLL_S if time.monotonic() - started < STARTUP_S else POLL_S)
+        note()
+    log.info("driver %d gone; %d processes of its cluster noted", driver, len(noted))
     time.sleep(GRACE_S)
     for pid, start in noted.items():
         st = _stat(pid)
         if pid > 1 and st is not None and st[1] == start:  # the same process, not a reused pid
             try:
                 os.kill(pid, signal.SIGKILL)
+                log.info("killed leftover process %d", pid)
             except OSError:
                 pass
 
