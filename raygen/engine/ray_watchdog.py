@@ -7,8 +7,8 @@ and hang there for good, ignoring SIGTERM (Ray 2.60; ray-project/ray#59162). So 
 a small process in its own session. While the driver lives (its pid with its start time, read from /proc) it
 notes the raylet's descendants (pid and start time, so a reused pid is never mistaken); once the driver is gone,
 however it ended, it gives Ray's own fate-sharing a grace period, then kills (SIGKILL) what is left of the
-processes it noted, and exits. (A pipe from the driver, whose end-of-file would say the same, now and then read
-end-of-file while the driver lived: the watchdog would then have killed a live driver's raylet.)
+processes it noted, and exits. Polling the driver's pid needs nothing the driver must keep open (a pipe from the
+driver was tried first; a test failure then was a race of the test, not the pipe, so either works).
 
 Linux only (it reads /proc); elsewhere `watch()` does nothing. Only the standard library: the process starts
 in milliseconds and imports nothing of raygen, Ray or torch.
