@@ -156,7 +156,9 @@ def display_frame(frame: pd.DataFrame, *, markdown: bool = False, bold: Any = No
 
 
 def _md_escape(text: str) -> str:
-    return str(text).replace("|", r"\|").replace("\n", " ")
+    # Stored strings are data: `<!--` in a run or parameter name would hide the rest of the rendered page, `<b>`
+    # restyle it, `|` split the cell. Markdown renderers show &lt; / &amp; as typed.
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace("|", r"\|").replace("\n", " ")
 
 
 def to_markdown(frame: pd.DataFrame, *, heading: bool = True) -> str:
@@ -202,7 +204,9 @@ def _numeric_column(shown: pd.DataFrame, column: str) -> bool:
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  # without T1 fonts < > | print as ¡ ¿ —; a blank line in a cell would end the tabular's paragraph
+                  "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "\n": " ", "\r": " "}
 _LATEX_SYMBOLS = {"±": r"$\pm$", "≈": r"$\approx$", "≤": r"$\leq$", "→": r"$\to$", "σ": r"$\sigma$",
                   "α": r"$\alpha$", "ω": r"$\omega$", "–": "--", "≥": r"$\geq$", "·": r"$\cdot$"}
 

@@ -67,3 +67,15 @@ def test_a_curve_figure_names_no_other_data_table_for_the_runs_it_leaves_out(tmp
     assert ledger.loc["dg-1", "used"] and ledger.loc["dg-2", "used"]
     why = ledger.loc["mt-1", "why"]
     assert "the figure draws digits" in why and "other data' table" not in why
+
+
+def test_hostile_strings_in_a_table_stay_data_in_markdown_and_latex():
+    from analysis.render import to_latex, to_markdown
+
+    frame = pd.DataFrame({"run": ["<!--<script>", "a|b", "x\n\ny", "1 & 2"], "value": [1.0, 2.0, 3.0, 4.0]})
+    md = to_markdown(frame)
+    assert "<!--" not in md and "&lt;!--&lt;script>" in md and r"a\|b" in md and "1 &amp; 2" in md
+    assert len([line for line in md.splitlines() if line.startswith("|")]) == 2 + len(frame)  # one line a row
+    tex = to_latex(frame, "t")
+    assert r"\textless{}!--\textless{}script\textgreater{}" in tex and r"a\textbar{}b" in tex and r"1 \& 2" in tex
+    assert "x\n\ny" not in tex and "\n\n" not in tex.split(r"\begin{tabular}")[1].split(r"\end{tabular}")[0]
