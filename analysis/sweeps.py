@@ -400,7 +400,13 @@ def effects_figure(runs: pd.DataFrame, sweep_id: str, specs: Mapping[str, Any] |
     done = ranked(trials, info)
     require(not done.empty, f"sweep {sweep_id} has no finished trial", f"completed trials of sweep {sweep_id}")
     o = info.objectives[0]
-    params = info.params[:12]
+    # A conditional parameter inactive (NaN) in every finished trial would be an empty panel: left out, named.
+    drawn = [p for p in info.params
+             if done[p.name].map(lambda v: not (isinstance(v, float) and math.isnan(v))).any()]
+    unused = [p.name for p in info.params if p not in drawn]
+    require(bool(drawn), f"sweep {sweep_id}: every parameter is inactive in its finished trials",
+            f"completed trials of sweep {sweep_id}")
+    params = drawn[:12]
     ncols = min(3, len(params))
     fig, axes = new_figure(-(-len(params) // ncols), ncols, width=2.4, height=2.1)
     for ax in axes.flat[len(params):]:
@@ -428,7 +434,10 @@ def effects_figure(runs: pd.DataFrame, sweep_id: str, specs: Mapping[str, Any] |
         ax.set_ylabel(metric_label(o.metric))  # in words, with its unit
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=2)
-    fig.suptitle(f"Sweep {info.name}: {o.metric} ({o.goal}) per parameter, {len(done)} finished trials")
+    title = f"Sweep {info.name}: {o.metric} ({o.goal}) per parameter, {len(done)} finished trials"
+    if unused:
+        title += f"\n(inactive in every finished trial, not drawn: {', '.join(unused)})"
+    fig.suptitle(title)
     return fig
 
 

@@ -79,3 +79,20 @@ def test_hostile_strings_in_a_table_stay_data_in_markdown_and_latex():
     tex = to_latex(frame, "t")
     assert r"\textless{}!--\textless{}script\textgreater{}" in tex and r"a\textbar{}b" in tex and r"1 \& 2" in tex
     assert "x\n\ny" not in tex and "\n\n" not in tex.split(r"\begin{tabular}")[1].split(r"\end{tabular}")[0]
+
+
+def test_effects_figure_draws_no_empty_panel_for_a_parameter_inactive_in_every_trial(tmp_path):
+    from analysis import sweeps
+
+    spec = {"name": "cond", "metric": {"name": "valid/lower_bound", "goal": "maximize"},
+            "parameters": {"algo.steps": {"values": [1, 5]},
+                           "omega_15": {"path": "algo.omega", "values": [0.01, 0.02], "when": {"algo.steps": 15}}}}
+    for i, steps in enumerate([1, 5]):
+        run = SyntheticRun(f"cond-{i}", "infusion", "digits", config={**INFUSION, "algo.steps": steps},
+                           finals={"valid/lower_bound": float(i)}, sweep_id="cond", trial_id=f"t{i}",
+                           params={"algo.steps": steps})
+        write_run(tmp_path, run)
+    store = load_store(tmp_path)
+    fig = sweeps.effects_figure(store.runs, "cond", {"cond": spec})
+    assert [ax.get_xlabel() for ax in fig.axes] == ["algo.steps"]
+    assert "not drawn: omega_15" in fig._suptitle.get_text()
