@@ -162,9 +162,12 @@ def image_panel(
         raise MissingData("no readable image artifacts", needs or "runs that saved image artifacts")
     # The grid that shows the pictures largest within the paper width (7.2 in) and a page's height
     # (MAX_HEIGHT_IN); each row has a band for its labels, the figure one for its title.
-    aspect = max(img.shape[0] / img.shape[1] for img in images)
+    # Every panel spans the widest picture's pixels and the tallest one's; each picture is drawn in it at one
+    # common pixel scale (a narrower one is not stretched to the panel: its labels keep the size of the others').
+    wide, tall = max(img.shape[1] for img in images), max(img.shape[0] for img in images)
+    aspect = tall / wide
     # Never larger than the pictures were drawn (raygen draws them at PNG_DPI): their own text keeps its size.
-    native = max(1.5, max(img.shape[1] for img in images) / PNG_DPI)
+    native = max(1.5, wide / PNG_DPI)
     widths = {}
     for cols in range(1, min(ncols_max, len(images)) + 1):
         rows_ = -(-len(images) // cols)
@@ -178,19 +181,25 @@ def image_panel(
     title_lines = textwrap.wrap(title, max(20, int(0.95 * panel_w * ncols / (9 * 0.6 / 72))))
     top_in = TITLE_IN + 0.16 * (len(title_lines) - 1) + LABEL_IN  # the title, then the first row's labels
     fixed = top_in + (nrows - 1) * LABEL_IN + 0.05
-    panel_w = min(panel_w, (MAX_HEIGHT_IN - fixed) / (nrows * aspect))
+    # Each grid row is as tall as its tallest picture (a short one beside tall ones leaves no empty band).
+    row_tall = [max(img.shape[0] for img in images[r * ncols:(r + 1) * ncols]) for r in range(nrows)]
+    panel_w = min(panel_w, (MAX_HEIGHT_IN - fixed) / (sum(row_tall) / wide))
     titles = [t.replace(" · ", "\n", 1) if len(t) * 7 * 0.6 / 72 > 0.98 * panel_w else t for t in titles]
-    panel_h = panel_w * aspect
+    panel_h = panel_w * sum(row_tall) / wide / nrows  # the mean row height (matplotlib's unit for hspace)
     height = nrows * panel_h + fixed
     # Fixed margins instead of constrained layout: a grid of images needs no layout solver (2x faster to save).
     fig = Figure(figsize=(panel_w * ncols, height))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={"height_ratios": row_tall})
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.05 / height, top=1 - top_in / height, wspace=0.04,
                         hspace=LABEL_IN / panel_h)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, img, text in zip(axes.flat, images, titles):
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+    for i, (ax, img, text) in enumerate(zip(axes.flat, images, titles)):
+        left, (h, w) = (wide - img.shape[1]) / 2, img.shape[:2]  # centred, top-aligned under its label
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest",
+                  extent=(left, left + w, h, 0))
+        ax.set_xlim(0, wide)
+        ax.set_ylim(row_tall[i // ncols], 0)
         ax.set_title(text, fontsize=7)
     # At the very top, in its own band above the first row's labels (never over them).
     fig.suptitle("\n".join(title_lines), fontsize=9, y=1 - 0.06 / height, va="top")

@@ -96,3 +96,25 @@ def test_effects_figure_draws_no_empty_panel_for_a_parameter_inactive_in_every_t
     fig = sweeps.effects_figure(store.runs, "cond", {"cond": spec})
     assert [ax.get_xlabel() for ax in fig.axes] == ["algo.steps"]
     assert "not drawn: omega_15" in fig._suptitle.get_text()
+
+
+def test_pictures_of_different_sizes_share_one_pixel_scale_and_rows_fit_them(tmp_path):
+    """A 400 px picture beside a 1200 px one was stretched to the wide one's panel (its labels 3x larger)."""
+    import numpy as np
+    from PIL import Image
+
+    from analysis.figures import image_panel
+
+    Image.fromarray(np.zeros((300, 400), np.uint8)).save(tmp_path / "small.png")
+    Image.fromarray(np.zeros((900, 1200), np.uint8)).save(tmp_path / "big.png")
+    rows = pd.DataFrame({"path": ["small.png", "big.png"], "run_id": ["a", "b"], "step": [1, 1]})
+    fig = image_panel(tmp_path, rows, title="t", ncols_max=1)
+    inches_per_px = []
+    for ax, width_px in zip(fig.axes, (400, 1200)):
+        left, right, _, _ = ax.get_images()[0].get_extent()
+        lo, hi = ax.get_xlim()
+        ax_in = ax.get_position().width * fig.get_figwidth()
+        inches_per_px.append((right - left) / (hi - lo) * ax_in / width_px)
+    assert inches_per_px[0] == pytest.approx(inches_per_px[1], rel=1e-6)
+    heights = [ax.get_position().height * fig.get_figheight() for ax in fig.axes]
+    assert heights[0] / heights[1] == pytest.approx(300 / 900, rel=1e-3)  # no empty band under the small one
