@@ -3,6 +3,7 @@ file (never a traceback, never code run), or, for a legitimate file under a borr
 
 from __future__ import annotations
 
+import importlib
 import os
 import struct
 
@@ -77,3 +78,14 @@ def test_decompression_bomb_is_a_data_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16)  # 8x8 = 64 > 2 x 16: PIL raises DecompressionBombError
     with pytest.raises(DataError, match=r"0.png: refused, image too large"):
         load_dataset(f"folder:{tmp_path}", DataConfig())
+
+
+def test_folder_image_size_that_cannot_fit_in_memory_is_refused_before_resizing(tmp_path, monkeypatch):
+    folder = importlib.import_module("raygen.data.folder")
+
+    for i in range(10):
+        Image.new("L", (8, 8)).save(tmp_path / f"{i}.png")
+    monkeypatch.setattr(folder, "_free_memory", lambda: 1 << 20)  # 1 MiB free
+    monkeypatch.setattr(folder, "_read", lambda *a: pytest.fail("resized an image before the size check"))
+    with pytest.raises(DataError, match=r"data.image_size=512 makes 10 images of 512x512 pixels"):
+        load_dataset(f"folder:{tmp_path}", DataConfig(image_size=512))

@@ -27,6 +27,7 @@ binary).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,29 @@ def _read(path: Path, config: DataConfig) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def _free_memory() -> int | None:
+    """Bytes of physical memory free now (Linux/macOS sysconf), None where the platform does not say."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_size(n: int, config: DataConfig, root: Path) -> None:
+    """Refuse a data.image_size whose images cannot fit in memory before resizing the first one: a typo
+    (image_size=100000) would otherwise upscale every image with Lanczos until the machine runs out of memory."""
+    if config.image_size is None:
+        return
+    side = config.image_size
+    need = n * side * side * 3 * 5  # uint8 RGB while reading + float32 after scaling to [0, 1]
+    free = _free_memory()
+    if free is not None and need > free:
+        raise DataError(
+            f"{root}: data.image_size={side} makes {n} images of {side}x{side} pixels, about {need / 2**30:.1f} GiB, "
+            f"more than the {free / 2**30:.1f} GiB of free memory; choose a smaller data.image_size"
+        )
+
+
 def _stack(files: list[Path], config: DataConfig, where: Path) -> np.ndarray:
     """uint8 (N, H, W, 3); a clear error when sizes differ."""
     arrays = [_read(f, config) for f in files]
@@ -151,6 +175,7 @@ def load_folder(name: str, config: DataConfig) -> Dataset:
         scanned
     ) else None
     log.info("folder %s: reading %d images", root, sum(len(f) for f, _ in scanned.values()))
+    _check_size(sum(len(f) for f, _ in scanned.values()), config, root)
     arrays = {k: _stack(files, config, root) for k, (files, _) in scanned.items()}
     sizes = {k: a.shape[1:] for k, a in arrays.items()}
     if len(set(sizes.values())) > 1:
