@@ -89,3 +89,19 @@ def test_folder_image_size_that_cannot_fit_in_memory_is_refused_before_resizing(
     monkeypatch.setattr(folder, "_read", lambda *a: pytest.fail("resized an image before the size check"))
     with pytest.raises(DataError, match=r"data.image_size=512 makes 10 images of 512x512 pixels"):
         load_dataset(f"folder:{tmp_path}", DataConfig(image_size=512))
+
+
+def test_npz_array_header_declaring_a_terabyte_is_a_data_error(tmp_path):
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    buf = io.BytesIO()
+    npy_format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": (10**6, 1000, 1000)})
+    buf.write(b"\0" * 1000)
+    path = tmp_path / "d.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("images.npy", buf.getvalue())
+    with pytest.raises(DataError, match=r"d.npz: (an array is larger than the free memory|not a readable .npz)"):
+        load_dataset(f"npz:{path}", DataConfig())

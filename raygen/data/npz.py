@@ -134,6 +134,8 @@ def load_npz(name: str, config: DataConfig) -> Dataset:
             arrays = {k: archive[k] for k in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{path}: not a readable .npz archive ({err})") from None
+    except MemoryError as err:  # numpy allocates what an array's header declares before reading its data
+        raise DataError(f"{path}: an array is larger than the free memory ({err})") from None
 
     splits_found = _find_splits(arrays, path)
     meta: dict = {}
