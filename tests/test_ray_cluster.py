@@ -302,6 +302,10 @@ def test_interrupted_sweep_resumes_to_exactly_its_trials(cluster, tmp_path):
     assert (runs["status"] == "completed").all(), runs[["run_id", "status", "error"]]
     assert (runs["steps"] == 300).all()
     assert unique_metric_rows(read_metrics(results), 300)
+    import optuna  # the study agrees: the interrupted trials were not told FAIL before they resumed
+
+    study = optuna.load_study(study_name="resume", storage=f"sqlite:///{results / 'optuna.db'}")
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 4
 
     # Once finished, running it again resumes nothing, changes nothing, and says how to add trials.
     again = run_sweep(load_spec(spec_file), results)

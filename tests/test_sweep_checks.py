@@ -667,3 +667,36 @@ def test_a_continuation_samples_its_own_points_not_the_sweeps_first_ones():
 
     assert first_draws(sw._sampler(resolved)) == first_draws(optuna.samplers.TPESampler(seed=0))
     assert not set(first_draws(sw._sampler(resolved, 1))) & set(first_draws(sw._sampler(resolved)))
+
+
+@pytest.mark.parametrize("resumable", [True, False])
+def test_an_interrupted_trial_stays_running_in_optuna_so_its_resume_can_tell_its_end(tmp_path, resumable):
+    """Ctrl-C, then the same command: Tune resumes the unfinished trial and it completes. Had the interrupted
+    sweep told Optuna FAIL, the study would keep FAIL for a trial the store holds `completed` (a finished Optuna
+    trial cannot be told again). A sweep that stopped itself (resumable=False) fails its unfinished trials."""
+    from raygen.config import build_config
+    from raygen.results import RunRecorder
+
+    resolved = resolve(spec())
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    search = sw.RaygenOptunaSearch(space=resolved.space(), metric="valid/lower_bound", mode="max",
+                                   sampler=optuna.samplers.RandomSampler(0),
+                                   storage=optuna.storages.RDBStorage(url), study_name=resolved.sweep_id)
+    for trial_id in ("cut", "lost"):  # "lost": drawn, never recorded by Tune (abandoned)
+        search.suggest(trial_id)
+        cfg = build_config(algorithm="walkback", dataset="toy2d:swissroll")
+        RunRecorder(tmp_path, cfg, run_id=sw.run_id_for(resolved.sweep_id, trial_id),
+                    extra={"sweep_id": resolved.sweep_id, "trial_id": trial_id}).write_run("running")
+    notes = sw._reconcile(tmp_path, resolved, {"cut"}, url, resumable=resumable)
+    S = optuna.trial.TrialState
+    study = optuna.load_study(study_name=resolved.sweep_id, storage=url)
+    states = {t.user_attrs[sw.TUNE_TRIAL_ATTR]: t.state for t in study.trials}
+    assert states == {"cut": S.RUNNING if resumable else S.FAIL, "lost": S.FAIL}
+    rows = read_runs(tmp_path).set_index("trial_id")
+    assert (rows.loc["cut", "status"], rows.loc["cut", "error"]) == ("stopped", sw.INTERRUPTED)
+    assert rows.loc["lost", "status"] == "failed"
+    assert any("run the same command again" in n for n in notes) == resumable
+    if resumable:  # the rerun resumes it; the restored searcher tells its real end
+        search.on_trial_complete("cut", {"valid/lower_bound": -3.0, "step": 8, sw.BUDGET_KEY: True})
+        done = optuna.load_study(study_name=resolved.sweep_id, storage=url).trials[0]
+        assert (done.state, done.value) == (S.COMPLETE, -3.0)

@@ -85,6 +85,8 @@ progress_log = logging.getLogger("raygen.sweep.progress")  # the live table; the
 
 JOB_KEY = "_raygen"  # the constant part of every trial's Tune config
 BUDGET_KEY = "budget_reached"  # in a trial's reports once it has made every update of its budget
+INTERRUPTED = "stopped with the sweep"  # the error text of a trial left unfinished by an interrupted sweep
+TUNE_TRIAL_ATTR = "tune_trial_id"  # user attribute of each Optuna trial: the Tune trial it was drawn for
 FAILED_KEY = "raygen_failed"  # a trial that ended itself after a failure Tune must not retry: its kind
 DIVERGENCE, METRIC = "divergence", "metric"
 
@@ -559,7 +561,11 @@ class RaygenOptunaSearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict | None:
         try:
-            return super().suggest(trial_id)
+            config = super().suggest(trial_id)
+            ot_trial = self._ot_trials.get(trial_id)
+            if config is not None and ot_trial is not None:  # lets the driver match study and Tune trials
+                ot_trial.set_user_attr(TUNE_TRIAL_ATTR, trial_id)
+            return config
         finally:
             self._push()  # before Tune snapshots a searcher state that knows this trial
 
@@ -1072,15 +1078,22 @@ def _quiet(verbose: bool) -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
-def _reconcile(results: str | Path, spec: ResolvedSweep, known: set[str], storage_url: str) -> list[str]:
-    """After the experiment: no row of this sweep stays `running`, and no Optuna trial stays RUNNING. A row Tune
-    never recorded (the driver died right after its trial wrote it) is marked failed as abandoned."""
+def _reconcile(results: str | Path, spec: ResolvedSweep, known: set[str], storage_url: str, *,
+               resumable: bool = True) -> list[str]:
+    """After the experiment: no row of this sweep stays `running`. A trial the experiment still holds unfinished
+    (the sweep was interrupted; also one still pending) is stored `stopped` and stays RUNNING in the Optuna study,
+    because rerunning the sweep resumes it and then tells its real end (a FAIL cannot be changed); not so when the sweep
+    stopped itself (`resumable=False`: a misnamed objective, a trial pending too long). A row Tune never recorded
+    (the driver died right after its trial wrote it) is marked failed as abandoned, and so is every other
+    RUNNING Optuna trial."""
     notes = []
+    interrupted: set[str] = set()
     runs = read_runs(results)
     if not runs.empty and "sweep_id" in runs.columns:
         for row in runs[(runs["sweep_id"] == spec.sweep_id) & (runs["status"] == "running")].to_dict("records"):
             if row["trial_id"] in known:
-                mark_run(results, row["run_id"], "stopped", error="stopped with the sweep", only_if=("running",))
+                mark_run(results, row["run_id"], "stopped", error=INTERRUPTED, only_if=("running",))
+                interrupted.add(row["trial_id"])
             else:
                 mark_run(results, row["run_id"], "failed", only_if=("running",),
                          error="abandoned: the sweep driver was killed before Tune recorded this trial; the search "
@@ -1091,9 +1104,13 @@ def _reconcile(results: str | Path, spec: ResolvedSweep, known: set[str], storag
 
         study = optuna.load_study(study_name=spec.sweep_id, storage=storage_url)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            if not resumable or t.user_attrs.get(TUNE_TRIAL_ATTR) not in known:
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     except Exception:
         log.debug("optuna study %s not reconciled", spec.sweep_id, exc_info=True)
+    if interrupted and resumable:
+        notes.append("interrupted: unfinished trials are stored as stopped (in the Optuna study: still running); "
+                     "run the same command again to resume them")
     return notes
 
 
@@ -1188,7 +1205,7 @@ def run_sweep(
         grid = None
         stop = SweepStop()
         known: set[str] = set()
-        done_before = len(sweep_trials(results, spec))
+        before = _trial_states(sweep_trials(results, spec))
         if parts:
             log.info("resuming sweep %s from %s", spec.sweep_id, parts[-1])
             path, filesystem = tune_location(spec, results, parts[-1])
@@ -1197,12 +1214,15 @@ def run_sweep(
             grid = tuner.fit()
             known |= _grid_trials(grid)
             stop = _stopper_of(tuner) or stop
-        have = len(sweep_trials(results, spec))
-        if parts and not add and done_before == have:
-            notes.append(f"sweep {spec.sweep_id} had already run its {have} trials (run_cap {spec.num_samples});"
+        after = _trial_states(sweep_trials(results, spec))
+        have, resumed = len(after), sum(state != before.get(run) for run, state in after.items())
+        if parts and not add and resumed == 0:
+            cap = f"run_cap {spec.num_samples}" + (f" and {planned - spec.num_samples} added with --more"
+                                                   if planned > spec.num_samples else "")
+            notes.append(f"sweep {spec.sweep_id} had already run its {have} trials ({cap});"
                          f" add trials with --more N")
         elif parts and not add:
-            notes.append(f"resumed sweep {spec.sweep_id}")
+            notes.append(f"resumed sweep {spec.sweep_id} ({resumed} trials ended now)")
         if add and stop.reason is None:
             part = len(parts)
             if part:
@@ -1212,7 +1232,7 @@ def run_sweep(
             grid, new_stop, new_known = _fit_new(spec, results, part, add, trainable, storage_url, verbose,
                                                  table_every_s)
             stop, known = new_stop, known | new_known
-        notes += _reconcile(results, spec, known, storage_url)
+        notes += _reconcile(results, spec, known, storage_url, resumable=stop.reason is None)
         if mirrored:
             push_study(results, spec.sweep_id)  # what _reconcile told, and the intermediate values
     trials = sweep_trials(results, spec)
@@ -1221,6 +1241,13 @@ def run_sweep(
                       statuses={str(k): int(v) for k, v in trials["status"].value_counts().items()})
     log.info("sweep %s: %s", spec.sweep_id, out.statuses)
     return out
+
+
+def _trial_states(trials: Any) -> dict[str, tuple[str, str | None]]:
+    """run id -> (status, error) of each trial row: what a resume changed."""
+    import pandas as pd
+
+    return {r.run_id: (r.status, None if pd.isna(r.error) else r.error) for r in trials.itertuples()}
 
 
 def _stopper_of(tuner: Any) -> SweepStop | None:
