@@ -176,9 +176,12 @@ def train(
     """Train ALGORITHM; results, checkpoint and pictures land in the results store."""
     _setup_logging(verbose)
     if resume is not None:
-        given = [name for name, value in (("ALGORITHM", algorithm), ("overrides", overrides), ("--dataset", dataset),
-                                          ("--config", config), ("--steps", steps), ("--seed", seed),
-                                          ("--device", device), ("--workers", workers)) if value]
+        # typer hands a key=value typed after --resume RUN in as ALGORITHM: say what was typed
+        typed = [v for v in (algorithm, *(overrides or [])) if v]
+        settings = " ".join(v for v in typed if "=" in v)
+        given = [f"ALGORITHM {v}" for v in typed if "=" not in v] + ([f"the overrides {settings}"] if settings else [])
+        given += [name for name, value in (("--dataset", dataset), ("--config", config), ("--steps", steps),
+                                           ("--seed", seed), ("--device", device), ("--workers", workers)) if value]
         if given:
             _fail(f"--resume takes the run's config from its checkpoint; drop {', '.join(given)}")
         from raygen.engine.local import resume_local

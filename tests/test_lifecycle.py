@@ -421,6 +421,9 @@ def test_resume_refuses_a_live_run_and_an_unknown_one(toy_algorithm, tmp_path):
     assert_one_line(invoke("train", "--resume", rec.run_id, "--results", tmp_path), "still running")
     assert_one_line(invoke("train", "--resume", "nosuchrun", "--results", tmp_path), "not found")
     assert_one_line(invoke("train", "--resume", rec.run_id, "--steps", 5, "--results", tmp_path), "drop --steps")
+    # typer parses a lone key=value as ALGORITHM: the message names the overrides typed, not a missing ALGORITHM
+    assert_one_line(invoke("train", "--resume", rec.run_id, "--results", tmp_path, "train.lr=0.1", "seed=2"),
+                    "drop the overrides train.lr=0.1 seed=2")
     assert read_runs(tmp_path).iloc[0].status == "running"
 
 
