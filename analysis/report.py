@@ -206,8 +206,22 @@ def dynamic_items(store: Store, include_smoke: bool = False) -> list[Item]:
     return items
 
 
-class ReportFilterError(ValueError):
+class ReportError(ValueError):
+    """A `raygen report` request refused before anything is written (one line for the CLI)."""
+
+
+class ReportFilterError(ReportError):
     """A `raygen report` filter value that matches no run of the store."""
+
+
+def _check_out_dir(out: Path) -> None:
+    """The report's files (README.md, .csv, .png) inside a store's runs/, metrics/ or artifacts/ folder would
+    break every plain reader of that folder (`pd.read_parquet("results/runs")` reads every file in it)."""
+    for folder in (out.resolve(), *out.resolve().parents):
+        if folder.name in ("runs", "metrics", "artifacts") and all(
+                (folder.parent / sub).is_dir() for sub in ("runs", "metrics")):
+            raise ReportError(f"--out {out} lies inside the results store folder {folder}; plain Parquet readers "
+                              "of that folder would read the report's files too. Write it elsewhere")
 
 
 @dataclass(frozen=True)
@@ -382,8 +396,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, filters: Repor
     and, for the rest, why not and which runs are needed."""
     start = time.perf_counter()
     filt = filters or ReportFilter()
-    store = filt.apply(load_store(results_dir))
     out = Path(out_dir)
+    _check_out_dir(out)
+    store = filt.apply(load_store(results_dir))
     out.mkdir(parents=True, exist_ok=True)
     tables_dir, figures_dir = out / "tables", out / "figures"
     summary = ReportSummary(out, out / "README.md")

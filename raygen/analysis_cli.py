@@ -72,12 +72,12 @@ def report(
     _logging()
     results = _store(results, results_option)
     _check_store(results)
-    from analysis.report import ReportFilter, ReportFilterError, build_report
+    from analysis.report import ReportError, ReportFilter, build_report
 
     filters = ReportFilter(tuple(sweep or ()), tuple(dataset or ()), tuple(run or ()), include_smoke)
     try:
         summary = build_report(results, out, filters=filters)
-    except (OSError, ReportFilterError) as err:  # OSError: not a store, or a failed object-store request
+    except (OSError, ReportError) as err:  # OSError: not a store, or a failed object-store request
         typer.secho(f"error: {' '.join(str(err).split())}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     typer.echo(f"{len(summary.built)} tables/figures written to {out} ({summary.index}); "

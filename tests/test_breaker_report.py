@@ -118,3 +118,12 @@ def test_pictures_of_different_sizes_share_one_pixel_scale_and_rows_fit_them(tmp
     assert inches_per_px[0] == pytest.approx(inches_per_px[1], rel=1e-6)
     heights = [ax.get_position().height * fig.get_figheight() for ax in fig.axes]
     assert heights[0] / heights[1] == pytest.approx(300 / 900, rel=1e-3)  # no empty band under the small one
+
+
+def test_report_out_inside_a_store_folder_is_refused(tmp_path):
+    from analysis.report import ReportError
+
+    _write(tmp_path / "store", _run("mn-1"))
+    with pytest.raises(ReportError, match=r"inside the results store folder"):
+        build_report(tmp_path / "store", tmp_path / "store" / "runs" / "report")
+    assert len(pd.read_parquet(tmp_path / "store" / "runs")) == 1  # plain readers still read the folder
