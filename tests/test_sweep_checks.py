@@ -148,6 +148,11 @@ def test_unknown_metric_names_are_refused_with_a_suggestion():
         resolve(spec(metric={"name": "valid_eval/lower_bound", "goal": "maximize"}, fixed={"eval.splits": ["test"]}))
     with pytest.raises(SpecError, match=r"test/ comes from .* \(now off\)"):
         resolve(spec(metric={"name": "test/lower_bound", "goal": "maximize"}, fixed={"eval.final": False}))
+    with pytest.raises(SpecError) as refused:  # a name reported under two patterns is suggested once
+        resolve(spec(algorithm="infusion", dataset="digits", metric={"name": "valid/lowerbound", "goal": "maximize"},
+                     parameters={"train.lr": {"min": 1e-4, "max": 1e-2}}))
+    hint = str(refused.value).split("did you mean ")[1].split("?")[0].split(", ")
+    assert "'valid/lower_bound'" in hint and len(hint) == len(set(hint))
 
 
 def test_declared_metric_names_cover_what_a_real_run_reports(tmp_path):
@@ -202,6 +207,26 @@ def test_stepped_ranges_state_and_store_the_bound_that_runs():
     stored = resolved.to_json()["parameters"]
     assert stored["algo.walkback_steps"]["high"] == 40 and stored["algo.walkback_steps"]["written_max"] == 42
     assert resolve(spec(parameters={"algo.walkback_steps": {"min": 10, "max": 40, "q": 5}})).params[0].written_max is None
+
+
+def test_the_tune_equivalent_shown_for_a_stepped_range_draws_what_optuna_draws():
+    """Tune's qrandint/quniform draw multiples of q; a range starting off a multiple needs another equivalent."""
+    from ray import tune
+
+    param = resolve(spec(parameters={"algo.walkback_steps": {"min": 1, "max": 12, "q": 5}})).params[0]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
+    drawn = {study.ask().suggest_int("k", 1, 12, step=5) for _ in range(100)}
+    assert drawn == {1, 6, 11}
+    assert "tune.choice([1, 6, 11])" in param.tune_repr()
+    naive = tune.qrandint(1, 11, 5)  # what validate used to print
+    assert {naive.sample() for _ in range(100)} != drawn
+    aligned = resolve(spec(parameters={"train.batch_size": {"min": 20, "max": 100, "q": 20}})).params[0]
+    assert aligned.tune_repr() == "tune.qrandint(20, 100, 20)"
+
+
+def test_spec_key_spelled_as_other_tools_spell_it_gets_the_right_name():
+    with pytest.raises(SpecError, match=r"unknown key 'parameters.algo.walkback_steps.step' \(did you mean 'q'\?\)"):
+        resolve(spec(parameters={"algo.walkback_steps": {"min": 10, "max": 40, "step": 5}}))
 
 
 def test_gp_refuses_conditional_parameters_like_cmaes():

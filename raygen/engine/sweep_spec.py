@@ -377,6 +377,11 @@ class Param:
     def tune_repr(self) -> str:
         if self.kind == "categorical":
             return f"tune.choice({list(self.choices or ())!r})"
+        if self.step is not None and not self.log and not _is_multiple(self.low, self.step):
+            # Tune's qrandint/quniform draw multiples of q (0, q, 2q, ...), not low + k*q as Optuna does
+            values = self.grid_values()
+            shown = values if len(values) <= 8 else [*values[:3], "...", *values[-2:]]
+            return f"tune.choice([{', '.join(str(v) for v in shown)}])  ({len(values)} values)"
         if self.kind == "int":
             if self.log:
                 return f"tune.lograndint({self.low}, {int(self.high) + 1})"
@@ -491,7 +496,8 @@ def check_metric(key: str, name: str, config: RunConfig) -> None:
     if not known or metric_known(name, known):
         return
     split, _, _metric = name.partition("/")
-    concrete = [f"{s}/{m}" for s, names in known.items() for m in names if not any(c in m for c in "*?[")]
+    concrete = list(dict.fromkeys(f"{s}/{m}" for s, names in known.items() for m in names
+                                  if not any(c in m for c in "*?[")))
     close = difflib.get_close_matches(name, concrete, n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
     evaluated = {"test": "test", "valid_eval": "valid", "train_eval": "train"}.get(split)
@@ -696,6 +702,11 @@ def _format_pydantic(err: ValidationError, prefix: str = "") -> str:
     return "; ".join(out)
 
 
+def _is_multiple(x: float, step: float) -> bool:
+    ratio = x / step
+    return abs(ratio - round(ratio)) < 1e-9
+
+
 def _known_keys() -> list[str]:
     keys = ["n_trials", "num_samples", "n_jobs", "max_concurrent_trials", "min_iter", "max_iter", "eta", "mode"]
     for model in (SweepSpec, ParamSpec, MetricSpec, ResourcesSpec, EarlyTerminateSpec, SmokeSpec):
@@ -703,7 +714,14 @@ def _known_keys() -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+# Names other sweep tools (W&B, Hydra, Tune) give to a key this spec spells otherwise
+KEY_SYNONYMS = {"step": "q", "steps": "q", "low": "min", "high": "max", "lower": "min", "upper": "max",
+                "choices": "values", "log_scale": "log"}
+
+
 def _suggest_key(key: str) -> str:
+    if key in KEY_SYNONYMS:
+        return f" (did you mean {KEY_SYNONYMS[key]!r}?)"
     close = difflib.get_close_matches(key, _known_keys(), n=2, cutoff=0.7)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
