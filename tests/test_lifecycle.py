@@ -512,3 +512,20 @@ def test_repair_marks_only_the_runs_whose_heartbeat_stopped(toy_algorithm, tmp_p
         beat.stop()
     status = read_runs(tmp_path).set_index("run_id")["status"]
     assert status.to_dict() == {"dead": "failed", "alive": "running", "done": "completed"}
+
+
+def test_evaluating_a_run_whose_data_file_changed_shape_is_one_line(tmp_path):
+    """A user's npz rewritten with other images after training: the checkpoint no longer fits the model built
+    from the file, which is the data's fault, said in one line (it was a 100-line state_dict traceback)."""
+    import numpy as np
+
+    images = np.random.default_rng(0).integers(0, 256, size=(60, 8, 8), dtype=np.uint8)
+    data = tmp_path / "mine.npz"
+    np.savez(data, images)
+    store = tmp_path / "store"
+    res = invoke("train", "infusion", "--dataset", f"npz:{data}", "--steps", 2, "--results", store,
+                 "eval.final=false", "train.batch_size=4", "algo.net.hidden=[16]", "train.progress=false")
+    assert res.exit_code == 0, res.output
+    np.savez(data, images[:, :7, :7])
+    assert_one_line(invoke("evaluate", "latest", "--results", store), "the data changed since the run was trained",
+                    "(1, 7, 7)")

@@ -237,7 +237,15 @@ def restore(
         config = config.with_overrides(overrides)
     check_device(config.device)
     algo, dataset = build(config)
-    algo.load_state(payload["algorithm"])
+    try:
+        algo.load_state(payload["algorithm"])
+    except RuntimeError as err:  # "size mismatch" / "Missing key(s)": the model built from today's data differs
+        if "state_dict" not in str(err):
+            raise
+        raise RunSetupError(
+            f"the checkpoint of run {path.parent.name} does not fit the model built from dataset '{config.dataset}' "
+            f"as it is now (examples of shape {tuple(dataset.shape)}): the data changed since the run was trained "
+            f"({str(err).strip().splitlines()[-1].strip()})") from None
     # The final checkpoint is written before the loop swaps the selected state in (`Selection.restore_best`):
     # the same swap here, or `raygen evaluate`/`sample` would score a model other than `selection/step` names.
     selection = Selection(config, algo)
