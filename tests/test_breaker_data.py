@@ -105,3 +105,11 @@ def test_npz_array_header_declaring_a_terabyte_is_a_data_error(tmp_path):
         z.writestr("images.npy", buf.getvalue())
     with pytest.raises(DataError, match=r"d.npz: (an array is larger than the free memory|not a readable .npz)"):
         load_dataset(f"npz:{path}", DataConfig())
+
+
+def test_forced_channel_axis_must_hold_a_channel_count(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, images=np.zeros((20, 8, 8, 3), np.float32))
+    with pytest.raises(DataError, match=r"data.channels=first reads axis 1 of shape \(20, 8, 8, 3\) as 8 channels"):
+        load_dataset(f"npz:{path}", DataConfig(channels="first"))
+    assert tuple(load_dataset(f"npz:{path}", DataConfig(channels="last")).splits["train"].shape[1:]) == (3, 8, 8)

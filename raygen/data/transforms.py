@@ -145,6 +145,12 @@ def as_images(array: np.ndarray, where: str, channels: str = "auto") -> np.ndarr
                 "set data.channels=first (N, C, H, W) or data.channels=last (N, H, W, C)"
             )
         channels = "first" if first else "last"
+    if not (first if channels == "first" else last):  # a forced axis must still hold a channel count
+        axis = 1 if channels == "first" else 3
+        raise DataError(
+            f"{where}: data.channels={channels} reads axis {axis} of shape {tuple(array.shape)} as "
+            f"{array.shape[axis]} channels; images have {'/'.join(map(str, CHANNEL_COUNTS))}"
+        )
     if channels == "last":
         array = array.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(array)
