@@ -137,6 +137,11 @@ def as_images(array: np.ndarray, where: str, channels: str = "auto") -> np.ndarr
         )
     first, last = array.shape[1] in CHANNEL_COUNTS, array.shape[3] in CHANNEL_COUNTS
     if channels == "auto":
+        if not first and not last:
+            raise DataError(
+                f"{where}: shape {array.shape} is not images: neither axis 1 nor axis 3 holds "
+                f"{'/'.join(map(str, CHANNEL_COUNTS))} channels"
+            )
         if first == last:
             raise DataError(
                 f"{where}: cannot tell the channel axis of shape {array.shape} ("
