@@ -36,19 +36,12 @@ def _store(results: Path, option: Path | None) -> Path:
 
 
 def _check_store(results: Path) -> None:
-    from raygen.results.store import exists, is_remote, label
+    from raygen.results.store import store_problem
 
-    try:
-        found = exists(results) if is_remote(results) else results.is_dir()
-    except OSError as err:  # an object store that cannot be reached (endpoint, network): its error, one line
-        typer.secho(f"error: cannot read results store {label(results)}: {' '.join(str(err).split())}",
+    problem = store_problem(results)
+    if problem is not None:
+        typer.secho(f"error: {problem} (run `raygen train` or `raygen sweep` first, or pass the folder they wrote)",
                     fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
-    if not found:
-        what = "is a file, not a results store directory" if not is_remote(results) and results.exists() else \
-            "does not exist"
-        typer.secho(f"error: results store {label(results)} {what} (run `raygen train` or `raygen sweep` first, "
-                    "or pass the folder they wrote)", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
 
 

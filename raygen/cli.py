@@ -281,26 +281,12 @@ def datasets(
     Console().print(table)  # the terminal's width
 
 
-def _is_store(results: Path) -> bool:
-    """A results store is a folder with a runs/ folder (what every writer creates first)."""
-    from raygen.results.store import exists, is_remote
-
-    return exists(results / "runs") if is_remote(results) else (results / "runs").is_dir()
-
-
 def _require_store(results: Path) -> None:
-    from raygen.results.store import is_remote, label
+    from raygen.results.store import store_problem
 
-    try:
-        found = _is_store(results)
-    except OSError as err:  # an object store that cannot be reached (endpoint, network): its error, one line
-        _fail(f"cannot read results store {label(results)}: {' '.join(str(err).split())}")
-    if not found:
-        what = "does not exist" if is_remote(results) or not results.exists() else \
-            "is not a raygen results store (no runs/ folder)" if results.is_dir() else \
-            "is a file, not a results store directory"
-        _fail(f"results store {label(results)} {what}; pass the folder `raygen train` or `raygen sweep` wrote with "
-              "--results")
+    problem = store_problem(results)
+    if problem is not None:
+        _fail(f"{problem}; pass the folder `raygen train` or `raygen sweep` wrote with --results")
 
 
 def _metric_cell(value: Any) -> str:

@@ -68,6 +68,12 @@ def test_missing_store_is_a_clear_error(tmp_path):
     for command in (["report", str(tmp_path / "nope")], ["dashboard", str(tmp_path / "nope"), "--html"]):
         result = CliRunner().invoke(_app(), command)
         assert result.exit_code == 2 and "does not exist" in result.output
+    (tmp_path / "empty").mkdir()  # the same rule as `raygen runs`: a store holds runs/
+    (tmp_path / "page.parquet").write_bytes(b"PAR1")
+    for path, why in ((tmp_path / "empty", "no runs/ folder"), (tmp_path / "page.parquet", "is a file")):
+        for command in (["report", str(path)], ["dashboard", str(path), "--html"]):
+            result = CliRunner().invoke(_app(), command)
+            assert result.exit_code == 2 and why in result.output, result.output
 
 
 def test_report_filters_on_the_command_line(tmp_path):

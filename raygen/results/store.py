@@ -181,6 +181,22 @@ def label(path: str | Path) -> str:
     return f"{match['scheme']}://{match['rest']}" if match is not None and is_remote(path) else str(path)
 
 
+def store_problem(root: str | Path) -> str | None:
+    """Why `root` cannot be read as a results store (one line for the CLI), or None when it can. A store is a
+    folder holding a runs/ folder, which every writer creates first."""
+    try:
+        found = exists(Path(root) / "runs") if is_remote(root) else (Path(root) / "runs").is_dir()
+    except OSError as err:  # an object store that cannot be reached (endpoint, network): its error
+        return f"cannot read results store {label(root)}: {' '.join(str(err).split())}"
+    if found:
+        return None
+    path = Path(root)
+    what = ("does not exist" if is_remote(root) or not path.exists()
+            else "is a file, not a results store directory" if not path.is_dir()
+            else "is not a raygen results store (no runs/ folder)")
+    return f"results store {label(root)} {what}"
+
+
 def read_bytes(path: str | Path) -> bytes:
     got = remote(path)
     if got is None:
