@@ -227,6 +227,9 @@ def test_the_tune_equivalent_shown_for_a_stepped_range_draws_what_optuna_draws()
 def test_spec_key_spelled_as_other_tools_spell_it_gets_the_right_name():
     with pytest.raises(SpecError, match=r"unknown key 'parameters.algo.walkback_steps.step' \(did you mean 'q'\?\)"):
         resolve(spec(parameters={"algo.walkback_steps": {"min": 10, "max": 40, "step": 5}}))
+    with pytest.raises(SpecError) as refused:  # only a parameter's own keys: `step` at the top is no `q`
+        resolve(spec(step=5))
+    assert "unknown key 'step'" in str(refused.value) and "'q'" not in str(refused.value)
 
 
 def test_gp_refuses_conditional_parameters_like_cmaes():

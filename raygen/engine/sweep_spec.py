@@ -692,7 +692,7 @@ def _format_pydantic(err: ValidationError, prefix: str = "") -> str:
         loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
         key = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "<spec>"
         if item["type"] == "extra_forbidden":
-            out.append(f"unknown key '{key}'{_suggest_key(str(item['loc'][-1]))}")
+            out.append(f"unknown key '{key}'{_suggest_key(key)}")
         elif item["type"] == "missing":
             out.append(f"missing key '{key}'")
         else:
@@ -714,14 +714,16 @@ def _known_keys() -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-# Names other sweep tools (W&B, Hydra, Tune) give to a key this spec spells otherwise
-KEY_SYNONYMS = {"step": "q", "steps": "q", "low": "min", "high": "max", "lower": "min", "upper": "max",
-                "choices": "values", "log_scale": "log"}
+# Names other sweep tools (W&B, Hydra, Tune) give to a key of a parameter that this spec spells otherwise
+PARAM_KEY_SYNONYMS = {"step": "q", "low": "min", "high": "max", "lower": "min", "upper": "max",
+                      "choices": "values", "log_scale": "log"}
 
 
-def _suggest_key(key: str) -> str:
-    if key in KEY_SYNONYMS:
-        return f" (did you mean {KEY_SYNONYMS[key]!r}?)"
+def _suggest_key(path: str) -> str:
+    """A hint for the unknown key at dotted `path` (parameters.<name>.<key> for a parameter's keys)."""
+    key = path.rsplit(".", 1)[-1]
+    if (path.startswith("parameters.") or ".parameters." in path) and key in PARAM_KEY_SYNONYMS:
+        return f" (did you mean {PARAM_KEY_SYNONYMS[key]!r}?)"
     close = difflib.get_close_matches(key, _known_keys(), n=2, cutoff=0.7)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
